@@ -1,0 +1,3 @@
+//! The privval protocol: framing, per-version messages and sign bytes.
+
+pub mod canonical;

@@ -1,0 +1,276 @@
+//! Single-node persistence of a chain's [`SignState`] in CometBFT's
+//! `priv_validator_state.json` format, so an operator can copy a
+//! validator's file in (and back out).
+//!
+//! Writes are atomic and durable: temp file, fsync, rename, fsync of the
+//! directory. A write that returns `Ok` survives a crash at any instant; one
+//! that fails leaves the previous file in place.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Serialize};
+
+use super::{Position, SignState, Step};
+
+/// Errors loading or saving a state file.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    /// The file does not exist.
+    #[error("state file {} does not exist", .0.display())]
+    Missing(PathBuf),
+    /// The file exists but cannot be parsed.
+    #[error("state file {} is corrupt: {reason}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Reading, writing or syncing failed.
+    #[error("state file {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+}
+
+/// CometBFT's JSON shape. Height is a string (amino JSON int64); round is a
+/// number in CometBFT's files and a string in some tools' files, so both are
+/// accepted. Empty signature and sign bytes are omitted.
+#[derive(Serialize, Deserialize)]
+struct Json {
+    height: StringOrNumber,
+    round: StringOrNumber,
+    step: i8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signature: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signbytes: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+#[serde(untagged)]
+enum StringOrNumber {
+    Number(i64),
+    String(String),
+}
+
+impl StringOrNumber {
+    fn parse(&self, what: &str) -> Result<i64, String> {
+        match self {
+            StringOrNumber::Number(n) => Ok(*n),
+            StringOrNumber::String(s) => s
+                .parse()
+                .map_err(|_| format!("{what} {s:?} is not an integer")),
+        }
+    }
+}
+
+/// Parses CometBFT `priv_validator_state.json` text.
+///
+/// # Errors
+///
+/// Returns a reason when the JSON is malformed or out of range.
+pub fn parse(text: &str) -> Result<SignState, String> {
+    let json: Json = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let height = json.height.parse("height")?;
+    let round = i32::try_from(json.round.parse("round")?).map_err(|_| "round out of range")?;
+    let step = Step::from_i8(json.step).ok_or_else(|| format!("step {} is not 0..=3", json.step))?;
+    if height < 0 || round < 0 {
+        return Err("height and round must not be negative".into());
+    }
+    let sign_bytes = match json.signbytes.as_deref() {
+        None | Some("") => Vec::new(),
+        Some(h) => hex::decode(h).map_err(|e| format!("signbytes: {e}"))?,
+    };
+    let signature = match json.signature.as_deref() {
+        None | Some("") => None,
+        Some(b) => Some(BASE64.decode(b).map_err(|e| format!("signature: {e}"))?),
+    };
+    let position = (height, round, step) != (0, 0, Step::None);
+    Ok(SignState {
+        position: position.then_some(Position {
+            height,
+            round,
+            step,
+        }),
+        sign_bytes,
+        signature,
+        owner: None,
+    })
+}
+
+/// Renders a state as CometBFT `priv_validator_state.json` text.
+pub fn render(state: &SignState) -> String {
+    let p = state.position.unwrap_or(Position {
+        height: 0,
+        round: 0,
+        step: Step::None,
+    });
+    let json = Json {
+        height: StringOrNumber::String(p.height.to_string()),
+        round: StringOrNumber::Number(i64::from(p.round)),
+        step: p.step.as_i8(),
+        signature: state.signature.as_ref().map(|s| BASE64.encode(s)),
+        signbytes: (!state.sign_bytes.is_empty()).then(|| hex::encode_upper(&state.sign_bytes)),
+    };
+    // Serializing a plain struct of strings and integers cannot fail.
+    serde_json::to_string_pretty(&json).unwrap_or_default()
+}
+
+/// A chain's state file on disk.
+#[derive(Clone, Debug)]
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    /// A handle on `path`; nothing is read yet.
+    pub fn new(path: impl Into<PathBuf>) -> StateFile {
+        StateFile { path: path.into() }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the state.
+    ///
+    /// # Errors
+    ///
+    /// [`StateFileError::Missing`] when there is no file, `Corrupt` when it
+    /// does not parse, `Io` otherwise.
+    pub fn load(&self) -> Result<SignState, StateFileError> {
+        let text = match fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StateFileError::Missing(self.path.clone()));
+            }
+            Err(source) => return Err(self.io(source)),
+        };
+        parse(&text).map_err(|reason| StateFileError::Corrupt {
+            path: self.path.clone(),
+            reason,
+        })
+    }
+
+    /// Durably replaces the file with `state`.
+    ///
+    /// # Errors
+    ///
+    /// Any failure to write, sync or rename; the old file is then intact.
+    pub fn save(&self, state: &SignState) -> Result<(), StateFileError> {
+        write_atomically(&self.path, render(state).as_bytes()).map_err(|e| self.io(e))
+    }
+
+    fn io(&self, source: io::Error) -> StateFileError {
+        StateFileError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+/// Writes `contents` to `path` so that after a crash the file holds either
+/// the old or the new contents, and after `Ok` it holds the new ones.
+pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    File::open(&dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cometbft_files() {
+        let initial = parse(r#"{"height":"0","round":0,"step":0}"#).unwrap();
+        assert_eq!(initial, SignState::default());
+        let s = parse(r#"{"height":"1","round":1,"step":1}"#).unwrap();
+        assert_eq!(
+            s.position,
+            Some(Position {
+                height: 1,
+                round: 1,
+                step: Step::Propose
+            })
+        );
+        // Some tools write the round as a string.
+        let s = parse(r#"{"height":"7","round":"2","step":3}"#).unwrap();
+        assert_eq!(s.position.unwrap().round, 2);
+    }
+
+    #[test]
+    fn round_trips_with_signature_and_bytes() {
+        let state = SignState {
+            position: Some(Position {
+                height: 9,
+                round: 0,
+                step: Step::Precommit,
+            }),
+            sign_bytes: vec![1, 2, 0xab],
+            signature: Some(vec![9; 64]),
+            owner: None,
+        };
+        let text = render(&state);
+        assert!(text.contains("\"height\": \"9\""));
+        assert!(text.contains("\"signbytes\": \"0102AB\""));
+        assert_eq!(parse(&text).unwrap(), state);
+    }
+
+    #[test]
+    fn rejects_malformed_state() {
+        for bad in [
+            "",
+            "{",
+            r#"{"height":"x","round":0,"step":0}"#,
+            r#"{"height":"1","round":0,"step":9}"#,
+            r#"{"height":"-1","round":0,"step":1}"#,
+            r#"{"height":"1","round":0,"step":1,"signbytes":"zz"}"#,
+        ] {
+            assert!(parse(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn save_then_load_and_missing_and_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path().join("s.json"));
+        assert!(matches!(file.load(), Err(StateFileError::Missing(_))));
+        let state = SignState {
+            position: Some(Position {
+                height: 3,
+                round: 1,
+                step: Step::Prevote,
+            }),
+            ..SignState::default()
+        };
+        file.save(&state).unwrap();
+        assert_eq!(file.load().unwrap(), state);
+        fs::write(file.path(), "{not json").unwrap();
+        assert!(matches!(file.load(), Err(StateFileError::Corrupt { .. })));
+    }
+}
