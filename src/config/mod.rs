@@ -1,0 +1,349 @@
+//! quorumkms.toml: parsing and validation.
+//!
+//! The file mirrors tmkms's: `[[chain]]`, `[[validator]]`,
+//! `[[providers.softsign]]` / `[[providers.yubihsm]]`, plus an optional
+//! `[cluster]` section. [`load`] parses, resolves relative paths against the
+//! file's directory and validates everything, reporting every problem at
+//! once with the key it concerns, so nothing is first discovered at connect
+//! time.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::privval::Version;
+use crate::transport::Address;
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Chains this signer serves.
+    #[serde(default)]
+    pub chain: Vec<ChainConfig>,
+    /// Validator nodes to dial (a validator and any sentries running as it).
+    #[serde(default)]
+    pub validator: Vec<ValidatorConfig>,
+    /// Key backends.
+    #[serde(default)]
+    pub providers: ProvidersConfig,
+    /// Present in cluster mode; absent means single-node mode.
+    pub cluster: Option<crate::cluster::Config>,
+}
+
+/// One `[[chain]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    /// The chain id, e.g. `cosmoshub-4`.
+    pub id: String,
+    /// Single-node mode's watermark file, in CometBFT's
+    /// `priv_validator_state.json` format.
+    pub state_file: PathBuf,
+    /// Refuse to sign above this height (an operator's brake for upgrades).
+    pub max_height: Option<i64>,
+    /// With several validator nodes, the first to be granted a new position
+    /// at a height owns that height (DESIGN.md). On by default.
+    #[serde(default = "default_true")]
+    pub height_ownership: bool,
+}
+
+/// One `[[validator]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidatorConfig {
+    /// Chain this validator node runs.
+    pub chain_id: String,
+    /// `tcp://NODE_ID@host:port` or `unix:///path`.
+    pub addr: String,
+    /// The SecretConnection identity key (`kms-identity.key`), for tcp.
+    pub secret_key: Option<PathBuf>,
+    /// privval protocol version: `v0.34`, `v0.37`, `v0.38` or `v1.0`.
+    #[serde(default = "default_protocol_version")]
+    pub protocol_version: Version,
+    /// Keep redialling after a disconnect.
+    #[serde(default = "default_true")]
+    pub reconnect: bool,
+    /// Largest privval frame accepted, in bytes.
+    #[serde(default = "default_max_frame")]
+    pub max_frame_bytes: usize,
+    /// Read/write timeout on the connection, in milliseconds.
+    #[serde(default = "default_io_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// `[providers]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvidersConfig {
+    /// Soft keys on disk.
+    #[serde(default)]
+    pub softsign: Vec<SoftsignConfig>,
+    /// YubiHSM 2 devices.
+    #[serde(default)]
+    pub yubihsm: Vec<YubihsmConfig>,
+}
+
+/// One `[[providers.softsign]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SoftsignConfig {
+    /// Chains this key signs for.
+    pub chain_ids: Vec<String>,
+    /// Key file (base64 Ed25519 seed, mode 0600).
+    pub path: PathBuf,
+}
+
+/// One `[[providers.yubihsm]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct YubihsmConfig {
+    /// How to reach the device.
+    pub adapter: YubihsmAdapter,
+    /// Authentication key.
+    pub auth: YubihsmAuth,
+    /// Keys on the device and the chains they sign for.
+    pub keys: Vec<YubihsmKey>,
+}
+
+/// How to reach a YubiHSM.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum YubihsmAdapter {
+    /// Directly over USB (optionally a given serial number).
+    Usb {
+        /// Device serial number.
+        serial_number: Option<String>,
+    },
+    /// Through yubihsm-connector.
+    Http {
+        /// Connector host.
+        addr: String,
+        /// Connector port.
+        port: u16,
+    },
+    /// The in-process mock HSM (debug builds with the `mockhsm` feature).
+    Mock,
+}
+
+/// YubiHSM authentication.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct YubihsmAuth {
+    /// Authentication key id.
+    pub key: u16,
+    /// File holding the password (mode 0600).
+    pub password_file: PathBuf,
+}
+
+/// A key on a YubiHSM.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct YubihsmKey {
+    /// Chains it signs for.
+    pub chain_ids: Vec<String>,
+    /// Object id of the Ed25519 key.
+    pub key: u16,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_protocol_version() -> Version {
+    Version::V0_38
+}
+
+fn default_max_frame() -> usize {
+    crate::privval::codec::DEFAULT_MAX_FRAME
+}
+
+fn default_io_timeout_ms() -> u64 {
+    5_000
+}
+
+/// Every problem found in a configuration file.
+#[derive(Debug)]
+pub struct Error {
+    /// The file.
+    pub path: PathBuf,
+    /// One line per problem, each naming its key.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid config {}:", self.path.display())?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Reads, parses and validates `path`. Relative paths inside are resolved
+/// against the file's directory.
+///
+/// # Errors
+///
+/// Every problem at once: unreadable file, TOML errors with their key and
+/// line, and every invalid field.
+pub fn load(path: &Path) -> Result<Config, Error> {
+    let fail = |problems| Error {
+        path: path.to_path_buf(),
+        problems,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(vec![format!("cannot read: {e}")]))?;
+    let mut config = parse(&text).map_err(|p| fail(vec![p]))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    config.resolve_paths(base);
+    config.validate().map_err(fail)?;
+    Ok(config)
+}
+
+/// Parses TOML text without validating it.
+///
+/// # Errors
+///
+/// The TOML error, with the offending key and position.
+pub fn parse(text: &str) -> Result<Config, String> {
+    toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+}
+
+fn resolve(base: &Path, path: &mut PathBuf) {
+    if path.is_relative() {
+        *path = base.join(&*path);
+    }
+}
+
+impl Config {
+    fn resolve_paths(&mut self, base: &Path) {
+        for c in &mut self.chain {
+            resolve(base, &mut c.state_file);
+        }
+        for v in &mut self.validator {
+            if let Some(key) = &mut v.secret_key {
+                resolve(base, key);
+            }
+            if let Some(rest) = v.addr.strip_prefix("unix://") {
+                let mut p = PathBuf::from(rest);
+                resolve(base, &mut p);
+                v.addr = format!("unix://{}", p.display());
+            }
+        }
+        for s in &mut self.providers.softsign {
+            resolve(base, &mut s.path);
+        }
+        for y in &mut self.providers.yubihsm {
+            resolve(base, &mut y.auth.password_file);
+        }
+        if let Some(cluster) = &mut self.cluster {
+            resolve(base, &mut cluster.data_dir);
+        }
+    }
+
+    /// Checks every field, collecting all problems.
+    ///
+    /// # Errors
+    ///
+    /// One line per problem, each naming the key it concerns.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        let mut chains = BTreeSet::new();
+        if self.chain.is_empty() {
+            problems.push("[[chain]]: at least one chain is required".to_string());
+        }
+        for (i, c) in self.chain.iter().enumerate() {
+            if c.id.is_empty() || c.id.len() > 50 || c.id.chars().any(char::is_whitespace) {
+                problems.push(format!(
+                    "chain[{i}].id: {:?} is not a chain id (1 to 50 characters, no spaces)",
+                    c.id
+                ));
+            }
+            if !chains.insert(c.id.as_str()) {
+                problems.push(format!("chain[{i}].id: chain {:?} is listed twice", c.id));
+            }
+            if let Some(h) = c.max_height {
+                if h <= 0 {
+                    problems.push(format!("chain[{i}].max_height: must be positive, got {h}"));
+                }
+            }
+        }
+        let mut addrs = BTreeSet::new();
+        for (i, v) in self.validator.iter().enumerate() {
+            if !chains.contains(v.chain_id.as_str()) {
+                problems.push(format!(
+                    "validator[{i}].chain_id: no [[chain]] has id {:?}",
+                    v.chain_id
+                ));
+            }
+            match v.addr.parse::<Address>() {
+                Ok(Address::Tcp { .. }) if v.secret_key.is_none() => problems.push(format!(
+                    "validator[{i}].secret_key: required for tcp:// addresses (the kms-identity.key)"
+                )),
+                Ok(_) => {}
+                Err(e) => problems.push(format!("validator[{i}].addr: {e}")),
+            }
+            if !addrs.insert((v.chain_id.as_str(), v.addr.as_str())) {
+                problems.push(format!("validator[{i}].addr: {} is listed twice", v.addr));
+            }
+            if !(1024..=64 << 20).contains(&v.max_frame_bytes) {
+                problems.push(format!(
+                    "validator[{i}].max_frame_bytes: {} is outside 1024..=67108864",
+                    v.max_frame_bytes
+                ));
+            }
+            if !(100..=60_000).contains(&v.timeout_ms) {
+                problems.push(format!(
+                    "validator[{i}].timeout_ms: {} is outside 100..=60000",
+                    v.timeout_ms
+                ));
+            }
+        }
+        let mut keyed = BTreeSet::new();
+        let mut claim = |chain: &str, key: String, problems: &mut Vec<String>| {
+            if !chains.contains(chain) {
+                problems.push(format!("{key}: no [[chain]] has id {chain:?}"));
+            } else if !keyed.insert(chain.to_string()) {
+                problems.push(format!("{key}: chain {chain:?} already has a key"));
+            }
+        };
+        for (i, s) in self.providers.softsign.iter().enumerate() {
+            for chain in &s.chain_ids {
+                claim(chain, format!("providers.softsign[{i}].chain_ids"), &mut problems);
+            }
+        }
+        for (i, y) in self.providers.yubihsm.iter().enumerate() {
+            for (j, k) in y.keys.iter().enumerate() {
+                for chain in &k.chain_ids {
+                    claim(chain, format!("providers.yubihsm[{i}].keys[{j}].chain_ids"), &mut problems);
+                }
+            }
+        }
+        for c in &self.chain {
+            if !keyed.contains(&c.id) {
+                problems.push(format!(
+                    "providers: chain {:?} has no key (add it to a [[providers.softsign]] or [[providers.yubihsm]] chain_ids)",
+                    c.id
+                ));
+            }
+        }
+        if let Some(cluster) = &self.cluster {
+            if let Err(more) = cluster.validate() {
+                problems.extend(more.into_iter().map(|p| format!("cluster.{p}")));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

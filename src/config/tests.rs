@@ -1,0 +1,112 @@
+//! Config parsing and validation: every broken field is named.
+
+use super::*;
+
+const GOOD: &str = r#"
+[[chain]]
+id = "cosmoshub-4"
+state_file = "state/cosmoshub-4.json"
+max_height = 100
+
+[[validator]]
+chain_id = "cosmoshub-4"
+addr = "tcp://f88883b673fc69d7869cab098de3bafc2ff76eb8@127.0.0.1:26658"
+secret_key = "secrets/kms-identity.key"
+protocol_version = "v0.37"
+
+[[validator]]
+chain_id = "cosmoshub-4"
+addr = "unix:///tmp/val.sock"
+
+[[providers.softsign]]
+chain_ids = ["cosmoshub-4"]
+path = "secrets/cosmoshub-4-consensus.key"
+"#;
+
+fn problems(text: &str) -> Vec<String> {
+    match parse(text) {
+        Err(e) => vec![e],
+        Ok(config) => config.validate().err().unwrap_or_default(),
+    }
+}
+
+#[test]
+fn a_good_config_validates_with_defaults() {
+    let config = parse(GOOD).unwrap();
+    assert_eq!(config.validate(), Ok(()));
+    let v = &config.validator[1];
+    assert_eq!(v.protocol_version, Version::V0_38);
+    assert!(v.reconnect);
+    assert_eq!(v.max_frame_bytes, crate::privval::codec::DEFAULT_MAX_FRAME);
+    assert_eq!(config.validator[0].protocol_version, Version::V0_37);
+    assert!(config.chain[0].height_ownership);
+    assert!(config.cluster.is_none());
+}
+
+#[test]
+fn the_generated_config_validates() {
+    let text = crate::cli::init::render(&["cosmoshub-4".into(), "osmosis-1".into()]);
+    assert_eq!(parse(&text).unwrap().validate(), Ok(()));
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let p = problems(&GOOD.replace("max_height = 100", "max_hieght = 100"));
+    assert_eq!(p.len(), 1);
+    assert!(p[0].contains("max_hieght"), "{p:?}");
+}
+
+#[test]
+fn every_broken_field_is_reported_at_once() {
+    let bad = GOOD
+        .replace("max_height = 100", "max_height = -5")
+        .replace("tcp://f88883b673fc69d7869cab098de3bafc2ff76eb8@127.0.0.1:26658", "http://nowhere")
+        .replace("unix:///tmp/val.sock\"", "unix:///tmp/val.sock\"\nchain_id_typo = 1");
+    // The typo is a parse error; fix it and see the rest together.
+    let p = problems(&bad);
+    assert_eq!(p.len(), 1, "{p:?}");
+    let bad = bad.replace("\nchain_id_typo = 1", "");
+    let p = problems(&bad);
+    assert!(p.iter().any(|p| p.starts_with("chain[0].max_height")), "{p:?}");
+    assert!(p.iter().any(|p| p.starts_with("validator[0].addr")), "{p:?}");
+}
+
+#[test]
+fn references_must_resolve() {
+    let p = problems(&GOOD.replace("chain_ids = [\"cosmoshub-4\"]", "chain_ids = [\"osmosis-1\"]"));
+    assert!(p.iter().any(|p| p.contains("no [[chain]] has id \"osmosis-1\"")), "{p:?}");
+    assert!(p.iter().any(|p| p.contains("chain \"cosmoshub-4\" has no key")), "{p:?}");
+    let p = problems(&GOOD.replace("chain_id = \"cosmoshub-4\"\naddr = \"unix", "chain_id = \"other\"\naddr = \"unix"));
+    assert!(p.iter().any(|p| p.starts_with("validator[1].chain_id")), "{p:?}");
+}
+
+#[test]
+fn tcp_needs_an_identity_key_and_bad_versions_are_refused() {
+    let p = problems(&GOOD.replace("secret_key = \"secrets/kms-identity.key\"\n", ""));
+    assert!(p.iter().any(|p| p.starts_with("validator[0].secret_key")), "{p:?}");
+    let p = problems(&GOOD.replace("\"v0.37\"", "\"v0.99\""));
+    assert_eq!(p.len(), 1);
+    assert!(p[0].contains("v0.99"), "{p:?}");
+}
+
+#[test]
+fn duplicate_chains_and_empty_configs_are_refused() {
+    assert!(problems("").iter().any(|p| p.contains("at least one chain")));
+    let twice = format!("{GOOD}\n[[chain]]\nid = \"cosmoshub-4\"\nstate_file = \"x.json\"\n");
+    assert!(problems(&twice).iter().any(|p| p.contains("listed twice")));
+}
+
+#[test]
+fn load_resolves_paths_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("quorumkms.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    let config = load(&path).unwrap();
+    assert_eq!(config.chain[0].state_file, dir.path().join("state/cosmoshub-4.json"));
+    assert_eq!(config.providers.softsign[0].path, dir.path().join("secrets/cosmoshub-4-consensus.key"));
+    std::fs::write(&path, GOOD.replace("max_height = 100", "max_height = 0")).unwrap();
+    let err = load(&path).unwrap_err().to_string();
+    assert!(err.contains(&path.display().to_string()) && err.contains("chain[0].max_height"), "{err}");
+    let missing = load(&dir.path().join("nope.toml")).unwrap_err().to_string();
+    assert!(missing.contains("cannot read"), "{missing}");
+}

@@ -1,0 +1,216 @@
+//! A running signer: keys, a granter, and one supervisor per validator node.
+//!
+//! Single-node mode grants from local state files; cluster mode (a
+//! `[cluster]` section) grants through Raft. Everything else is shared.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::{ChainConfig, Config, YubihsmAdapter};
+use crate::grant::{Granter, LocalGranter};
+use crate::keys::{self, ConsensusSigner};
+use crate::session::{Context, Supervisor, SupervisorConfig};
+use crate::transport::{Address, Timeouts};
+use crate::watermark::{SignState, StateFile, StateFileError};
+
+/// Errors starting a node. Each names what the operator must fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A key could not be loaded.
+    #[error("{0}")]
+    Key(#[from] keys::Error),
+    /// A state file is missing or corrupt.
+    #[error("{0}\n  (start with --allow-empty-state to begin from an empty watermark; a corrupt file is kept aside, never deleted)")]
+    State(StateFileError),
+    /// A state file could not be written.
+    #[error("{0}")]
+    StateWrite(StateFileError),
+    /// The configuration is inconsistent at run time.
+    #[error("{0}")]
+    Config(String),
+    /// The cluster failed.
+    #[error("cluster: {0}")]
+    Cluster(String),
+}
+
+/// Start-up options from the command line.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Begin from an empty watermark when a state file is missing or
+    /// corrupt (a corrupt file is renamed aside first).
+    pub allow_empty_state: bool,
+}
+
+/// Loads one key per chain from the providers.
+///
+/// # Errors
+///
+/// A key file that is missing, unreadable, world-readable or malformed, or
+/// an HSM that cannot be reached.
+pub fn load_signers(config: &Config) -> Result<BTreeMap<String, Arc<dyn ConsensusSigner>>, Error> {
+    let mut signers: BTreeMap<String, Arc<dyn ConsensusSigner>> = BTreeMap::new();
+    for soft in &config.providers.softsign {
+        keys::softsign::check_permissions(&soft.path)?;
+        let signer: Arc<dyn ConsensusSigner> = Arc::new(keys::softsign::SoftSigner::load(&soft.path)?);
+        for chain in &soft.chain_ids {
+            signers.insert(chain.clone(), signer.clone());
+        }
+    }
+    for hsm in &config.providers.yubihsm {
+        keys::softsign::check_permissions(&hsm.auth.password_file)?;
+        let password = std::fs::read_to_string(&hsm.auth.password_file).map_err(|e| {
+            keys::Error::Key(format!("{}: {e}", hsm.auth.password_file.display()))
+        })?;
+        let connector = match &hsm.adapter {
+            YubihsmAdapter::Usb { serial_number } => keys::yubihsm::Connector::Usb {
+                serial: serial_number.clone(),
+            },
+            YubihsmAdapter::Http { addr, port } => keys::yubihsm::Connector::Http {
+                addr: addr.clone(),
+                port: *port,
+            },
+            YubihsmAdapter::Mock => mock_connector()?,
+        };
+        let client = keys::yubihsm::connect(connector, hsm.auth.key, password.trim())?;
+        for key in &hsm.keys {
+            let signer: Arc<dyn ConsensusSigner> =
+                Arc::new(keys::yubihsm::YubiHsmSigner::new(client.clone(), key.key)?);
+            for chain in &key.chain_ids {
+                signers.insert(chain.clone(), signer.clone());
+            }
+        }
+    }
+    Ok(signers)
+}
+
+#[cfg(any(feature = "mockhsm", test))]
+fn mock_connector() -> Result<keys::yubihsm::Connector, Error> {
+    Ok(keys::yubihsm::Connector::Mock)
+}
+
+#[cfg(not(any(feature = "mockhsm", test)))]
+fn mock_connector() -> Result<keys::yubihsm::Connector, Error> {
+    Err(Error::Config(
+        "providers.yubihsm.adapter: type \"mock\" needs a debug build with the mockhsm feature".into(),
+    ))
+}
+
+/// Loads a chain's state file, or begins empty when allowed.
+fn load_state(chain: &ChainConfig, options: &Options) -> Result<SignState, Error> {
+    let file = StateFile::new(&chain.state_file);
+    match file.load() {
+        Ok(state) => Ok(state),
+        Err(e @ (StateFileError::Missing(_) | StateFileError::Corrupt { .. }))
+            if options.allow_empty_state =>
+        {
+            if matches!(e, StateFileError::Corrupt { .. }) {
+                let aside = chain.state_file.with_extension("corrupt");
+                std::fs::rename(&chain.state_file, &aside).map_err(|io| {
+                    Error::Config(format!("cannot move {} aside: {io}", chain.state_file.display()))
+                })?;
+                warn!(file = %aside.display(), "corrupt state file kept aside");
+            }
+            warn!(chain_id = %chain.id, "starting from an empty watermark");
+            let empty = SignState::default();
+            file.save(&empty).map_err(Error::StateWrite)?;
+            Ok(empty)
+        }
+        Err(e) => Err(Error::State(e)),
+    }
+}
+
+/// Runs the node until `shutdown` completes.
+///
+/// # Errors
+///
+/// Start-up failures; once running, connection problems are logged and
+/// retried, never fatal.
+pub async fn run(config: Config, options: Options, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let signers = load_signers(&config)?;
+    let (granter, ready): (Arc<dyn Granter>, watch::Receiver<bool>) = match &config.cluster {
+        None => {
+            let mut local = LocalGranter::new();
+            for chain in &config.chain {
+                let signer = signer_for(&signers, &chain.id)?;
+                let state = load_state(chain, &options)?;
+                info!(chain_id = %chain.id, watermark = ?state.position, "loaded state");
+                local.add_chain(chain.id.clone(), StateFile::new(&chain.state_file), state, signer);
+            }
+            let (_tx, rx) = watch::channel(true);
+            // Keep the sender alive for the node's lifetime: single-node
+            // mode is always ready.
+            std::mem::forget(_tx);
+            (Arc::new(local), rx)
+        }
+        Some(cluster) => {
+            let node = crate::cluster::run_node(cluster.clone(), crate::cluster::Deps::default())
+                .await
+                .map_err(|e| Error::Cluster(e.to_string()))?;
+            let ready = node.ready();
+            (Arc::new(node), ready)
+        }
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    for v in &config.validator {
+        let chain = config
+            .chain
+            .iter()
+            .find(|c| c.id == v.chain_id)
+            .ok_or_else(|| Error::Config(format!("no chain {}", v.chain_id)))?;
+        let addr: Address = v
+            .addr
+            .parse()
+            .map_err(|e| Error::Config(format!("validator {}: {e}", v.addr)))?;
+        let identity = match &v.secret_key {
+            Some(path) => keys::identity::load(path)?,
+            None => keys::identity::generate(),
+        };
+        let ctx = Context {
+            chain_id: chain.id.clone(),
+            version: v.protocol_version,
+            granter: granter.clone(),
+            signer: signer_for(&signers, &chain.id)?,
+            max_height: chain.max_height,
+            origin: chain.height_ownership.then(|| v.addr.clone()),
+            max_frame: v.max_frame_bytes,
+        };
+        let timeout = Duration::from_millis(v.timeout_ms);
+        let supervisor = Supervisor::new(
+            ctx,
+            SupervisorConfig {
+                addr,
+                identity,
+                timeouts: Timeouts {
+                    connect: timeout,
+                    read: timeout,
+                    write: timeout,
+                },
+                reconnect: v.reconnect,
+            },
+        );
+        tasks.spawn(supervisor.run(ready.clone(), stop_rx.clone()));
+    }
+    info!(validators = config.validator.len(), chains = config.chain.len(), "quorumkms started");
+    shutdown.await;
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+fn signer_for(
+    signers: &BTreeMap<String, Arc<dyn ConsensusSigner>>,
+    chain_id: &str,
+) -> Result<Arc<dyn ConsensusSigner>, Error> {
+    signers
+        .get(chain_id)
+        .cloned()
+        .ok_or_else(|| Error::Config(format!("chain {chain_id} has no key")))
+}

@@ -1,0 +1,204 @@
+//! One validator connection: decode → grant → sign → reply.
+//!
+//! A session answers one request at a time. It never judges a sign request
+//! itself: it asks the [`Granter`] and signs only the bytes the granter
+//! returns. This module is also the only place that maps outcomes to privval
+//! error codes (see [`code`]).
+//!
+//! Refusals (double-sign rules, wrong chain id, max height) are answered
+//! with an error reply, which CometBFT treats as final for that vote, and the
+//! connection stays open. Transient failures (no quorum, storage, key
+//! backend) are never answered with an error: the session ends so the
+//! validator drops this signer and fails over to another one.
+
+mod supervisor;
+
+pub use supervisor::{Supervisor, SupervisorConfig};
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{debug, info, warn};
+
+use crate::grant::{GrantError, Granter};
+use crate::keys::ConsensusSigner;
+use crate::privval::codec::{self, FrameReader, ReadError};
+use crate::privval::{self, Request, Response, SignRequest, Version, canonical};
+use crate::watermark::{Attempt, Verdict};
+
+/// privval `RemoteSignerError` codes sent by quorumkms.
+pub mod code {
+    /// The request could not be decoded.
+    pub const MALFORMED: i32 = 1;
+    /// The request names another chain.
+    pub const WRONG_CHAIN: i32 = 2;
+    /// The double-sign rules refused the request.
+    pub const DOUBLE_SIGN: i32 = 3;
+    /// The request is above the chain's configured `max_height`.
+    pub const MAX_HEIGHT: i32 = 4;
+    /// The request kind is not served (raw byte signing).
+    pub const UNSUPPORTED: i32 = 5;
+}
+
+/// Everything a session needs, shared by all sessions of one validator.
+#[derive(Clone)]
+pub struct Context {
+    /// The chain this validator runs.
+    pub chain_id: String,
+    /// Protocol version spoken on this connection.
+    pub version: Version,
+    /// Where permission to sign comes from.
+    pub granter: Arc<dyn Granter>,
+    /// The chain's key.
+    pub signer: Arc<dyn ConsensusSigner>,
+    /// Refuse to sign above this height.
+    pub max_height: Option<i64>,
+    /// This validator node's name, when height ownership is on.
+    pub origin: Option<String>,
+    /// Largest frame accepted.
+    pub max_frame: usize,
+}
+
+/// Why a session ended without an I/O error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The validator closed the connection.
+    Closed,
+    /// No grant could be had (no quorum, storage, key backend): the
+    /// connection was dropped so the validator fails over.
+    Unavailable(String),
+}
+
+/// What to do after handling one frame.
+enum Next {
+    Reply(Response),
+    Close(String),
+}
+
+/// Serves one connection until it closes or a grant is unavailable.
+///
+/// # Errors
+///
+/// Only I/O errors on the connection.
+pub async fn serve<S>(ctx: &Context, stream: S) -> std::io::Result<Ended>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (read, mut write) = tokio::io::split(stream);
+    let mut frames = FrameReader::new(read, ctx.max_frame);
+    loop {
+        let next = match frames.read_frame().await {
+            Ok(None) => return Ok(Ended::Closed),
+            Ok(Some(body)) => handle(ctx, &body).await,
+            Err(ReadError::Io(e)) => return Err(e),
+            Err(ReadError::Codec(e)) => {
+                warn!(chain_id = %ctx.chain_id, error = %e, "bad frame");
+                Next::Reply(privval::error_reply_unknown(code::MALFORMED, &e.to_string()))
+            }
+        };
+        match next {
+            Next::Reply(response) => {
+                codec::write_frame(&mut write, &response.encode(ctx.version)).await?;
+            }
+            Next::Close(reason) => return Ok(Ended::Unavailable(reason)),
+        }
+    }
+}
+
+async fn handle(ctx: &Context, body: &[u8]) -> Next {
+    let request = match Request::decode(ctx.version, body) {
+        Ok(request) => request,
+        Err(e) => {
+            warn!(chain_id = %ctx.chain_id, error = %e, "malformed request");
+            let description = format!("malformed request: {e}");
+            let reply = privval::error_reply_for_malformed(ctx.version, body, code::MALFORMED, &description)
+                .unwrap_or_else(|| privval::error_reply_unknown(code::MALFORMED, &description));
+            return Next::Reply(reply);
+        }
+    };
+    match &request {
+        Request::Ping => Next::Reply(Response::pong()),
+        Request::PubKey { chain_id } => {
+            if let Some(reply) = wrong_chain(ctx, &request, chain_id) {
+                return Next::Reply(reply);
+            }
+            Next::Reply(Response::pub_key(ctx.signer.public_key()))
+        }
+        Request::SignRawBytes { .. } => Next::Reply(privval::error_reply(
+            &request,
+            code::UNSUPPORTED,
+            "raw byte signing is refused: it bypasses double-sign protection",
+        )),
+        Request::Sign(sign) => sign_request(ctx, &request, sign).await,
+    }
+}
+
+fn wrong_chain(ctx: &Context, request: &Request, chain_id: &str) -> Option<Response> {
+    (chain_id != ctx.chain_id).then(|| {
+        warn!(expected = %ctx.chain_id, got = %chain_id, "request for another chain");
+        privval::error_reply(
+            request,
+            code::WRONG_CHAIN,
+            &format!("wrong chain id: expected {}, got {chain_id}", ctx.chain_id),
+        )
+    })
+}
+
+async fn sign_request(ctx: &Context, request: &Request, sign: &SignRequest) -> Next {
+    if let Some(reply) = wrong_chain(ctx, request, &sign.chain_id) {
+        return Next::Reply(reply);
+    }
+    let position = sign.position;
+    if let Some(max) = ctx.max_height {
+        if position.height > max {
+            return Next::Reply(privval::error_reply(
+                request,
+                code::MAX_HEIGHT,
+                &format!("height {} is above max_height {max}", position.height),
+            ));
+        }
+    }
+    let attempt = Attempt {
+        position,
+        sign_bytes: sign.sign_bytes.clone(),
+        origin: ctx.origin.clone(),
+    };
+    let granted = match ctx.granter.grant(&ctx.chain_id, attempt).await {
+        Ok(Verdict::Sign(bytes)) => bytes,
+        Ok(Verdict::Refuse(refusal)) => {
+            info!(chain_id = %ctx.chain_id, %position, %refusal, "refused");
+            return Next::Reply(privval::error_reply(request, code::DOUBLE_SIGN, &refusal.to_string()));
+        }
+        Err(GrantError::UnknownChain(chain)) => {
+            return Next::Reply(privval::error_reply(
+                request,
+                code::WRONG_CHAIN,
+                &format!("chain {chain} is not served here"),
+            ));
+        }
+        Err(e) => return Next::Close(e.to_string()),
+    };
+    // Defence in depth: a grant may only hand back these bytes or stored
+    // ones that differ from them in the timestamp alone.
+    if granted != sign.sign_bytes && !canonical::same_except_timestamp(&granted, &sign.sign_bytes) {
+        warn!(chain_id = %ctx.chain_id, %position, "granted bytes do not match the request");
+        return Next::Reply(privval::error_reply(
+            request,
+            code::DOUBLE_SIGN,
+            "granted bytes do not match the request",
+        ));
+    }
+    let signature = match ctx.signer.sign(&granted) {
+        Ok(signature) => signature,
+        Err(e) => return Next::Close(format!("key backend: {e}")),
+    };
+    let extension_signature = match &sign.extension_sign_bytes {
+        None => None,
+        Some(bytes) => match ctx.signer.sign(bytes) {
+            Ok(signature) => Some(signature),
+            Err(e) => return Next::Close(format!("key backend: {e}")),
+        },
+    };
+    debug!(chain_id = %ctx.chain_id, %position, "signed");
+    Next::Reply(sign.reply(&granted, signature, extension_signature))
+}
