@@ -1,0 +1,1 @@
+//! Unit tests for request decoding, validation and replies.
