@@ -225,7 +225,6 @@ pub fn run_with_client(
 
 /// A softsign key file, or a priv_validator_key.json (detected by content).
 fn load_importable(path: &Path) -> Result<SoftSigner, CliError> {
-    crate::keys::softsign::check_permissions(path)?;
     let text = Zeroizing::new(
         std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?,

@@ -182,6 +182,17 @@ fn label(text: &str) -> Result<Label, Error> {
     Label::from_bytes(text.as_bytes()).map_err(|e| hsm_err("invalid label (at most 40 bytes)", e))
 }
 
+/// Refuses an object id that already holds an asymmetric key (the device
+/// would refuse too; this gives a clearer message).
+fn ensure_free(client: &Client, key_id: u16) -> Result<(), Error> {
+    match client.get_object_info(key_id, object::Type::AsymmetricKey) {
+        Ok(_) => Err(Error::Key(format!(
+            "yubihsm: key id {key_id} is already in use; pick another id"
+        ))),
+        Err(_) => Ok(()),
+    }
+}
+
 /// Generates an Ed25519 key inside the HSM as object `key_id` and returns
 /// its public key.
 ///
@@ -189,6 +200,7 @@ fn label(text: &str) -> Result<Label, Error> {
 ///
 /// When the id is taken or the device refuses.
 pub fn generate_key(client: &Client, key_id: u16, label_text: &str) -> Result<[u8; 32], Error> {
+    ensure_free(client, key_id)?;
     client
         .generate_asymmetric_key(
             key_id,
@@ -212,6 +224,7 @@ pub fn import_key(
     label_text: &str,
     seed: &[u8; 32],
 ) -> Result<[u8; 32], Error> {
+    ensure_free(client, key_id)?;
     let mut bytes = seed.to_vec();
     let result = client.put_asymmetric_key(
         key_id,
