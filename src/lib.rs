@@ -5,12 +5,16 @@
 //! - [`watermark`]: the pure double-sign rules and the state file format.
 //! - [`privval`]: the privval protocol (framing, messages, sign bytes).
 //! - [`keys`]: key backends behind one trait.
+//! - [`transport`]: dialling validators (TCP + SecretConnection, Unix).
+//! - [`cli`]: command-line subcommands.
 //! - [`grant`]: the seam where a session asks to sign (single-node or Raft).
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod grant;
 pub mod keys;
 pub mod privval;
+pub mod transport;
 pub mod watermark;

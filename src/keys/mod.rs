@@ -30,3 +30,7 @@ pub trait ConsensusSigner: Send + Sync + fmt::Debug {
     /// When the backend fails; never signs partially.
     fn sign(&self, msg: &[u8]) -> Result<[u8; 64], Error>;
 }
+
+pub mod identity;
+pub mod softsign;
+pub mod yubihsm;
