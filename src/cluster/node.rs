@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use super::network::{self, Channels, ForwardError, ForwardResult, NetworkFactory, ServerIo};
 use super::service::ClusterService;
 use super::state_machine::{AppliedState, StateMachine};
-use super::store::{Backend, LogStore, RedbBackend};
+use super::store::{Backend, LogStore, MetaKey, RedbBackend};
 use super::types::typ::{Raft, RaftMetrics};
 use super::types::{Command, Member, NodeId, Outcome};
 use super::{Config, Deps, Error, StoreChoice, pb, runtime};
@@ -256,7 +256,7 @@ async fn build_raft(
     applied_tx: watch::Sender<Arc<AppliedState>>,
 ) -> Result<Raft, Error> {
     let log = LogStore::new(backend.clone());
-    let sm = StateMachine::open(backend, applied_tx).map_err(|e| Error::Storage(e.to_string()))?;
+    let sm = StateMachine::open(backend, applied_tx).map_err(|e| Error::Storage(e.0))?;
     Raft::new(id, raft_config, NetworkFactory::new(channels), log, sm)
         .await
         .map_err(|e| Error::Raft(e.to_string()))
@@ -405,7 +405,15 @@ async fn supervise(shared: Arc<Shared>) {
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(REBUILD_BACKOFF_MAX);
-            let rebuilt = match shared.backend.recover() {
+            // Rebuild only once a write goes through: until then the node
+            // keeps refusing, rather than flapping between a fresh instance
+            // and the next failed append.
+            let ready = shared.backend.recover().and_then(|()| {
+                shared
+                    .backend
+                    .meta_put(vec![(MetaKey::Probe, b"ok".to_vec())])
+            });
+            let rebuilt = match ready {
                 Ok(()) => {
                     build_raft(
                         shared.id,
@@ -497,13 +505,12 @@ impl Node {
         // signature is the one already released; no new entry is needed.
         {
             let applied = self.shared.applied_tx.borrow();
-            if let Some(state) = applied.chains.get(chain_id) {
-                if state.position == Some(attempt.position)
-                    && !state.sign_bytes.is_empty()
-                    && state.sign_bytes == attempt.sign_bytes
-                {
-                    return Ok(Verdict::Sign(state.sign_bytes.clone()));
-                }
+            if let Some(state) = applied.chains.get(chain_id)
+                && state.position == Some(attempt.position)
+                && !state.sign_bytes.is_empty()
+                && state.sign_bytes == attempt.sign_bytes
+            {
+                return Ok(Verdict::Sign(state.sign_bytes.clone()));
             }
         }
         let command = Command::Grant {

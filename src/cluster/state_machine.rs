@@ -74,10 +74,6 @@ fn sm_write_err(e: BackendError) -> StorageError {
     StorageIOError::write_state_machine(&e).into()
 }
 
-fn sm_read_err(e: BackendError) -> StorageError {
-    StorageIOError::read_state_machine(&e).into()
-}
-
 fn snap_write_err(e: BackendError) -> StorageError {
     StorageIOError::write_snapshot(None, &e).into()
 }
@@ -105,9 +101,9 @@ impl StateMachine {
     pub fn open(
         backend: Arc<dyn Backend>,
         published: watch::Sender<Arc<AppliedState>>,
-    ) -> Result<StateMachine, StorageError> {
-        let state = match backend.meta_get(MetaKey::Applied).map_err(sm_read_err)? {
-            Some(bytes) => decode::<AppliedState>(&bytes).map_err(sm_read_err)?,
+    ) -> Result<StateMachine, BackendError> {
+        let state = match backend.meta_get(MetaKey::Applied)? {
+            Some(bytes) => decode::<AppliedState>(&bytes)?,
             None => AppliedState::default(),
         };
         published.send_replace(Arc::new(state.clone()));
@@ -119,13 +115,9 @@ impl StateMachine {
         })
     }
 
-    fn read_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
-        match self
-            .backend
-            .meta_get(MetaKey::Snapshot)
-            .map_err(snap_read_err)?
-        {
-            Some(bytes) => Ok(Some(decode(&bytes).map_err(snap_read_err)?)),
+    fn read_snapshot(&self) -> Result<Option<StoredSnapshot>, BackendError> {
+        match self.backend.meta_get(MetaKey::Snapshot)? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
             None => Ok(None),
         }
     }
@@ -232,9 +224,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(self.read_snapshot()?.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
+        Ok(self
+            .read_snapshot()
+            .map_err(snap_read_err)?
+            .map(|s| Snapshot {
+                meta: s.meta,
+                snapshot: Box::new(Cursor::new(s.data)),
+            }))
     }
 }

@@ -61,6 +61,8 @@ pub enum MetaKey {
     Applied,
     /// The latest snapshot (meta and data).
     Snapshot,
+    /// A scratch record written to check that the disk takes writes again.
+    Probe,
 }
 
 impl MetaKey {
@@ -71,6 +73,7 @@ impl MetaKey {
             MetaKey::Purged => "purged",
             MetaKey::Applied => "applied",
             MetaKey::Snapshot => "snapshot",
+            MetaKey::Probe => "probe",
         }
     }
 }
@@ -411,9 +414,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => u64::MAX,
         };
         let raw = self.backend.log_range(start, end).map_err(read_err)?;
-        raw.iter()
-            .map(|bytes| decode::<Entry>(bytes).map_err(read_err))
-            .collect()
+        let mut entries = Vec::with_capacity(raw.len());
+        for bytes in &raw {
+            entries.push(decode::<Entry>(bytes).map_err(read_err)?);
+        }
+        Ok(entries)
     }
 }
 

@@ -89,7 +89,8 @@ where
     ) -> Result<(Option<tempfile::TempDir>, LogStore, StateMachine), StorageError> {
         let (guard, backend) = (self.0)();
         let (tx, _) = watch::channel(Arc::new(AppliedState::default()));
-        let sm = StateMachine::open(backend.clone(), tx)?;
+        let sm = StateMachine::open(backend.clone(), tx)
+            .map_err(|e| openraft::StorageIOError::read_state_machine(&e))?;
         Ok((guard, LogStore::new(backend), sm))
     }
 }

@@ -55,10 +55,13 @@ pub fn attempt(height: i64, round: i32, step: Step, bytes: &str) -> Attempt {
     }
 }
 
+/// The payloads signed at each (chain, position).
+type Signed = BTreeMap<(String, Position), BTreeSet<Vec<u8>>>;
+
 /// Every `Sign` verdict seen, by (chain, position).
 #[derive(Clone, Default)]
 pub struct Collector {
-    signed: Arc<Mutex<BTreeMap<(String, Position), BTreeSet<Vec<u8>>>>>,
+    signed: Arc<Mutex<Signed>>,
 }
 
 impl Collector {
