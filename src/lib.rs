@@ -4,17 +4,27 @@
 //!
 //! - [`watermark`]: the pure double-sign rules and the state file format.
 //! - [`privval`]: the privval protocol (framing, messages, sign bytes).
-//! - [`keys`]: key backends behind one trait.
 //! - [`transport`]: dialling validators (TCP + SecretConnection, Unix).
-//! - [`cli`]: command-line subcommands.
+//! - [`keys`]: key backends behind one trait.
 //! - [`grant`]: the seam where a session asks to sign (single-node or Raft).
+//! - [`cluster`]: the Raft cluster that commits watermarks before signing.
+//! - [`session`]: one validator connection, and the dial loop around it.
+//! - [`config`]: quorumkms.toml, validated all at once.
+//! - [`node`]: a running signer assembled from a config.
+//! - [`cli`]: command-line subcommands.
+//! - [`demo`]: the simulated validator and the local demo.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod demo;
 pub mod grant;
 pub mod keys;
+pub mod node;
 pub mod privval;
+pub mod session;
 pub mod transport;
 pub mod watermark;

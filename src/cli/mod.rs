@@ -1,4 +1,69 @@
-//! Command-line subcommands.
+//! The command line: one file per subcommand, each with its `Args` and a
+//! `run` function. Only `main.rs` turns errors into an exit code.
 
+pub mod demo;
+pub mod init;
 pub mod softsign;
+pub mod start;
 pub mod yubihsm;
+
+use clap::{Parser, Subcommand};
+
+/// quorumkms: a highly available remote signer for CometBFT validators.
+#[derive(Parser, Debug)]
+#[command(name = "quorumkms", version, about)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a node directory: config, identity key, soft keys, state files.
+    Init(init::Args),
+    /// Run the signer.
+    Start(start::Args),
+    /// Run a local demo: signer nodes and a simulated validator.
+    Demo(demo::Args),
+    /// Soft (file) keys.
+    #[command(subcommand)]
+    Softsign(softsign::Command),
+    /// YubiHSM 2 keys.
+    #[command(subcommand)]
+    Yubihsm(yubihsm::Command),
+    /// Print the version.
+    Version,
+}
+
+/// Runs a parsed command line.
+///
+/// # Errors
+///
+/// Whatever the subcommand reports; `main` prints it and exits non-zero.
+pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match cli.command {
+        Command::Init(args) => init::run(&args),
+        Command::Start(args) => start::run(&args),
+        Command::Demo(args) => demo::run(&args),
+        Command::Softsign(cmd) => softsign::run(cmd),
+        Command::Yubihsm(cmd) => yubihsm::run(cmd),
+        Command::Version => {
+            println!("quorumkms {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    }
+}

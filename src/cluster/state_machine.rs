@@ -1,0 +1,235 @@
+//! The replicated state machine: one watermark per chain, moved only by
+//! committed log entries and only through the `watermark` rules.
+//!
+//! [`AppliedState`] is the whole state (applied log id, membership, chain
+//! map) and doubles as the snapshot format, since it is tiny. [`apply`] is
+//! pure and deterministic, so every node applying the same log reaches the
+//! same state and gives the same outcomes. [`StateMachine`] is openraft's
+//! `RaftStateMachine` around it: it persists each applied batch before it
+//! returns and only then publishes the new state on a `watch` channel,
+//! which the granter's fast path and status read.
+//!
+//! # Invariant
+//!
+//! The published state is always durable: a grant seen there survives a
+//! crash, so re-serving it never contradicts a later state.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::sync::Arc;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, RaftSnapshotBuilder, StorageIOError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::store::{Backend, BackendError, MetaKey, decode, encode};
+use super::types::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
+use super::types::{Command, Outcome, TypeConfig};
+use crate::watermark::{self, SignState};
+
+/// Everything the state machine holds; also the snapshot contents.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedState {
+    /// The last applied log id.
+    pub last_applied: Option<LogId>,
+    /// The last applied membership.
+    pub membership: StoredMembership,
+    /// Each chain's watermark, by chain id.
+    pub chains: BTreeMap<String, SignState>,
+}
+
+/// Applies one entry to `state` and returns its outcome. Pure.
+pub fn apply(state: &mut AppliedState, entry: &Entry) -> Outcome {
+    state.last_applied = Some(entry.log_id);
+    match &entry.payload {
+        EntryPayload::Blank => Outcome::None,
+        EntryPayload::Membership(m) => {
+            state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+            Outcome::None
+        }
+        EntryPayload::Normal(Command::Grant { chain_id, attempt }) => {
+            let chain = state.chains.entry(chain_id.clone()).or_default();
+            let (verdict, _changed) = watermark::grant(chain, attempt);
+            Outcome::Granted(verdict)
+        }
+        EntryPayload::Normal(Command::Raise {
+            chain_id,
+            state: imported,
+        }) => {
+            let chain = state.chains.entry(chain_id.clone()).or_default();
+            Outcome::Raised(watermark::raise(chain, imported))
+        }
+    }
+}
+
+/// The stored snapshot: its metadata and the serialized [`AppliedState`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+fn sm_write_err(e: BackendError) -> StorageError {
+    StorageIOError::write_state_machine(&e).into()
+}
+
+fn snap_write_err(e: BackendError) -> StorageError {
+    StorageIOError::write_snapshot(None, &e).into()
+}
+
+fn snap_read_err(e: BackendError) -> StorageError {
+    StorageIOError::read_snapshot(None, &e).into()
+}
+
+/// openraft's state machine over a [`Backend`].
+#[derive(Debug)]
+pub struct StateMachine {
+    backend: Arc<dyn Backend>,
+    state: AppliedState,
+    published: watch::Sender<Arc<AppliedState>>,
+    snapshot_seq: u64,
+}
+
+impl StateMachine {
+    /// Loads the state machine from `backend` and publishes it on
+    /// `published`.
+    ///
+    /// # Errors
+    ///
+    /// The stored state cannot be read or decoded.
+    pub fn open(
+        backend: Arc<dyn Backend>,
+        published: watch::Sender<Arc<AppliedState>>,
+    ) -> Result<StateMachine, BackendError> {
+        let state = match backend.meta_get(MetaKey::Applied)? {
+            Some(bytes) => decode::<AppliedState>(&bytes)?,
+            None => AppliedState::default(),
+        };
+        published.send_replace(Arc::new(state.clone()));
+        Ok(StateMachine {
+            backend,
+            state,
+            published,
+            snapshot_seq: 0,
+        })
+    }
+
+    fn read_snapshot(&self) -> Result<Option<StoredSnapshot>, BackendError> {
+        match self.backend.meta_get(MetaKey::Snapshot)? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Builds a snapshot from a copy of the applied state.
+#[derive(Debug)]
+pub struct SnapshotBuilder {
+    backend: Arc<dyn Backend>,
+    state: AppliedState,
+    seq: u64,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let data = encode(&self.state).map_err(snap_write_err)?;
+        let snapshot_id = match self.state.last_applied {
+            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, self.seq),
+            None => format!("--{}", self.seq),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: self.state.last_applied,
+            last_membership: self.state.membership.clone(),
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        };
+        let bytes = encode(&stored).map_err(snap_write_err)?;
+        self.backend
+            .meta_put(vec![(MetaKey::Snapshot, bytes)])
+            .map_err(snap_write_err)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.state.last_applied, self.state.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        // Work on a copy: if the write below fails, neither the in-memory
+        // state nor the published one moves past what is on disk.
+        let mut next = self.state.clone();
+        let outcomes: Vec<Outcome> = entries.into_iter().map(|e| apply(&mut next, &e)).collect();
+        if outcomes.is_empty() {
+            return Ok(outcomes);
+        }
+        let bytes = encode(&next).map_err(sm_write_err)?;
+        self.backend
+            .meta_put(vec![(MetaKey::Applied, bytes)])
+            .map_err(sm_write_err)?;
+        self.state = next;
+        self.published.send_replace(Arc::new(self.state.clone()));
+        Ok(outcomes)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.snapshot_seq += 1;
+        SnapshotBuilder {
+            backend: self.backend.clone(),
+            state: self.state.clone(),
+            seq: self.snapshot_seq,
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let mut state: AppliedState = decode(&data).map_err(snap_read_err)?;
+        // The snapshot's own metadata is authoritative for where it ends.
+        state.last_applied = meta.last_log_id;
+        state.membership = meta.last_membership.clone();
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        let records = vec![
+            (MetaKey::Applied, encode(&state).map_err(sm_write_err)?),
+            (MetaKey::Snapshot, encode(&stored).map_err(snap_write_err)?),
+        ];
+        self.backend.meta_put(records).map_err(snap_write_err)?;
+        self.state = state;
+        self.published.send_replace(Arc::new(self.state.clone()));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        Ok(self
+            .read_snapshot()
+            .map_err(snap_read_err)?
+            .map(|s| Snapshot {
+                meta: s.meta,
+                snapshot: Box::new(Cursor::new(s.data)),
+            }))
+    }
+}

@@ -1,0 +1,112 @@
+//! Unit tests for the cluster module: config validation, the pure apply
+//! function, and openraft's storage conformance suite on both backends.
+
+use std::sync::Arc;
+
+use openraft::testing::{StoreBuilder, Suite};
+use tokio::sync::watch;
+
+use super::state_machine::{AppliedState, StateMachine};
+use super::store::{Backend, LogStore, MemBackend, RedbBackend};
+use super::types::TypeConfig;
+use super::types::typ::StorageError;
+use super::{Config, Peer};
+
+fn config(peers: &[(u64, &str)]) -> Config {
+    Config {
+        node_id: 1,
+        listen: "127.0.0.1:7001".into(),
+        peers: peers
+            .iter()
+            .map(|(id, addr)| Peer {
+                id: *id,
+                addr: addr.to_string(),
+            })
+            .collect(),
+        data_dir: "/tmp/x".into(),
+        election_timeout_min_ms: super::default_election_timeout_min_ms(),
+        election_timeout_max_ms: super::default_election_timeout_max_ms(),
+        heartbeat_interval_ms: super::default_heartbeat_interval_ms(),
+        grant_timeout_ms: super::default_grant_timeout_ms(),
+    }
+}
+
+#[test]
+fn valid_configs_pass() {
+    assert_eq!(config(&[(1, "127.0.0.1:7001")]).validate(), Ok(()));
+    let three = config(&[(1, "a:1"), (2, "b:2"), (3, "c:3")]);
+    assert_eq!(three.validate(), Ok(()));
+}
+
+#[test]
+fn every_problem_is_reported() {
+    let mut c = config(&[(2, "a:1"), (2, "a:1"), (3, "nope")]);
+    c.election_timeout_min_ms = 400;
+    c.grant_timeout_ms = 6000;
+    let problems = c.validate().unwrap_err();
+    let text = problems.join("\n");
+    for needle in [
+        "id 1 is not listed",
+        "id 2 is listed twice",
+        "address a:1 is listed twice",
+        "\"nope\" is not host:port",
+        "election_timeout_min_ms (400) must be below",
+        "grant_timeout_ms (6000) must be at most",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in {text}");
+    }
+}
+
+#[test]
+fn two_node_clusters_are_refused() {
+    let c = config(&[(1, "a:1"), (2, "b:2")]);
+    assert!(c.validate().is_err());
+}
+
+#[test]
+fn config_rejects_unknown_fields_and_fills_defaults() {
+    let toml_text = r#"
+        node_id = 1
+        listen = "127.0.0.1:7001"
+        data_dir = "/var/lib/quorumkms"
+        peers = [{ id = 1, addr = "127.0.0.1:7001" }]
+    "#;
+    let c: Config = toml::from_str(toml_text).unwrap();
+    assert_eq!(c.grant_timeout_ms, 2000);
+    assert_eq!(c.heartbeat_interval_ms, 50);
+    let bad = format!("{toml_text}\nsurprise = 1\n");
+    assert!(toml::from_str::<Config>(&bad).is_err());
+}
+
+struct Builder<F>(F);
+
+impl<F> StoreBuilder<TypeConfig, LogStore, StateMachine, Option<tempfile::TempDir>> for Builder<F>
+where
+    F: Fn() -> (Option<tempfile::TempDir>, Arc<dyn Backend>) + Send + Sync,
+{
+    async fn build(
+        &self,
+    ) -> Result<(Option<tempfile::TempDir>, LogStore, StateMachine), StorageError> {
+        let (guard, backend) = (self.0)();
+        let (tx, _) = watch::channel(Arc::new(AppliedState::default()));
+        let sm = StateMachine::open(backend.clone(), tx)
+            .map_err(|e| openraft::StorageIOError::read_state_machine(&e))?;
+        Ok((guard, LogStore::new(backend), sm))
+    }
+}
+
+#[test]
+fn memory_store_passes_openraft_suite() {
+    let builder = Builder(|| (None, Arc::new(MemBackend::new()) as Arc<dyn Backend>));
+    Suite::test_all(builder).unwrap();
+}
+
+#[test]
+fn redb_store_passes_openraft_suite() {
+    let builder = Builder(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = RedbBackend::open(&dir.path().join("raft.redb")).unwrap();
+        (Some(dir), Arc::new(backend) as Arc<dyn Backend>)
+    });
+    Suite::test_all(builder).unwrap();
+}

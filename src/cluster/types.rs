@@ -1,0 +1,105 @@
+//! The cluster's Raft vocabulary: openraft's type configuration, the
+//! commands the log carries, the outcomes the state machine answers with,
+//! and short aliases so the rest of the module never spells out generics.
+
+use std::fmt;
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+use crate::watermark::{Attempt, Refusal, SignState, Verdict};
+
+/// A Raft node id.
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// openraft's type configuration for quorumkms.
+    pub TypeConfig:
+        D = Command,
+        R = Outcome,
+        NodeId = NodeId,
+        Node = Member,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = super::runtime::Runtime,
+);
+
+/// What a cluster member is to Raft: where its cluster RPCs go.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// host:port of the member's cluster gRPC service.
+    pub addr: String,
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.addr)
+    }
+}
+
+/// A state-machine command: the only things the log can ask for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Decide a sign attempt under the double-sign rules.
+    Grant {
+        /// The chain whose watermark decides.
+        chain_id: String,
+        /// The attempt.
+        attempt: Attempt,
+    },
+    /// Raise a chain's watermark to an imported state (never lower it).
+    Raise {
+        /// The chain to raise.
+        chain_id: String,
+        /// The imported state.
+        state: SignState,
+    },
+}
+
+/// The state machine's answer to one applied entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The verdict on a [`Command::Grant`].
+    Granted(Verdict),
+    /// The result of a [`Command::Raise`].
+    Raised(Result<(), Refusal>),
+    /// Blank and membership entries answer nothing.
+    None,
+}
+
+/// Aliases for openraft's generic types under [`TypeConfig`].
+pub mod typ {
+    use super::{Member, NodeId, TypeConfig};
+
+    /// A running Raft instance.
+    pub type Raft = openraft::Raft<TypeConfig>;
+    /// A log entry.
+    pub type Entry = openraft::Entry<TypeConfig>;
+    /// A log id.
+    pub type LogId = openraft::LogId<NodeId>;
+    /// A vote.
+    pub type Vote = openraft::Vote<NodeId>;
+    /// Membership as stored with a log id.
+    pub type StoredMembership = openraft::StoredMembership<NodeId, Member>;
+    /// Snapshot metadata.
+    pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Member>;
+    /// A snapshot.
+    pub type Snapshot = openraft::Snapshot<TypeConfig>;
+    /// A storage error as openraft wants it.
+    pub type StorageError = openraft::StorageError<NodeId>;
+    /// Raft metrics.
+    pub type RaftMetrics = openraft::RaftMetrics<NodeId, Member>;
+    /// An error from a Raft API call.
+    pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<NodeId, E>;
+    /// A failed RPC, as the network reports it to openraft.
+    pub type RPCError<E = openraft::error::Infallible> =
+        openraft::error::RPCError<NodeId, Member, RaftError<E>>;
+    /// A client write's error.
+    pub type ClientWriteError = openraft::error::ClientWriteError<NodeId, Member>;
+    /// The leader hint in a refused write.
+    pub type ForwardToLeader = openraft::error::ForwardToLeader<NodeId, Member>;
+    /// Initialization's error.
+    pub type InitializeError = openraft::error::InitializeError<NodeId, Member>;
+    /// An error that stopped a Raft instance.
+    pub type Fatal = openraft::error::Fatal<NodeId>;
+}

@@ -1,0 +1,48 @@
+//! Log compaction and snapshot transfer: after enough grants the log is
+//! purged behind a snapshot, and a node that missed those entries catches
+//! up from the snapshot over the network.
+
+#[path = "support/cluster_harness.rs"]
+mod harness;
+
+use std::time::Duration;
+
+use harness::{TestCluster, attempt};
+use quorumkms::watermark::{Position, Step, Verdict};
+
+const CHAIN: &str = "snapshot-chain";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lagging_node_catches_up_from_a_snapshot() {
+    let mut cluster = TestCluster::start(3).await;
+    cluster.stop(3).await;
+    let heights = 620;
+    for height in 1..=heights {
+        let verdict = cluster
+            .grant(
+                1,
+                CHAIN,
+                attempt(height, 0, Step::Precommit, &format!("b{height}")),
+            )
+            .await
+            .expect("grant");
+        assert!(matches!(verdict, Verdict::Sign(_)), "height {height}");
+    }
+    let leader = cluster.wait_leader(Duration::from_secs(5)).await;
+    let metrics = cluster.node(leader).metrics();
+    assert!(metrics.snapshot.is_some(), "no snapshot: {metrics:?}");
+    assert!(metrics.purged.is_some(), "log not purged: {metrics:?}");
+
+    cluster.restart(3).await;
+    let top = Position {
+        height: heights,
+        round: 0,
+        step: Step::Precommit,
+    };
+    cluster
+        .wait_watermark(CHAIN, top, Duration::from_secs(20))
+        .await;
+    assert!(cluster.node(3).metrics().snapshot.is_some());
+    assert_eq!(cluster.collector.conflicts(), 0);
+    cluster.stop_all().await;
+}
