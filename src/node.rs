@@ -76,7 +76,7 @@ pub fn load_signers(config: &Config) -> Result<BTreeMap<String, Arc<dyn Consensu
             },
             YubihsmAdapter::Mock => mock_connector()?,
         };
-        let client = keys::yubihsm::connect(connector, hsm.auth.key, password.trim())?;
+        let client = keys::yubihsm::connect(&connector, hsm.auth.key, password.trim())?;
         for key in &hsm.keys {
             let signer: Arc<dyn ConsensusSigner> =
                 Arc::new(keys::yubihsm::YubiHsmSigner::new(client.clone(), key.key)?);
@@ -132,6 +132,7 @@ fn load_state(chain: &ChainConfig, options: &Options) -> Result<SignState, Error
 /// retried, never fatal.
 pub async fn run(config: Config, options: Options, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let signers = load_signers(&config)?;
+    let mut ready_senders = Vec::new();
     let (granter, ready): (Arc<dyn Granter>, watch::Receiver<bool>) = match &config.cluster {
         None => {
             let mut local = LocalGranter::new();
@@ -141,18 +142,18 @@ pub async fn run(config: Config, options: Options, shutdown: impl Future<Output 
                 info!(chain_id = %chain.id, watermark = ?state.position, "loaded state");
                 local.add_chain(chain.id.clone(), StateFile::new(&chain.state_file), state, signer);
             }
-            let (_tx, rx) = watch::channel(true);
-            // Keep the sender alive for the node's lifetime: single-node
-            // mode is always ready.
-            std::mem::forget(_tx);
+            // Single-node mode is always ready to sign.
+            let (tx, rx) = watch::channel(true);
+            ready_senders.push(tx);
             (Arc::new(local), rx)
         }
         Some(cluster) => {
             let node = crate::cluster::run_node(cluster.clone(), crate::cluster::Deps::default())
                 .await
                 .map_err(|e| Error::Cluster(e.to_string()))?;
-            let ready = node.ready();
-            (Arc::new(node), ready)
+            let (tx, rx) = watch::channel(false);
+            tokio::spawn(track_quorum(node.clone(), tx));
+            (Arc::new(node), rx)
         }
     };
 
@@ -170,7 +171,8 @@ pub async fn run(config: Config, options: Options, shutdown: impl Future<Output 
             .map_err(|e| Error::Config(format!("validator {}: {e}", v.addr)))?;
         let identity = match &v.secret_key {
             Some(path) => keys::identity::load(path)?,
-            None => keys::identity::generate(),
+            // Unix sockets need no identity; any key will do.
+            None => ed25519_consensus::SigningKey::new(rand_core::OsRng),
         };
         let ctx = Context {
             chain_id: chain.id.clone(),
@@ -202,6 +204,7 @@ pub async fn run(config: Config, options: Options, shutdown: impl Future<Output 
     info!("shutting down");
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    drop(ready_senders);
     Ok(())
 }
 
@@ -213,4 +216,24 @@ fn signer_for(
         .get(chain_id)
         .cloned()
         .ok_or_else(|| Error::Config(format!("chain {chain_id} has no key")))
+}
+
+/// Publishes whether the cluster node can get grants, so supervisors stop
+/// dialling (and drop their validators) while it cannot.
+async fn track_quorum(node: crate::cluster::Node, ready: watch::Sender<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        let now = node.has_quorum_leader();
+        if *ready.borrow() != now {
+            if now {
+                info!("cluster has a leader with quorum: serving validators");
+            } else {
+                warn!("no leader with quorum: dropping validator connections");
+            }
+            if ready.send(now).is_err() {
+                return;
+            }
+        }
+    }
 }

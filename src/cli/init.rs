@@ -43,11 +43,11 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(args.dir.join("secrets"))?;
     std::fs::create_dir_all(args.dir.join("state"))?;
     let identity_path = args.dir.join("secrets/kms-identity.key");
-    identity::generate_file(&identity_path)?;
+    identity::generate(&identity_path)?;
     for chain in &args.networks {
         let key_path = args.dir.join(format!("secrets/{chain}-consensus.key"));
         let key = softsign::SoftSigner::generate();
-        softsign::write_secret_file(&key_path, softsign::encode_seed(&key).as_bytes())?;
+        softsign::write_secret_file(&key_path, softsign::encode_seed(&key.seed()).as_bytes())?;
         let state_path = args.dir.join(format!("state/{chain}-consensus.json"));
         StateFile::new(&state_path).save(&SignState::default())?;
         println!("{chain}: consensus key {}", hex::encode(crate::keys::ConsensusSigner::public_key(&key)));

@@ -1,7 +1,6 @@
 //! The command line: one file per subcommand, each with its `Args` and a
 //! `run` function. Only `main.rs` turns errors into an exit code.
 
-pub mod demo;
 pub mod init;
 pub mod softsign;
 pub mod start;
@@ -38,13 +37,12 @@ pub enum Command {
     /// Run the signer.
     Start(start::Args),
     /// Run a local demo: signer nodes and a simulated validator.
-    Demo(demo::Args),
+    Demo(crate::demo::Args),
     /// Soft (file) keys.
     #[command(subcommand)]
     Softsign(softsign::Command),
     /// YubiHSM 2 keys.
-    #[command(subcommand)]
-    Yubihsm(yubihsm::Command),
+    Yubihsm(yubihsm::Args),
     /// Print the version.
     Version,
 }
@@ -58,9 +56,9 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Init(args) => init::run(&args),
         Command::Start(args) => start::run(&args),
-        Command::Demo(args) => demo::run(&args),
-        Command::Softsign(cmd) => softsign::run(cmd),
-        Command::Yubihsm(cmd) => yubihsm::run(cmd),
+        Command::Demo(args) => crate::demo::run(&args),
+        Command::Softsign(cmd) => softsign::run(&cmd).map_err(|e| e as Box<dyn std::error::Error>),
+        Command::Yubihsm(args) => yubihsm::run(&args).map_err(|e| e as Box<dyn std::error::Error>),
         Command::Version => {
             println!("quorumkms {}", env!("CARGO_PKG_VERSION"));
             Ok(())

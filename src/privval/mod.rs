@@ -588,6 +588,14 @@ pub fn error_reply(request: &Request, code: i32, description: &str) -> Response 
     error_for(kind, code, description)
 }
 
+/// An error reply for a frame whose kind cannot be known (oversized, or not
+/// a recognisable message). Votes are what a validator asks for most, so
+/// the error comes as a `SignedVoteResponse`: the validator reads an error
+/// either way, and the connection stays in sync.
+pub fn error_reply_unknown(code: i32, description: &str) -> Response {
+    error_for(Kind::Vote, code, description)
+}
+
 /// An error reply for a request body that [`Request::decode`] refused, of
 /// the kind its oneof field number asks for, so a bad request still gets
 /// an answer of the right kind. `None` when the field number names no

@@ -68,7 +68,7 @@ impl Supervisor {
                         // Leave the session when this node loses its quorum, so the
                         // validator fails over instead of waiting on us.
                         _ = ready.wait_for(|ready| !*ready) => Ok(Ended::Unavailable("lost quorum".into())),
-                        ended = serve(&self.ctx, stream) => ended,
+                        ended = serve(&self.ctx, stream) => ended.map_err(|e| e.to_string()),
                     }
                 }
                 Err(e) => Err(e.to_string()),

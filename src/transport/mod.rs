@@ -169,8 +169,8 @@ pub async fn connect(
                 address: address.clone(),
                 source,
             })?;
-            let stream =
-                secret_connection::establish(address, tcp, *peer_id, identity, timeouts).await?;
+            let (stream, _) =
+                secret_connection::establish(address, tcp, *peer_id, true, identity, timeouts).await?;
             Ok(Box::new(stream))
         }
         Address::Unix(path) => {
@@ -185,4 +185,24 @@ pub async fn connect(
             Ok(Box::new(stream))
         }
     }
+}
+
+/// The listening side of a SecretConnection, for tools and tests that play
+/// the validator: handshakes over an accepted socket with `identity` and
+/// returns the stream and the remote's node id.
+///
+/// # Errors
+///
+/// Handshake and socket failures.
+pub async fn accept_secret_connection(
+    tcp: tokio::net::TcpStream,
+    identity: &ed25519_consensus::SigningKey,
+    timeouts: &Timeouts,
+) -> Result<(Box<dyn Stream>, [u8; 20]), Error> {
+    timeouts.validate()?;
+    let address = tcp
+        .peer_addr()
+        .map_or_else(|_| "unknown peer".to_string(), |a| a.to_string());
+    let (stream, peer) = secret_connection::establish(address, tcp, None, false, identity, timeouts).await?;
+    Ok((Box::new(stream), peer))
 }

@@ -55,18 +55,21 @@ pub(super) async fn establish(
     address: String,
     tcp: tokio::net::TcpStream,
     expected_peer: Option<[u8; 20]>,
+    dialer: bool,
     identity: &ed25519_consensus::SigningKey,
     timeouts: &Timeouts,
-) -> Result<Bridged, Error> {
+) -> Result<(Bridged, [u8; 20]), Error> {
     let io_err = |source| Error::Io {
         address: address.clone(),
         source,
     };
     let std_tcp = tcp.into_std().map_err(io_err)?;
     std_tcp.set_nonblocking(false).map_err(io_err)?;
-    std_tcp
-        .set_read_timeout(Some(timeouts.read))
-        .map_err(io_err)?;
+    // No read timeout during the handshake: a validator leaves signers it
+    // is not using queued, unaccepted, until its active signer is dropped.
+    // Giving up on a queued connection only to dial again would leave a
+    // stale entry in its accept queue, so wait for as long as it takes.
+    std_tcp.set_read_timeout(None).map_err(io_err)?;
     std_tcp
         .set_write_timeout(Some(timeouts.write))
         .map_err(io_err)?;
@@ -74,6 +77,7 @@ pub(super) async fn establish(
     let closer = std_tcp.try_clone().map_err(io_err)?;
 
     let identity = identity.clone();
+    let read_timeout = timeouts.read;
     let handle = Handle::current();
     let addr = address.clone();
     tokio::task::spawn_blocking(move || {
@@ -99,17 +103,25 @@ pub(super) async fn establish(
                     });
                 }
             }
-            None => tracing::warn!(
+            None if dialer => tracing::warn!(
                 validator = %addr,
                 peer_id = %hex::encode(actual),
                 "validator peer id is not verified: add NODE_ID@ to the address"
             ),
+            None => {}
         }
         tracing::debug!(validator = %addr, peer_id = %hex::encode(actual), "secret connection established");
-        Bridged::start(sc, closer, handle).map_err(|source| Error::Io {
+        closer
+            .set_read_timeout(Some(read_timeout))
+            .map_err(|source| Error::Io {
+                address: addr.clone(),
+                source,
+            })?;
+        let bridged = Bridged::start(sc, closer, handle).map_err(|source| Error::Io {
             address: addr,
             source,
-        })
+        })?;
+        Ok((bridged, actual))
     })
     .await
     .map_err(|e| Error::Handshake {
