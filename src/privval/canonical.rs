@@ -123,10 +123,12 @@ pub fn same_except_timestamp(a: &[u8], b: &[u8]) -> bool {
     if ta != tb {
         return false;
     }
-    let strip = |fs: &[Field<'_>]| -> Vec<&[u8]> {
-        fs.iter().filter(|f| f.number != ta).map(|f| f.raw).collect()
-    };
-    strip(&fa) == strip(&fb)
+    without(&fa, ta) == without(&fb, ta)
+}
+
+/// The raw fields of a message, minus field `number`.
+fn without<'a>(fields: &[Field<'a>], number: u64) -> Vec<&'a [u8]> {
+    fields.iter().filter(|f| f.number != number).map(|f| f.raw).collect()
 }
 
 #[cfg(test)]
