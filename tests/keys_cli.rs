@@ -278,3 +278,14 @@ fn yubihsm_setup_creates_a_working_auth_key() {
     );
     assert!(again.is_ok(), "new auth key works");
 }
+
+#[cfg(feature = "mockhsm")]
+#[test]
+fn yubihsm_run_with_the_mock_flag() {
+    let cli = Cli::try_parse_from(["quorumkms", "yubihsm", "--mock", "keys", "generate", "1"])
+        .expect("parse");
+    let Top::Yubihsm(args) = cli.cmd else {
+        panic!("not yubihsm")
+    };
+    hsm_cli::run(&args).expect("run against the mock");
+}

@@ -235,6 +235,12 @@ async fn dropping_the_stream_closes_the_socket_and_ends_threads() {
     let mut stream = transport::connect(&tcp(addr, Some(id)), &identity(), &Timeouts::default())
         .await
         .expect("connect");
+    // A thread names itself once it runs, so wait for both names.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while bridge_threads() < 2 {
+        assert!(Instant::now() < deadline, "bridge threads never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert_eq!(bridge_threads(), 2);
     // Written just before the drop: must still reach the validator.
     stream.write_all(b"adieu").await.expect("write");
@@ -317,5 +323,28 @@ async fn silent_validator_times_out() {
     assert!(started.elapsed() < Duration::from_millis(1400));
     drop(stream);
     validator.join().expect("validator thread");
+    wait_for_no_bridge_threads().await;
+}
+
+#[tokio::test]
+async fn shutdown_delivers_pending_bytes_then_closes() {
+    let _serial = SERIAL.lock().await;
+    let (addr, id, validator) = spawn_validator(8, |mut sc| {
+        let mut req = [0u8; 3];
+        sc.read_exact(&mut req).expect("read request");
+        // The signer's half-close: the next read finds the end.
+        let mut buf = [0u8; 1];
+        let eof = !matches!(sc.read(&mut buf), Ok(n) if n > 0);
+        (req, eof)
+    });
+    let mut stream = transport::connect(&tcp(addr, Some(id)), &identity(), &Timeouts::default())
+        .await
+        .expect("connect");
+    stream.write_all(b"req").await.expect("write");
+    stream.shutdown().await.expect("shutdown");
+    let (req, eof) = validator.join().expect("validator thread");
+    assert_eq!(&req, b"req");
+    assert!(eof, "the validator saw the half-close");
+    drop(stream);
     wait_for_no_bridge_threads().await;
 }

@@ -329,3 +329,29 @@ pub fn setup(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_authenticates() {
+        let client = connect(&Connector::Mock, 1, "password").expect("default credentials");
+        let pk = generate_key(&client, 1, "k").expect("generate");
+        let signer = YubiHsmSigner::new(client, 1).expect("signer");
+        assert_eq!(signer.public_key(), pk);
+        let Err(err) = connect(&Connector::Mock, 1, "wrong") else {
+            panic!("authenticated with a wrong password");
+        };
+        assert!(err.to_string().contains("auth key 1"), "{err}");
+    }
+
+    #[test]
+    fn usb_without_the_feature_is_explained() {
+        let result = connector(&Connector::Usb { serial: None });
+        if cfg!(not(feature = "usb")) {
+            let err = result.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("--features usb"), "{err}");
+        }
+    }
+}

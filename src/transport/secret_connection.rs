@@ -206,8 +206,8 @@ impl Bridged {
                         }
                     }
                 }
-                // Dropped: close everything (this also ends the receive
-                // thread). Shut down for writing only: a half-close.
+                // The async side is done. Dropped: close both ways, which
+                // also ends the receive thread. Shut down: half-close.
                 let how = if writer_dropped.load(Ordering::SeqCst) {
                     Shutdown::Both
                 } else {
