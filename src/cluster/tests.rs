@@ -110,3 +110,61 @@ fn redb_store_passes_openraft_suite() {
     });
     Suite::test_all(builder).unwrap();
 }
+
+#[test]
+fn apply_is_deterministic_and_answers_every_entry() {
+    use super::state_machine::apply;
+    use super::types::{Command, Outcome};
+    use crate::watermark::{Attempt, Position, Refusal, Step, Verdict};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+    let log_id = |index| LogId::new(CommittedLeaderId::new(1, 1), index);
+    let grant = |height, bytes: &str| Command::Grant {
+        chain_id: "c".into(),
+        attempt: Attempt {
+            position: Position {
+                height,
+                round: 0,
+                step: Step::Prevote,
+            },
+            sign_bytes: bytes.as_bytes().to_vec(),
+            origin: None,
+        },
+    };
+    let entries: Vec<Entry<TypeConfig>> = vec![
+        Entry {
+            log_id: log_id(1),
+            payload: EntryPayload::Blank,
+        },
+        Entry {
+            log_id: log_id(2),
+            payload: EntryPayload::Normal(grant(5, "a")),
+        },
+        Entry {
+            log_id: log_id(3),
+            payload: EntryPayload::Normal(grant(5, "b")),
+        },
+        Entry {
+            log_id: log_id(4),
+            payload: EntryPayload::Normal(grant(4, "a")),
+        },
+    ];
+    let run = || {
+        let mut state = AppliedState::default();
+        let outcomes: Vec<Outcome> = entries.iter().map(|e| apply(&mut state, e)).collect();
+        (state, outcomes)
+    };
+    let (state, outcomes) = run();
+    assert_eq!(run(), (state.clone(), outcomes.clone()));
+    assert_eq!(state.last_applied, Some(log_id(4)));
+    assert_eq!(outcomes[0], Outcome::None);
+    assert_eq!(outcomes[1], Outcome::Granted(Verdict::Sign(b"a".to_vec())));
+    assert!(matches!(
+        outcomes[2],
+        Outcome::Granted(Verdict::Refuse(Refusal::ConflictingData { .. }))
+    ));
+    assert!(matches!(
+        outcomes[3],
+        Outcome::Granted(Verdict::Refuse(Refusal::HeightRegression { .. }))
+    ));
+}
