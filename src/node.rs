@@ -25,7 +25,9 @@ pub enum Error {
     #[error("{0}")]
     Key(#[from] keys::Error),
     /// A state file is missing or corrupt.
-    #[error("{0}\n  (start with --allow-empty-state to begin from an empty watermark; a corrupt file is kept aside, never deleted)")]
+    #[error(
+        "{0}\n  (start with --allow-empty-state to begin from an empty watermark; a corrupt file is kept aside, never deleted)"
+    )]
     State(StateFileError),
     /// A state file could not be written.
     #[error("{0}")]
@@ -56,16 +58,16 @@ pub fn load_signers(config: &Config) -> Result<BTreeMap<String, Arc<dyn Consensu
     let mut signers: BTreeMap<String, Arc<dyn ConsensusSigner>> = BTreeMap::new();
     for soft in &config.providers.softsign {
         keys::softsign::check_permissions(&soft.path)?;
-        let signer: Arc<dyn ConsensusSigner> = Arc::new(keys::softsign::SoftSigner::load(&soft.path)?);
+        let signer: Arc<dyn ConsensusSigner> =
+            Arc::new(keys::softsign::SoftSigner::load(&soft.path)?);
         for chain in &soft.chain_ids {
             signers.insert(chain.clone(), signer.clone());
         }
     }
     for hsm in &config.providers.yubihsm {
         keys::softsign::check_permissions(&hsm.auth.password_file)?;
-        let password = std::fs::read_to_string(&hsm.auth.password_file).map_err(|e| {
-            keys::Error::Key(format!("{}: {e}", hsm.auth.password_file.display()))
-        })?;
+        let password = std::fs::read_to_string(&hsm.auth.password_file)
+            .map_err(|e| keys::Error::Key(format!("{}: {e}", hsm.auth.password_file.display())))?;
         let connector = match &hsm.adapter {
             YubihsmAdapter::Usb { serial_number } => keys::yubihsm::Connector::Usb {
                 serial: serial_number.clone(),
@@ -96,7 +98,8 @@ fn mock_connector() -> Result<keys::yubihsm::Connector, Error> {
 #[cfg(not(any(feature = "mockhsm", test)))]
 fn mock_connector() -> Result<keys::yubihsm::Connector, Error> {
     Err(Error::Config(
-        "providers.yubihsm.adapter: type \"mock\" needs a debug build with the mockhsm feature".into(),
+        "providers.yubihsm.adapter: type \"mock\" needs a debug build with the mockhsm feature"
+            .into(),
     ))
 }
 
@@ -111,7 +114,10 @@ fn load_state(chain: &ChainConfig, options: &Options) -> Result<SignState, Error
             if matches!(e, StateFileError::Corrupt { .. }) {
                 let aside = chain.state_file.with_extension("corrupt");
                 std::fs::rename(&chain.state_file, &aside).map_err(|io| {
-                    Error::Config(format!("cannot move {} aside: {io}", chain.state_file.display()))
+                    Error::Config(format!(
+                        "cannot move {} aside: {io}",
+                        chain.state_file.display()
+                    ))
                 })?;
                 warn!(file = %aside.display(), "corrupt state file kept aside");
             }
@@ -130,7 +136,11 @@ fn load_state(chain: &ChainConfig, options: &Options) -> Result<SignState, Error
 ///
 /// Start-up failures; once running, connection problems are logged and
 /// retried, never fatal.
-pub async fn run(config: Config, options: Options, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+pub async fn run(
+    config: Config,
+    options: Options,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
     let signers = load_signers(&config)?;
     let mut ready_senders = Vec::new();
     let (granter, ready): (Arc<dyn Granter>, watch::Receiver<bool>) = match &config.cluster {
@@ -140,7 +150,12 @@ pub async fn run(config: Config, options: Options, shutdown: impl Future<Output 
                 let signer = signer_for(&signers, &chain.id)?;
                 let state = load_state(chain, &options)?;
                 info!(chain_id = %chain.id, watermark = ?state.position, "loaded state");
-                local.add_chain(chain.id.clone(), StateFile::new(&chain.state_file), state, signer);
+                local.add_chain(
+                    chain.id.clone(),
+                    StateFile::new(&chain.state_file),
+                    state,
+                    signer,
+                );
             }
             // Single-node mode is always ready to sign.
             let (tx, rx) = watch::channel(true);
@@ -199,7 +214,11 @@ pub async fn run(config: Config, options: Options, shutdown: impl Future<Output 
         );
         tasks.spawn(supervisor.run(ready.clone(), stop_rx.clone()));
     }
-    info!(validators = config.validator.len(), chains = config.chain.len(), "quorumkms started");
+    info!(
+        validators = config.validator.len(),
+        chains = config.chain.len(),
+        "quorumkms started"
+    );
     shutdown.await;
     info!("shutting down");
     let _ = stop_tx.send(true);

@@ -56,7 +56,10 @@ fn init_writes_a_config_that_starts() {
     ] {
         assert!(node.join(file).exists(), "{file} missing");
     }
-    let mode = std::fs::metadata(node.join("secrets/cosmoshub-4-consensus.key")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(node.join("secrets/cosmoshub-4-consensus.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o077, 0, "key readable by others: {mode:o}");
     let text = start_until(&config, &[], "quorumkms started");
     assert!(text.contains("quorumkms started"), "{text}");
@@ -69,11 +72,18 @@ fn init_writes_a_config_that_starts() {
 fn a_broken_config_names_the_file_and_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = init(dir.path());
-    let text = std::fs::read_to_string(&config).unwrap().replacen("protocol_version = \"v0.38\"", "protocol_version = \"v9\"", 1);
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "protocol_version = \"v0.38\"",
+        "protocol_version = \"v9\"",
+        1,
+    );
     std::fs::write(&config, text).unwrap();
     let (ok, _, err) = run_cli(&["start", "-c", config.to_str().unwrap()], dir.path());
     assert!(!ok);
-    assert!(err.contains("quorumkms.toml") && err.contains("v9"), "{err}");
+    assert!(
+        err.contains("quorumkms.toml") && err.contains("v9"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -83,7 +93,10 @@ fn missing_or_corrupt_state_stops_the_node_unless_allowed() {
     let state = config.with_file_name("state/cosmoshub-4-consensus.json");
     std::fs::remove_file(&state).unwrap();
     let (ok, _, err) = run_cli(&["start", "-c", config.to_str().unwrap()], dir.path());
-    assert!(!ok && err.contains("does not exist") && err.contains("--allow-empty-state"), "{err}");
+    assert!(
+        !ok && err.contains("does not exist") && err.contains("--allow-empty-state"),
+        "{err}"
+    );
 
     std::fs::write(&state, "{\"height\": ").unwrap();
     let (ok, _, err) = run_cli(&["start", "-c", config.to_str().unwrap()], dir.path());
@@ -91,8 +104,15 @@ fn missing_or_corrupt_state_stops_the_node_unless_allowed() {
 
     let text = start_until(&config, &["--allow-empty-state"], "quorumkms started");
     assert!(text.contains("quorumkms started"), "{text}");
-    assert!(state.with_extension("corrupt").exists(), "the corrupt file was kept aside");
-    assert!(std::fs::read_to_string(&state).unwrap().contains("\"height\": \"0\""));
+    assert!(
+        state.with_extension("corrupt").exists(),
+        "the corrupt file was kept aside"
+    );
+    assert!(
+        std::fs::read_to_string(&state)
+            .unwrap()
+            .contains("\"height\": \"0\"")
+    );
 }
 
 #[test]

@@ -21,22 +21,41 @@ fn refused_with(outcome: &Outcome, expected_code: i32, text: &str) {
 #[tokio::test]
 async fn conflicts_and_regressions_are_refused_and_the_connection_kept() {
     let mut s = Single::start(Version::V0_38, Transport::Tcp).await;
-    let v = &mut s.validator;
-    let signed = v.sign_proposal(s.proposal(10, 1, 0, 0)).await;
+    let signed = s.validator.sign_proposal(s.proposal(10, 1, 0, 0)).await;
     assert!(matches!(signed, Outcome::Signed { .. }), "{signed:?}");
     // The same position, another block.
-    refused_with(&v.sign_proposal(s.proposal(10, 1, 1, 0)).await, code::DOUBLE_SIGN, "conflicting data");
-    let signed = v.sign_vote(s.prevote(10, 1, 0, 0)).await;
+    refused_with(
+        &s.validator.sign_proposal(s.proposal(10, 1, 1, 0)).await,
+        code::DOUBLE_SIGN,
+        "conflicting data",
+    );
+    let signed = s.validator.sign_vote(s.prevote(10, 1, 0, 0)).await;
     assert!(matches!(signed, Outcome::Signed { .. }), "{signed:?}");
-    refused_with(&v.sign_vote(s.prevote(10, 1, 1, 0)).await, code::DOUBLE_SIGN, "conflicting data");
+    refused_with(
+        &s.validator.sign_vote(s.prevote(10, 1, 1, 0)).await,
+        code::DOUBLE_SIGN,
+        "conflicting data",
+    );
     // Regressions of each kind.
-    refused_with(&v.sign_vote(s.prevote(9, 5, 0, 0)).await, code::DOUBLE_SIGN, "height regression");
-    refused_with(&v.sign_vote(s.prevote(10, 0, 0, 0)).await, code::DOUBLE_SIGN, "round regression");
-    refused_with(&v.sign_proposal(s.proposal(10, 1, 0, 0)).await, code::DOUBLE_SIGN, "step regression");
+    refused_with(
+        &s.validator.sign_vote(s.prevote(9, 5, 0, 0)).await,
+        code::DOUBLE_SIGN,
+        "height regression",
+    );
+    refused_with(
+        &s.validator.sign_vote(s.prevote(10, 0, 0, 0)).await,
+        code::DOUBLE_SIGN,
+        "round regression",
+    );
+    refused_with(
+        &s.validator.sign_proposal(s.proposal(10, 1, 0, 0)).await,
+        code::DOUBLE_SIGN,
+        "step regression",
+    );
     // Still serving on the same connection.
-    let signed = v.sign_vote(s.precommit(10, 1, Some(0), 0)).await;
+    let signed = s.validator.sign_vote(s.precommit(10, 1, Some(0), 0)).await;
     assert!(matches!(signed, Outcome::Signed { .. }), "{signed:?}");
-    assert_eq!(v.accepted, 1);
+    assert_eq!(s.validator.accepted, 1);
     assert_eq!(s.checker.report().conflicts, 0);
 }
 
@@ -74,7 +93,9 @@ async fn timestamp_only_change_gets_the_stored_timestamp_and_signature() {
     let proposal = s.validator.sign_proposal(s.proposal(8, 0, 0, 0)).await;
     let moved = s.validator.sign_proposal(s.proposal(8, 0, 0, 500)).await;
     match (&proposal, &moved) {
-        (Outcome::Signed { signature: a, .. }, Outcome::Signed { signature: b, .. }) => assert_eq!(a, b),
+        (Outcome::Signed { signature: a, .. }, Outcome::Signed { signature: b, .. }) => {
+            assert_eq!(a, b)
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -83,7 +104,13 @@ async fn timestamp_only_change_gets_the_stored_timestamp_and_signature() {
 async fn wrong_chain_id_is_refused_and_the_node_keeps_serving() {
     let mut s = Single::start(Version::V0_38, Transport::Tcp).await;
     let vote = s.prevote(4, 0, 0, 0);
-    let request = quorumkms::privval::SignRequest::from_vote(Version::V0_38, "not-my-chain".into(), vote, false).unwrap();
+    let request = quorumkms::privval::SignRequest::from_vote(
+        Version::V0_38,
+        "not-my-chain".into(),
+        vote,
+        false,
+    )
+    .unwrap();
     let reply = s
         .validator
         .send_raw(&quorumkms::privval::Request::Sign(request).encode(Version::V0_38))
@@ -101,5 +128,9 @@ async fn max_height_is_enforced() {
     let mut s = Single::start_with(Version::V0_38, Transport::Unix, "max_height = 5").await;
     let ok = s.validator.sign_vote(s.prevote(5, 0, 0, 0)).await;
     assert!(matches!(ok, Outcome::Signed { .. }), "{ok:?}");
-    refused_with(&s.validator.sign_vote(s.prevote(6, 0, 0, 0)).await, code::MAX_HEIGHT, "max_height");
+    refused_with(
+        &s.validator.sign_vote(s.prevote(6, 0, 0, 0)).await,
+        code::MAX_HEIGHT,
+        "max_height",
+    );
 }

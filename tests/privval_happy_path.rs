@@ -23,11 +23,18 @@ async fn happy_path(version: Version, transport: Transport) {
                 .await,
         ];
         for outcome in outcomes {
-            assert!(matches!(outcome, Outcome::Signed { .. }), "height {height}: {outcome:?}\n{}", s.log());
+            assert!(
+                matches!(outcome, Outcome::Signed { .. }),
+                "height {height}: {outcome:?}\n{}",
+                s.log()
+            );
         }
     }
     let report = s.checker.report();
-    assert_eq!((report.released, report.conflicts, report.invalid), (15, 0, 0));
+    assert_eq!(
+        (report.released, report.conflicts, report.invalid),
+        (15, 0, 0)
+    );
     assert_eq!(s.validator.accepted, 1, "the connection was kept");
 }
 

@@ -13,7 +13,10 @@ use support::{Single, Transport};
 async fn restart_keeps_the_watermark() {
     let mut s = Single::start(Version::V0_38, Transport::Tcp).await;
     for h in 1..=10 {
-        assert!(matches!(s.validator.sign_vote(s.prevote(h, 0, 0, 0)).await, Outcome::Signed { .. }));
+        assert!(matches!(
+            s.validator.sign_vote(s.prevote(h, 0, 0, 0)).await,
+            Outcome::Signed { .. }
+        ));
     }
     let last = s.validator.sign_vote(s.prevote(10, 0, 0, 0)).await;
     s.kill().await;
@@ -22,7 +25,10 @@ async fn restart_keeps_the_watermark() {
     let lower = s.validator.sign_vote(s.prevote(9, 0, 0, 0)).await;
     assert!(matches!(lower, Outcome::Refused(_)), "{lower:?}");
     let conflicting = s.validator.sign_vote(s.prevote(10, 0, 1, 0)).await;
-    assert!(matches!(conflicting, Outcome::Refused(_)), "{conflicting:?}");
+    assert!(
+        matches!(conflicting, Outcome::Refused(_)),
+        "{conflicting:?}"
+    );
     assert_eq!(s.validator.sign_vote(s.prevote(10, 0, 0, 0)).await, last);
     assert_eq!(s.checker.report().conflicts, 0);
 }
@@ -48,15 +54,35 @@ async fn kill_9_mid_stream_never_signs_below_a_released_signature() {
         while !killer.is_finished() {
             height += 1;
             let outcome = s.validator.sign_vote(s.prevote(height, 0, 0, 0)).await;
-            assert!(matches!(outcome, Outcome::Signed { .. }), "{outcome:?}\n{}", s.log());
+            assert!(
+                matches!(outcome, Outcome::Signed { .. }),
+                "{outcome:?}\n{}",
+                s.log()
+            );
         }
         s.child = Some(killer.await.expect("killer"));
-        let highest = s.checker.highest(quorumkms::demo::CHAIN_ID).expect("something was signed");
+        let highest = s
+            .checker
+            .highest(quorumkms::demo::CHAIN_ID)
+            .expect("something was signed");
         // Every position below the highest released one is refused.
-        let below = s.validator.sign_vote(s.prevote(highest.height - 1, 0, 0, 0)).await;
-        assert!(matches!(below, Outcome::Refused(_)), "below {highest}: {below:?}\n{}", s.log());
-        let other = s.validator.sign_vote(s.prevote(highest.height, 0, 1, 0)).await;
-        assert!(matches!(other, Outcome::Refused(_)), "conflict at {highest}: {other:?}");
+        let below = s
+            .validator
+            .sign_vote(s.prevote(highest.height - 1, 0, 0, 0))
+            .await;
+        assert!(
+            matches!(below, Outcome::Refused(_)),
+            "below {highest}: {below:?}\n{}",
+            s.log()
+        );
+        let other = s
+            .validator
+            .sign_vote(s.prevote(highest.height, 0, 1, 0))
+            .await;
+        assert!(
+            matches!(other, Outcome::Refused(_)),
+            "conflict at {highest}: {other:?}"
+        );
         height = highest.height;
     }
     let report = s.checker.report();

@@ -38,7 +38,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
-async fn single_node(exe: &PathBuf, unix: bool, requests: usize) -> Result<Figures, Box<dyn std::error::Error>> {
+async fn single_node(
+    exe: &std::path::Path,
+    unix: bool,
+    requests: usize,
+) -> Result<Figures, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let listen = if unix {
         Listen::unix(dir.path().join("v.sock"))?
@@ -46,15 +50,31 @@ async fn single_node(exe: &PathBuf, unix: bool, requests: usize) -> Result<Figur
         Listen::tcp("127.0.0.1:0").await?
     };
     let seed = [9u8; 32];
-    let public_key = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().to_bytes();
-    let nodes = demo::write_nodes(dir.path(), 1, seed, &[listen.signer_addr()], Version::V0_38, &|_| String::new())?;
+    let public_key = ed25519_dalek::SigningKey::from_bytes(&seed)
+        .verifying_key()
+        .to_bytes();
+    let nodes = demo::write_nodes(
+        dir.path(),
+        1,
+        seed,
+        &[listen.signer_addr()],
+        Version::V0_38,
+        &|_| String::new(),
+    )?;
     let _child = demo::spawn_node(exe, &nodes[0])?;
     let checker = Checker::new();
     let timing = Timing {
         accept_timeout: Duration::from_secs(20),
         ..Timing::default()
     };
-    let mut validator = Validator::new(listen, CHAIN_ID, Version::V0_38, public_key, timing, checker.clone());
+    let mut validator = Validator::new(
+        listen,
+        CHAIN_ID,
+        Version::V0_38,
+        public_key,
+        timing,
+        checker.clone(),
+    );
     validator.pub_key().await?;
     let address = consensus::address(&public_key);
     let mut latencies = Vec::with_capacity(requests);
@@ -66,7 +86,15 @@ async fn single_node(exe: &PathBuf, unix: bool, requests: usize) -> Result<Figur
             measured_start = Instant::now();
         }
         let height = i as i64 + 1;
-        let vote = consensus::vote(Version::V0_38, false, height, 0, Some(consensus::block_id(height, 0)), &address, 0);
+        let vote = consensus::vote(
+            Version::V0_38,
+            false,
+            height,
+            0,
+            Some(consensus::block_id(height, 0)),
+            &address,
+            0,
+        );
         let t0 = Instant::now();
         match validator.sign_vote(vote).await {
             Outcome::Signed { .. } => {}
@@ -83,7 +111,10 @@ async fn single_node(exe: &PathBuf, unix: bool, requests: usize) -> Result<Figur
     }
     latencies.sort();
     Ok(Figures {
-        name: format!("single node, {}", if unix { "unix" } else { "secret connection" }),
+        name: format!(
+            "single node, {}",
+            if unix { "unix" } else { "secret connection" }
+        ),
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),
         per_second: requests as f64 / elapsed.as_secs_f64(),
@@ -91,7 +122,10 @@ async fn single_node(exe: &PathBuf, unix: bool, requests: usize) -> Result<Figur
 }
 
 fn print(figures: &[Figures]) {
-    println!("{:<40} {:>10} {:>10} {:>12}", "configuration", "p50 (ms)", "p99 (ms)", "signs/s");
+    println!(
+        "{:<40} {:>10} {:>10} {:>12}",
+        "configuration", "p50 (ms)", "p99 (ms)", "signs/s"
+    );
     for f in figures {
         println!(
             "{:<40} {:>10.3} {:>10.3} {:>12.0}",

@@ -12,7 +12,12 @@ use crate::watermark::{SignState, StateFile};
 pub struct Args {
     /// Comma-separated chain ids (known: cosmoshub-4, osmosis-1,
     /// theta-testnet-001; any other id gets a placeholder address).
-    #[arg(short = 'n', long = "networks", value_delimiter = ',', default_value = "cosmoshub-4")]
+    #[arg(
+        short = 'n',
+        long = "networks",
+        value_delimiter = ',',
+        default_value = "cosmoshub-4"
+    )]
     pub networks: Vec<String>,
     /// Directory to create.
     pub dir: PathBuf,
@@ -33,7 +38,11 @@ const KNOWN: &[(&str, &str)] = &[
 pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let config_path = args.dir.join("quorumkms.toml");
     if config_path.exists() {
-        return Err(format!("{} already exists; refusing to overwrite it", config_path.display()).into());
+        return Err(format!(
+            "{} already exists; refusing to overwrite it",
+            config_path.display()
+        )
+        .into());
     }
     for chain in &args.networks {
         if chain.is_empty() || chain.chars().any(char::is_whitespace) {
@@ -50,11 +59,17 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         softsign::write_secret_file(&key_path, softsign::encode_seed(&key.seed()).as_bytes())?;
         let state_path = args.dir.join(format!("state/{chain}-consensus.json"));
         StateFile::new(&state_path).save(&SignState::default())?;
-        println!("{chain}: consensus key {}", hex::encode(crate::keys::ConsensusSigner::public_key(&key)));
+        println!(
+            "{chain}: consensus key {}",
+            hex::encode(crate::keys::ConsensusSigner::public_key(&key))
+        );
     }
     std::fs::write(&config_path, render(&args.networks))?;
     println!("wrote {}", config_path.display());
-    println!("next: set each [[validator]] addr, then `quorumkms start -c {}`", config_path.display());
+    println!(
+        "next: set each [[validator]] addr, then `quorumkms start -c {}`",
+        config_path.display()
+    );
     Ok(())
 }
 

@@ -197,7 +197,8 @@ pub fn load(path: &Path) -> Result<Config, Error> {
         path: path.to_path_buf(),
         problems,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| fail(vec![format!("cannot read: {e}")]))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| fail(vec![format!("cannot read: {e}")]))?;
     let mut config = parse(&text).map_err(|p| fail(vec![p]))?;
     let base = path.parent().unwrap_or(Path::new("."));
     config.resolve_paths(base);
@@ -267,10 +268,10 @@ impl Config {
             if !chains.insert(c.id.as_str()) {
                 problems.push(format!("chain[{i}].id: chain {:?} is listed twice", c.id));
             }
-            if let Some(h) = c.max_height {
-                if h <= 0 {
-                    problems.push(format!("chain[{i}].max_height: must be positive, got {h}"));
-                }
+            if let Some(h) = c.max_height
+                && h <= 0
+            {
+                problems.push(format!("chain[{i}].max_height: must be positive, got {h}"));
             }
         }
         let mut addrs = BTreeSet::new();
@@ -314,13 +315,21 @@ impl Config {
         };
         for (i, s) in self.providers.softsign.iter().enumerate() {
             for chain in &s.chain_ids {
-                claim(chain, format!("providers.softsign[{i}].chain_ids"), &mut problems);
+                claim(
+                    chain,
+                    format!("providers.softsign[{i}].chain_ids"),
+                    &mut problems,
+                );
             }
         }
         for (i, y) in self.providers.yubihsm.iter().enumerate() {
             for (j, k) in y.keys.iter().enumerate() {
                 for chain in &k.chain_ids {
-                    claim(chain, format!("providers.yubihsm[{i}].keys[{j}].chain_ids"), &mut problems);
+                    claim(
+                        chain,
+                        format!("providers.yubihsm[{i}].keys[{j}].chain_ids"),
+                        &mut problems,
+                    );
                 }
             }
         }
@@ -332,10 +341,10 @@ impl Config {
                 ));
             }
         }
-        if let Some(cluster) = &self.cluster {
-            if let Err(more) = cluster.validate() {
-                problems.extend(more.into_iter().map(|p| format!("cluster.{p}")));
-            }
+        if let Some(cluster) = &self.cluster
+            && let Err(more) = cluster.validate()
+        {
+            problems.extend(more.into_iter().map(|p| format!("cluster.{p}")));
         }
         if problems.is_empty() {
             Ok(())

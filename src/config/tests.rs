@@ -60,30 +60,62 @@ fn unknown_keys_are_named() {
 fn every_broken_field_is_reported_at_once() {
     let bad = GOOD
         .replace("max_height = 100", "max_height = -5")
-        .replace("tcp://f88883b673fc69d7869cab098de3bafc2ff76eb8@127.0.0.1:26658", "http://nowhere")
-        .replace("unix:///tmp/val.sock\"", "unix:///tmp/val.sock\"\nchain_id_typo = 1");
+        .replace(
+            "tcp://f88883b673fc69d7869cab098de3bafc2ff76eb8@127.0.0.1:26658",
+            "http://nowhere",
+        )
+        .replace(
+            "unix:///tmp/val.sock\"",
+            "unix:///tmp/val.sock\"\nchain_id_typo = 1",
+        );
     // The typo is a parse error; fix it and see the rest together.
     let p = problems(&bad);
     assert_eq!(p.len(), 1, "{p:?}");
     let bad = bad.replace("\nchain_id_typo = 1", "");
     let p = problems(&bad);
-    assert!(p.iter().any(|p| p.starts_with("chain[0].max_height")), "{p:?}");
-    assert!(p.iter().any(|p| p.starts_with("validator[0].addr")), "{p:?}");
+    assert!(
+        p.iter().any(|p| p.starts_with("chain[0].max_height")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|p| p.starts_with("validator[0].addr")),
+        "{p:?}"
+    );
 }
 
 #[test]
 fn references_must_resolve() {
-    let p = problems(&GOOD.replace("chain_ids = [\"cosmoshub-4\"]", "chain_ids = [\"osmosis-1\"]"));
-    assert!(p.iter().any(|p| p.contains("no [[chain]] has id \"osmosis-1\"")), "{p:?}");
-    assert!(p.iter().any(|p| p.contains("chain \"cosmoshub-4\" has no key")), "{p:?}");
-    let p = problems(&GOOD.replace("chain_id = \"cosmoshub-4\"\naddr = \"unix", "chain_id = \"other\"\naddr = \"unix"));
-    assert!(p.iter().any(|p| p.starts_with("validator[1].chain_id")), "{p:?}");
+    let p = problems(&GOOD.replace(
+        "chain_ids = [\"cosmoshub-4\"]",
+        "chain_ids = [\"osmosis-1\"]",
+    ));
+    assert!(
+        p.iter()
+            .any(|p| p.contains("no [[chain]] has id \"osmosis-1\"")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|p| p.contains("chain \"cosmoshub-4\" has no key")),
+        "{p:?}"
+    );
+    let p = problems(&GOOD.replace(
+        "chain_id = \"cosmoshub-4\"\naddr = \"unix",
+        "chain_id = \"other\"\naddr = \"unix",
+    ));
+    assert!(
+        p.iter().any(|p| p.starts_with("validator[1].chain_id")),
+        "{p:?}"
+    );
 }
 
 #[test]
 fn tcp_needs_an_identity_key_and_bad_versions_are_refused() {
     let p = problems(&GOOD.replace("secret_key = \"secrets/kms-identity.key\"\n", ""));
-    assert!(p.iter().any(|p| p.starts_with("validator[0].secret_key")), "{p:?}");
+    assert!(
+        p.iter().any(|p| p.starts_with("validator[0].secret_key")),
+        "{p:?}"
+    );
     let p = problems(&GOOD.replace("\"v0.37\"", "\"v0.99\""));
     assert_eq!(p.len(), 1);
     assert!(p[0].contains("v0.99"), "{p:?}");
@@ -91,7 +123,11 @@ fn tcp_needs_an_identity_key_and_bad_versions_are_refused() {
 
 #[test]
 fn duplicate_chains_and_empty_configs_are_refused() {
-    assert!(problems("").iter().any(|p| p.contains("at least one chain")));
+    assert!(
+        problems("")
+            .iter()
+            .any(|p| p.contains("at least one chain"))
+    );
     let twice = format!("{GOOD}\n[[chain]]\nid = \"cosmoshub-4\"\nstate_file = \"x.json\"\n");
     assert!(problems(&twice).iter().any(|p| p.contains("listed twice")));
 }
@@ -102,11 +138,20 @@ fn load_resolves_paths_and_names_the_file() {
     let path = dir.path().join("quorumkms.toml");
     std::fs::write(&path, GOOD).unwrap();
     let config = load(&path).unwrap();
-    assert_eq!(config.chain[0].state_file, dir.path().join("state/cosmoshub-4.json"));
-    assert_eq!(config.providers.softsign[0].path, dir.path().join("secrets/cosmoshub-4-consensus.key"));
+    assert_eq!(
+        config.chain[0].state_file,
+        dir.path().join("state/cosmoshub-4.json")
+    );
+    assert_eq!(
+        config.providers.softsign[0].path,
+        dir.path().join("secrets/cosmoshub-4-consensus.key")
+    );
     std::fs::write(&path, GOOD.replace("max_height = 100", "max_height = 0")).unwrap();
     let err = load(&path).unwrap_err().to_string();
-    assert!(err.contains(&path.display().to_string()) && err.contains("chain[0].max_height"), "{err}");
+    assert!(
+        err.contains(&path.display().to_string()) && err.contains("chain[0].max_height"),
+        "{err}"
+    );
     let missing = load(&dir.path().join("nope.toml")).unwrap_err().to_string();
     assert!(missing.contains("cannot read"), "{missing}");
 }

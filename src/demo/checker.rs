@@ -83,18 +83,31 @@ impl Checker {
 
     /// The counts so far.
     pub fn report(&self) -> Report {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).report.clone()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .report
+            .clone()
     }
 
     /// The positions that were signed twice, for error messages.
     pub fn conflicting_positions(&self) -> Vec<(String, Position)> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).conflicts.clone()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .conflicts
+            .clone()
     }
 
     /// The highest position signed for `chain_id`.
     pub fn highest(&self, chain_id: &str) -> Option<Position> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.first.keys().filter(|(c, _)| c == chain_id).map(|(_, p)| *p).max()
+        inner
+            .first
+            .keys()
+            .filter(|(c, _)| c == chain_id)
+            .map(|(_, p)| *p)
+            .max()
     }
 }
 

@@ -144,7 +144,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     } else {
         (s, 1.0)
     };
-    let value: f64 = number.trim().parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}"))?;
     if !(0.0..=86_400.0).contains(&value) {
         return Err(format!("duration {s:?} is out of range"));
     }
@@ -163,20 +166,39 @@ pub fn run(args: &crate::demo::Args) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn run_async(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let temp = tempfile::Builder::new().prefix("quorumkms-demo-").tempdir()?;
-    let root = args.dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    let temp = tempfile::Builder::new()
+        .prefix("quorumkms-demo-")
+        .tempdir()?;
+    let root = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
     let key = softsign::SoftSigner::generate();
     let public_key = key.public_key();
     let listen = Listen::tcp("127.0.0.1:0").await?;
     let addr = listen.signer_addr();
-    let nodes = write_nodes(&root, 1, key.seed(), &[addr.clone()], args.protocol, &|_| String::new())?;
-    let names: BTreeMap<String, String> = nodes.iter().map(|n| (n.node_id.clone(), n.name.clone())).collect();
+    let nodes = write_nodes(
+        &root,
+        1,
+        key.seed(),
+        std::slice::from_ref(&addr),
+        args.protocol,
+        &|_| String::new(),
+    )?;
+    let names: BTreeMap<String, String> = nodes
+        .iter()
+        .map(|n| (n.node_id.clone(), n.name.clone()))
+        .collect();
     let exe = std::env::current_exe()?;
     let mut children = Vec::new();
     for node in &nodes {
         children.push(spawn_node(&exe, node)?);
     }
-    println!("quorumkms demo: {} signer node(s), chain {CHAIN_ID}, privval {}", nodes.len(), args.protocol);
+    println!(
+        "quorumkms demo: {} signer node(s), chain {CHAIN_ID}, privval {}",
+        nodes.len(),
+        args.protocol
+    );
     println!("  consensus key {}", hex::encode(public_key));
     println!("  validator listening at {addr}");
     println!("  node files and logs in {}", root.display());
@@ -186,7 +208,14 @@ async fn run_async(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         accept_timeout: Duration::from_secs(10),
         ..Timing::default()
     };
-    let mut validator = Validator::new(listen, CHAIN_ID, args.protocol, public_key, timing, checker.clone());
+    let mut validator = Validator::new(
+        listen,
+        CHAIN_ID,
+        args.protocol,
+        public_key,
+        timing,
+        checker.clone(),
+    );
     let reported = validator.pub_key().await?;
     println!("  signer reports public key {}", hex::encode(reported));
     let address = consensus::address(&public_key);
@@ -194,13 +223,14 @@ async fn run_async(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut killed = false;
     let mut refused = 0;
     for height in 1..=args.blocks {
-        if let Some(after) = args.kill_leader_after {
-            if !killed && started.elapsed() >= after {
-                killed = true;
-                if let Some(child) = children.first_mut() {
-                    let _ = child.start_kill();
-                    println!("  !! killed the serving signer node (kill -9)");
-                }
+        if let Some(after) = args.kill_leader_after
+            && !killed
+            && started.elapsed() >= after
+        {
+            killed = true;
+            if let Some(child) = children.first_mut() {
+                let _ = child.start_kill();
+                println!("  !! killed the serving signer node (kill -9)");
             }
         }
         let t0 = Instant::now();
@@ -208,11 +238,32 @@ async fn run_async(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         let mut line = format!("height {height:>4}");
         let mut steps = Vec::new();
         if height % 2 == 1 {
-            steps.push(("proposal", validator.sign_proposal(consensus::proposal(height, 0, block.clone(), 0)).await));
+            steps.push((
+                "proposal",
+                validator
+                    .sign_proposal(consensus::proposal(height, 0, block.clone(), 0))
+                    .await,
+            ));
         }
-        let prevote = consensus::vote(args.protocol, false, height, 0, Some(block.clone()), &address, 10);
+        let prevote = consensus::vote(
+            args.protocol,
+            false,
+            height,
+            0,
+            Some(block.clone()),
+            &address,
+            10,
+        );
         steps.push(("prevote", validator.sign_vote(prevote).await));
-        let precommit = consensus::vote(args.protocol, true, height, 0, Some(block.clone()), &address, 20);
+        let precommit = consensus::vote(
+            args.protocol,
+            true,
+            height,
+            0,
+            Some(block.clone()),
+            &address,
+            20,
+        );
         steps.push(("precommit", validator.sign_vote(precommit).await));
         let mut via = String::new();
         for (step, outcome) in &steps {
@@ -221,19 +272,35 @@ async fn run_async(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                     line.push_str(&format!("  {step} signed"));
                     via = names.get(v).cloned().unwrap_or_else(|| v.clone());
                 }
-                Outcome::Refused(e) => line.push_str(&format!("  {step} REFUSED ({})", e.description)),
+                Outcome::Refused(e) => {
+                    line.push_str(&format!("  {step} REFUSED ({})", e.description))
+                }
                 Outcome::Failed(e) => line.push_str(&format!("  {step} FAILED ({e})")),
             }
         }
-        println!("{line}  via {via}  [{:.1} ms]", t0.elapsed().as_secs_f64() * 1e3);
+        println!(
+            "{line}  via {via}  [{:.1} ms]",
+            t0.elapsed().as_secs_f64() * 1e3
+        );
         if height % 5 == 0 {
             // A faulty validator asks to prevote for another block at the
             // same height, round and step: the signer must refuse.
-            let conflicting = consensus::vote(args.protocol, false, height, 0, Some(consensus::block_id(height, 1)), &address, 10);
+            let conflicting = consensus::vote(
+                args.protocol,
+                false,
+                height,
+                0,
+                Some(consensus::block_id(height, 1)),
+                &address,
+                10,
+            );
             match validator.sign_vote(conflicting).await {
                 Outcome::Refused(e) => {
                     refused += 1;
-                    println!("height {height:>4}  double-sign attempt (prevote for another block) refused: {}", e.description);
+                    println!(
+                        "height {height:>4}  double-sign attempt (prevote for another block) refused: {}",
+                        e.description
+                    );
                 }
                 other => println!("height {height:>4}  double-sign attempt NOT refused: {other:?}"),
             }

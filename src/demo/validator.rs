@@ -29,7 +29,7 @@ use crate::transport::{self, Stream, Timeouts};
 /// Where the validator listens for signers.
 pub enum Listen {
     /// TCP with SecretConnection, authenticated by the validator's node key.
-    Tcp(TcpListener, ed25519_consensus::SigningKey),
+    Tcp(TcpListener, Box<ed25519_consensus::SigningKey>),
     /// A unix socket, plaintext.
     Unix(UnixListener, PathBuf),
 }
@@ -43,7 +43,10 @@ impl Listen {
     pub async fn tcp(addr: &str) -> std::io::Result<Listen> {
         let listener = TcpListener::bind(addr).await?;
         let seed: [u8; 32] = rand::random();
-        Ok(Listen::Tcp(listener, ed25519_consensus::SigningKey::from(seed)))
+        Ok(Listen::Tcp(
+            listener,
+            Box::new(ed25519_consensus::SigningKey::from(seed)),
+        ))
     }
 
     /// Binds a unix socket at `path`.
@@ -142,7 +145,7 @@ pub struct Validator {
 }
 
 enum Exchange {
-    Reply(Response),
+    Reply(Box<Response>),
     Timeout,
     Failed(String),
 }
@@ -240,7 +243,7 @@ impl Validator {
             Ok(Err(ReadError::Codec(e))) => return Exchange::Failed(e.to_string()),
         };
         match Response::decode(self.version, &body) {
-            Ok(response) => Exchange::Reply(response),
+            Ok(response) => Exchange::Reply(Box::new(response)),
             Err(e) => Exchange::Failed(format!("undecodable reply: {e}")),
         }
     }
@@ -260,7 +263,7 @@ impl Validator {
         match self.exchange(&request.encode(self.version)).await {
             Exchange::Reply(response) => {
                 self.last_success = Instant::now();
-                Ok(response)
+                Ok(*response)
             }
             Exchange::Timeout => {
                 self.active = None;
@@ -278,10 +281,11 @@ impl Validator {
     /// Pings the signer if the connection has been idle for a ping
     /// interval, dropping it when the ping fails, as CometBFT does.
     pub async fn keep_alive(&mut self) {
-        if self.active.is_some() && self.last_success.elapsed() >= self.timing.ping_interval {
-            if self.send_once(&Request::Ping).await.is_err() {
-                self.active = None;
-            }
+        if self.active.is_some()
+            && self.last_success.elapsed() >= self.timing.ping_interval
+            && self.send_once(&Request::Ping).await.is_err()
+        {
+            self.active = None;
         }
     }
 
@@ -302,7 +306,8 @@ impl Validator {
 
     /// Asks a signer to sign `vote`, retrying as CometBFT does.
     pub async fn sign_vote(&mut self, vote: Vote) -> Outcome {
-        let request = match SignRequest::from_vote(self.version, self.chain_id.clone(), vote, false) {
+        let request = match SignRequest::from_vote(self.version, self.chain_id.clone(), vote, false)
+        {
             Ok(request) => request,
             Err(e) => return Outcome::Failed(format!("invalid vote: {e}")),
         };
@@ -329,7 +334,7 @@ impl Validator {
             self.accept().await?;
         }
         match self.exchange(body).await {
-            Exchange::Reply(r) => Ok(r),
+            Exchange::Reply(r) => Ok(*r),
             Exchange::Timeout => Err("timeout".into()),
             Exchange::Failed(e) => Err(e),
         }
@@ -368,7 +373,8 @@ impl Validator {
                 let signature = std::mem::take(&mut vote.signature);
                 let extension_signature = std::mem::take(&mut vote.extension_signature);
                 let timestamp = vote.timestamp;
-                let signed = SignRequest::from_vote(self.version, self.chain_id.clone(), vote, false);
+                let signed =
+                    SignRequest::from_vote(self.version, self.chain_id.clone(), vote, false);
                 (signed, signature, timestamp, Some(extension_signature))
             }
             Response::SignedProposal { mut proposal, .. } => {
@@ -389,10 +395,10 @@ impl Validator {
                 signed.position, sent.position
             ));
         }
-        if let (Some(bytes), Some(ext_sig)) = (&signed.extension_sign_bytes, &extension) {
-            if !verify(&self.public_key, bytes, ext_sig) {
-                return Outcome::Failed("invalid vote extension signature".into());
-            }
+        if let (Some(bytes), Some(ext_sig)) = (&signed.extension_sign_bytes, &extension)
+            && !verify(&self.public_key, bytes, ext_sig)
+        {
+            return Outcome::Failed("invalid vote extension signature".into());
         }
         let ok = self.checker.record(
             &self.public_key,

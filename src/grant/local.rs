@@ -58,7 +58,9 @@ impl LocalGranter {
 fn lock(state: &Mutex<SignState>) -> std::sync::MutexGuard<'_, SignState> {
     // A panic while holding the lock cannot leave a half-updated state: the
     // in-memory state is only replaced after the file write succeeded.
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Decides and persists under the chain's lock. Blocking (fsync).
@@ -67,10 +69,9 @@ fn grant_blocking(chain: &Chain, attempt: &Attempt) -> Result<Verdict, GrantErro
     let mut next = current.clone();
     let (verdict, changed) = watermark::grant(&mut next, attempt);
     if changed {
-        let signature = chain
-            .signer
-            .sign(&next.sign_bytes)
-            .map_err(|e| GrantError::Storage(format!("cannot sign state for the state file: {e}")))?;
+        let signature = chain.signer.sign(&next.sign_bytes).map_err(|e| {
+            GrantError::Storage(format!("cannot sign state for the state file: {e}"))
+        })?;
         next.signature = Some(signature.to_vec());
         chain
             .file

@@ -128,7 +128,11 @@ pub fn same_except_timestamp(a: &[u8], b: &[u8]) -> bool {
 
 /// The raw fields of a message, minus field `number`.
 fn without<'a>(fields: &[Field<'a>], number: u64) -> Vec<&'a [u8]> {
-    fields.iter().filter(|f| f.number != number).map(|f| f.raw).collect()
+    fields
+        .iter()
+        .filter(|f| f.number != number)
+        .map(|f| f.raw)
+        .collect()
 }
 
 #[cfg(test)]

@@ -69,7 +69,9 @@ pub enum Ended {
     Unavailable(String),
 }
 
-/// What to do after handling one frame.
+/// What to do after handling one frame. Short-lived, so the size
+/// difference between its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Next {
     Reply(Response),
     Close(String),
@@ -93,7 +95,10 @@ where
             Err(ReadError::Io(e)) => return Err(e),
             Err(ReadError::Codec(e)) => {
                 warn!(chain_id = %ctx.chain_id, error = %e, "bad frame");
-                Next::Reply(privval::error_reply_unknown(code::MALFORMED, &e.to_string()))
+                Next::Reply(privval::error_reply_unknown(
+                    code::MALFORMED,
+                    &e.to_string(),
+                ))
             }
         };
         match next {
@@ -111,8 +116,13 @@ async fn handle(ctx: &Context, body: &[u8]) -> Next {
         Err(e) => {
             warn!(chain_id = %ctx.chain_id, error = %e, "malformed request");
             let description = format!("malformed request: {e}");
-            let reply = privval::error_reply_for_malformed(ctx.version, body, code::MALFORMED, &description)
-                .unwrap_or_else(|| privval::error_reply_unknown(code::MALFORMED, &description));
+            let reply = privval::error_reply_for_malformed(
+                ctx.version,
+                body,
+                code::MALFORMED,
+                &description,
+            )
+            .unwrap_or_else(|| privval::error_reply_unknown(code::MALFORMED, &description));
             return Next::Reply(reply);
         }
     };
@@ -149,14 +159,14 @@ async fn sign_request(ctx: &Context, request: &Request, sign: &SignRequest) -> N
         return Next::Reply(reply);
     }
     let position = sign.position;
-    if let Some(max) = ctx.max_height {
-        if position.height > max {
-            return Next::Reply(privval::error_reply(
-                request,
-                code::MAX_HEIGHT,
-                &format!("height {} is above max_height {max}", position.height),
-            ));
-        }
+    if let Some(max) = ctx.max_height
+        && position.height > max
+    {
+        return Next::Reply(privval::error_reply(
+            request,
+            code::MAX_HEIGHT,
+            &format!("height {} is above max_height {max}", position.height),
+        ));
     }
     let attempt = Attempt {
         position,
@@ -167,7 +177,11 @@ async fn sign_request(ctx: &Context, request: &Request, sign: &SignRequest) -> N
         Ok(Verdict::Sign(bytes)) => bytes,
         Ok(Verdict::Refuse(refusal)) => {
             info!(chain_id = %ctx.chain_id, %position, %refusal, "refused");
-            return Next::Reply(privval::error_reply(request, code::DOUBLE_SIGN, &refusal.to_string()));
+            return Next::Reply(privval::error_reply(
+                request,
+                code::DOUBLE_SIGN,
+                &refusal.to_string(),
+            ));
         }
         Err(GrantError::UnknownChain(chain)) => {
             return Next::Reply(privval::error_reply(

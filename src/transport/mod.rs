@@ -170,7 +170,8 @@ pub async fn connect(
                 source,
             })?;
             let (stream, _) =
-                secret_connection::establish(address, tcp, *peer_id, true, identity, timeouts).await?;
+                secret_connection::establish(address, tcp, *peer_id, true, identity, timeouts)
+                    .await?;
             Ok(Box::new(stream))
         }
         Address::Unix(path) => {
@@ -203,6 +204,7 @@ pub async fn accept_secret_connection(
     let address = tcp
         .peer_addr()
         .map_or_else(|_| "unknown peer".to_string(), |a| a.to_string());
-    let (stream, peer) = secret_connection::establish(address, tcp, None, false, identity, timeouts).await?;
+    let (stream, peer) =
+        secret_connection::establish(address, tcp, None, false, identity, timeouts).await?;
     Ok((Box::new(stream), peer))
 }

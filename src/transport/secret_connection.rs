@@ -93,16 +93,15 @@ pub(super) async fn establish(
         })?;
         let actual = node_id(remote.as_bytes());
         match expected_peer {
-            Some(expected) => {
-                if !bool::from(expected.ct_eq(&actual)) {
-                    // Dropping `sc` closes the socket.
-                    return Err(Error::PeerMismatch {
-                        address: addr,
-                        expected: hex::encode(expected),
-                        actual: hex::encode(actual),
-                    });
-                }
+            // Dropping `sc` closes the socket.
+            Some(expected) if !bool::from(expected.ct_eq(&actual)) => {
+                return Err(Error::PeerMismatch {
+                    address: addr,
+                    expected: hex::encode(expected),
+                    actual: hex::encode(actual),
+                });
             }
+            Some(_) => {}
             None if dialer => tracing::warn!(
                 validator = %addr,
                 peer_id = %hex::encode(actual),

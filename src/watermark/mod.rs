@@ -197,13 +197,14 @@ pub fn decide(state: &SignState, attempt: &Attempt) -> Decision {
     match next.cmp(&last) {
         Ordering::Less => Decision::Refuse(regression(last, next)),
         Ordering::Greater => {
-            if let (Some(owner), Some(origin)) = (&state.owner, &attempt.origin) {
-                if next.height == last.height && owner != origin {
-                    return Decision::Refuse(Refusal::HeightOwned {
-                        height: next.height,
-                        owner: owner.clone(),
-                    });
-                }
+            if let (Some(owner), Some(origin)) = (&state.owner, &attempt.origin)
+                && next.height == last.height
+                && owner != origin
+            {
+                return Decision::Refuse(Refusal::HeightOwned {
+                    height: next.height,
+                    owner: owner.clone(),
+                });
             }
             Decision::Advance
         }

@@ -81,7 +81,8 @@ pub fn parse(text: &str) -> Result<SignState, String> {
     let json: Json = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let height = json.height.parse("height")?;
     let round = i32::try_from(json.round.parse("round")?).map_err(|_| "round out of range")?;
-    let step = Step::from_i8(json.step).ok_or_else(|| format!("step {} is not 0..=3", json.step))?;
+    let step =
+        Step::from_i8(json.step).ok_or_else(|| format!("step {} is not 0..=3", json.step))?;
     if height < 0 || round < 0 {
         return Err("height and round must not be negative".into());
     }

@@ -47,13 +47,21 @@ fn check(state: &SignState, a: &Attempt, expected: Decision) {
 
 #[test]
 fn empty_state_grants_anything() {
-    check(&SignState::default(), &attempt(pos(1, 0, Step::Propose), b"x"), Decision::Advance);
+    check(
+        &SignState::default(),
+        &attempt(pos(1, 0, Step::Propose), b"x"),
+        Decision::Advance,
+    );
 }
 
 #[test]
 fn higher_positions_advance() {
     let s = state_at(pos(5, 1, Step::Prevote), b"a");
-    for p in [pos(5, 1, Step::Precommit), pos(5, 2, Step::Propose), pos(6, 0, Step::Propose)] {
+    for p in [
+        pos(5, 1, Step::Precommit),
+        pos(5, 2, Step::Propose),
+        pos(6, 0, Step::Propose),
+    ] {
         check(&s, &attempt(p, b"b"), Decision::Advance);
     }
 }
@@ -147,10 +155,16 @@ fn height_owner_keeps_the_height() {
         ..attempt(p, bytes)
     };
     let p1 = pos(7, 0, Step::Propose);
-    assert_eq!(grant(&mut s, &owned(p1, b"a", "val-a")).0, Verdict::Sign(b"a".to_vec()));
+    assert_eq!(
+        grant(&mut s, &owned(p1, b"a", "val-a")).0,
+        Verdict::Sign(b"a".to_vec())
+    );
     assert_eq!(s.owner.as_deref(), Some("val-a"));
     // The other validator node gets a repeat of what was granted...
-    assert_eq!(grant(&mut s, &owned(p1, b"a", "val-b")).0, Verdict::Sign(b"a".to_vec()));
+    assert_eq!(
+        grant(&mut s, &owned(p1, b"a", "val-b")).0,
+        Verdict::Sign(b"a".to_vec())
+    );
     // ...but nothing new at this height.
     let p2 = pos(7, 0, Step::Prevote);
     assert_eq!(
@@ -160,10 +174,16 @@ fn height_owner_keeps_the_height() {
             owner: "val-a".into()
         })
     );
-    assert_eq!(grant(&mut s, &owned(p2, b"b", "val-a")).0, Verdict::Sign(b"b".to_vec()));
+    assert_eq!(
+        grant(&mut s, &owned(p2, b"b", "val-a")).0,
+        Verdict::Sign(b"b".to_vec())
+    );
     // Ownership moves freely at the next height.
     let p3 = pos(8, 0, Step::Propose);
-    assert_eq!(grant(&mut s, &owned(p3, b"c", "val-b")).0, Verdict::Sign(b"c".to_vec()));
+    assert_eq!(
+        grant(&mut s, &owned(p3, b"c", "val-b")).0,
+        Verdict::Sign(b"c".to_vec())
+    );
     assert_eq!(s.owner.as_deref(), Some("val-b"));
 }
 
@@ -171,10 +191,19 @@ fn height_owner_keeps_the_height() {
 fn grant_reports_when_state_must_be_persisted() {
     let mut s = SignState::default();
     let p = pos(1, 0, Step::Prevote);
-    assert_eq!(grant(&mut s, &attempt(p, b"a")), (Verdict::Sign(b"a".to_vec()), true));
-    assert_eq!(grant(&mut s, &attempt(p, b"a")), (Verdict::Sign(b"a".to_vec()), false));
+    assert_eq!(
+        grant(&mut s, &attempt(p, b"a")),
+        (Verdict::Sign(b"a".to_vec()), true)
+    );
+    assert_eq!(
+        grant(&mut s, &attempt(p, b"a")),
+        (Verdict::Sign(b"a".to_vec()), false)
+    );
     let (v, changed) = grant(&mut s, &attempt(p, b"b"));
-    assert!(matches!(v, Verdict::Refuse(Refusal::ConflictingData { .. })));
+    assert!(matches!(
+        v,
+        Verdict::Refuse(Refusal::ConflictingData { .. })
+    ));
     assert!(!changed);
 }
 
@@ -189,7 +218,11 @@ fn raise_never_lowers() {
 }
 
 fn any_step() -> impl Strategy<Value = Step> {
-    prop_oneof![Just(Step::Propose), Just(Step::Prevote), Just(Step::Precommit)]
+    prop_oneof![
+        Just(Step::Propose),
+        Just(Step::Prevote),
+        Just(Step::Precommit)
+    ]
 }
 
 /// An attempt over a small space, so collisions at one position are common:

@@ -211,12 +211,11 @@ impl TestCluster {
         let deadline = Instant::now() + timeout;
         loop {
             let leaders: BTreeSet<Option<u64>> = self.nodes.values().map(|n| n.leader()).collect();
-            if let [Some(leader)] = leaders.iter().copied().collect::<Vec<_>>()[..] {
-                if let Some(node) = self.nodes.get(&leader) {
-                    if node.has_quorum_leader() {
-                        return leader;
-                    }
-                }
+            if let [Some(leader)] = leaders.iter().copied().collect::<Vec<_>>()[..]
+                && let Some(node) = self.nodes.get(&leader)
+                && node.has_quorum_leader()
+            {
+                return leader;
             }
             assert!(
                 Instant::now() < deadline,

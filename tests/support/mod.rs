@@ -62,22 +62,30 @@ impl Single {
         let public_key = ed25519_dalek::SigningKey::from_bytes(&seed)
             .verifying_key()
             .to_bytes();
-        let nodes = demo::write_nodes(dir.path(), 1, seed, &[listen.signer_addr()], version, &|_| {
-            String::new()
-        })
+        let nodes = demo::write_nodes(
+            dir.path(),
+            1,
+            seed,
+            &[listen.signer_addr()],
+            version,
+            &|_| String::new(),
+        )
         .expect("write node files");
         let node = nodes.into_iter().next().expect("one node");
         if !chain_extra.is_empty() {
             let text = std::fs::read_to_string(&node.config).expect("config");
-            let text = text.replacen(
-                "state_file = ",
-                &format!("{chain_extra}\nstate_file = "),
-                1,
-            );
+            let text = text.replacen("state_file = ", &format!("{chain_extra}\nstate_file = "), 1);
             std::fs::write(&node.config, text).expect("config");
         }
         let checker = Checker::new();
-        let validator = Validator::new(listen, CHAIN_ID, version, public_key, fast_timing(), checker.clone());
+        let validator = Validator::new(
+            listen,
+            CHAIN_ID,
+            version,
+            public_key,
+            fast_timing(),
+            checker.clone(),
+        );
         let child = demo::spawn_node(&exe(), &node).expect("spawn node");
         Single {
             dir,
@@ -108,16 +116,37 @@ impl Single {
 
     pub fn prevote(&self, height: i64, round: i32, variant: u8, offset_ms: i64) -> Vote {
         let block = consensus::block_id(height, variant);
-        consensus::vote(self.version, false, height, round, Some(block), &self.address, offset_ms)
+        consensus::vote(
+            self.version,
+            false,
+            height,
+            round,
+            Some(block),
+            &self.address,
+            offset_ms,
+        )
     }
 
     pub fn precommit(&self, height: i64, round: i32, block: Option<u8>, offset_ms: i64) -> Vote {
         let block = block.map(|v| consensus::block_id(height, v));
-        consensus::vote(self.version, true, height, round, block, &self.address, offset_ms)
+        consensus::vote(
+            self.version,
+            true,
+            height,
+            round,
+            block,
+            &self.address,
+            offset_ms,
+        )
     }
 
     pub fn proposal(&self, height: i64, round: i32, variant: u8, offset_ms: i64) -> Proposal {
-        consensus::proposal(height, round, consensus::block_id(height, variant), offset_ms)
+        consensus::proposal(
+            height,
+            round,
+            consensus::block_id(height, variant),
+            offset_ms,
+        )
     }
 
     pub fn log(&self) -> String {
