@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand, each with its `Args` and a
 //! `run` function. Only `main.rs` turns errors into an exit code.
 
+pub mod cluster;
 pub mod init;
 pub mod softsign;
 pub mod start;
@@ -43,6 +44,9 @@ pub enum Command {
     Softsign(softsign::Command),
     /// YubiHSM 2 keys.
     Yubihsm(yubihsm::Args),
+    /// Operate a cluster through a node's admin API.
+    #[command(subcommand)]
+    Cluster(cluster::Command),
     /// Print the version.
     Version,
 }
@@ -59,6 +63,7 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Demo(args) => crate::demo::run(&args),
         Command::Softsign(cmd) => softsign::run(&cmd).map_err(|e| e as Box<dyn std::error::Error>),
         Command::Yubihsm(args) => yubihsm::run(&args).map_err(|e| e as Box<dyn std::error::Error>),
+        Command::Cluster(cmd) => cluster::run(&cmd),
         Command::Version => {
             println!("quorumkms {}", env!("CARGO_PKG_VERSION"));
             Ok(())

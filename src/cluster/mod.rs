@@ -20,6 +20,7 @@
 //! entry that grants exactly `bytes`, or from its applied state when that
 //! already holds exactly `bytes` at the attempt's position.
 
+pub mod admin;
 pub mod network;
 mod node;
 pub mod runtime;

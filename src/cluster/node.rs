@@ -73,6 +73,44 @@ impl Shared {
         self.raft.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    pub(crate) fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The applied state machine.
+    pub(crate) fn applied(&self) -> Arc<AppliedState> {
+        self.applied_tx.borrow().clone()
+    }
+
+    /// The storage fault keeping the Raft instance down, if any.
+    pub(crate) fn current_fault(&self) -> Option<String> {
+        self.fault()
+    }
+
+    /// See [`Node::has_quorum_leader`].
+    pub(crate) fn has_quorum_leader(&self) -> bool {
+        if self.fault().is_some() {
+            return false;
+        }
+        let raft = self.raft();
+        let metrics = raft.metrics();
+        let m = metrics.borrow();
+        if m.running_state.is_err() {
+            return false;
+        }
+        match m.current_leader {
+            Some(leader) if leader == self.id => {
+                m.state == ServerState::Leader
+                    && m.millis_since_quorum_ack
+                        .is_some_and(|ms| ms <= self.config.election_timeout_max_ms)
+            }
+            // A follower drops its leader (and becomes a candidate) once the
+            // leader has been silent for an election timeout.
+            Some(_) => true,
+            None => false,
+        }
+    }
+
     fn fault(&self) -> Option<String> {
         self.fault.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -353,12 +391,14 @@ async fn serve(shared: Arc<Shared>, listener: Box<dyn network::Listener>) {
             }
         }
     });
-    let service = pb::cluster_server::ClusterServer::new(ClusterService::new(shared));
+    let service = pb::cluster_server::ClusterServer::new(ClusterService::new(shared.clone()));
+    let admin = pb::admin_server::AdminServer::new(super::admin::AdminService::new(shared));
     let signal = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
     let result = tonic::transport::Server::builder()
         .add_service(service)
+        .add_service(admin)
         .serve_with_incoming_shutdown(incoming, signal)
         .await;
     if let Err(e) = result {
@@ -588,26 +628,16 @@ impl Node {
     /// has not given up on. A session uses this to decide whether to keep
     /// serving its validator.
     pub fn has_quorum_leader(&self) -> bool {
-        if self.shared.fault().is_some() {
-            return false;
-        }
-        let raft = self.shared.raft();
-        let metrics = raft.metrics();
-        let m = metrics.borrow();
-        if m.running_state.is_err() {
-            return false;
-        }
-        match m.current_leader {
-            Some(leader) if leader == self.shared.id => {
-                m.state == ServerState::Leader
-                    && m.millis_since_quorum_ack
-                        .is_some_and(|ms| ms <= self.shared.config.election_timeout_max_ms)
-            }
-            // A follower drops its leader (and becomes a candidate) once the
-            // leader has been silent for an election timeout.
-            Some(_) => true,
-            None => false,
-        }
+        self.shared.has_quorum_leader()
+    }
+
+    /// What `cluster status` shows for this node.
+    pub fn status(&self) -> super::admin::Status {
+        super::admin::Status::of(&self.shared)
+    }
+
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Node {
+        Node { shared }
     }
 
     /// Stops the server, the supervisor and Raft, and waits for them.

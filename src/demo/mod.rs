@@ -114,18 +114,86 @@ pub fn spawn_node(exe: &Path, node: &NodeFiles) -> std::io::Result<Child> {
         .spawn()
 }
 
+/// A `[cluster]` section for node `i` (1-based) of a loopback cluster whose
+/// nodes listen on `ports`, with LAN timeouts.
+pub fn cluster_section(i: usize, ports: &[u16]) -> String {
+    let peers: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(j, port)| format!("{{ id = {}, addr = \"127.0.0.1:{port}\" }}", j + 1))
+        .collect();
+    format!(
+        "[cluster]\nnode_id = {i}\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"raft\"\npeers = [{}]\n",
+        ports[i - 1],
+        peers.join(", ")
+    )
+}
+
+/// Ports free on 127.0.0.1 right now (bound, then released).
+///
+/// # Errors
+///
+/// When no port can be bound.
+pub fn free_ports(count: usize) -> std::io::Result<Vec<u16>> {
+    let listeners = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
+}
+
+/// Bootstraps a loopback cluster through node 1's admin API, retrying
+/// while the node starts.
+///
+/// # Errors
+///
+/// When node 1 does not answer within `within`.
+pub async fn initialize_cluster(ports: &[u16], within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    let addr = format!("127.0.0.1:{}", ports[0]);
+    loop {
+        match crate::cluster::admin::initialize(&addr, Duration::from_secs(2)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// The leader as the first reachable node reports it.
+pub async fn find_leader(ports: &[u16]) -> Option<(u64, u64)> {
+    for port in ports {
+        let addr = format!("127.0.0.1:{port}");
+        if let Ok(status) = crate::cluster::admin::status(&addr, Duration::from_millis(500)).await
+            && let Some(leader) = status.leader
+        {
+            return Some((leader, status.term));
+        }
+    }
+    None
+}
+
 /// Arguments of `demo`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Signer nodes: 1 runs single-node mode, 3 or more a Raft cluster.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
     /// Blocks to produce.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 30)]
     pub blocks: i64,
     /// Pause between blocks.
-    #[arg(long, default_value = "300ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     pub block_time: Duration,
-    /// Kill -9 the signer node serving the validator after this long.
-    #[arg(long, value_parser = parse_duration)]
-    pub kill_leader_after: Option<Duration>,
+    /// Kill -9 the Raft leader (in single-node mode: the node) after this
+    /// long.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub kill_leader_after: Duration,
+    /// Never kill a node.
+    #[arg(long)]
+    pub no_kill: bool,
     /// privval protocol version the validator speaks.
     #[arg(long, default_value = "v0.38")]
     pub protocol: Version,
@@ -160,9 +228,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 ///
 /// Set-up failures, or a conflicting or invalid signature (which would be a
 /// bug: the demo exits non-zero).
-pub fn run(args: &crate::demo::Args) -> Result<(), Box<dyn std::error::Error>> {
+pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    if args.nodes == 0 || args.nodes == 2 {
+        return Err("--nodes must be 1 (single-node mode) or 3 or more (a cluster)".into());
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(run_async(args))
+}
+
+fn describe(outcome: &Outcome, names: &BTreeMap<String, String>) -> (String, Option<String>) {
+    match outcome {
+        Outcome::Signed { via, .. } => (
+            "signed".to_string(),
+            Some(names.get(via).cloned().unwrap_or_else(|| via.clone())),
+        ),
+        Outcome::Refused(e) => (format!("REFUSED ({})", e.description), None),
+        Outcome::Failed(e) => (format!("FAILED ({e})"), None),
+    }
 }
 
 async fn run_async(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -177,13 +259,26 @@ async fn run_async(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let public_key = key.public_key();
     let listen = Listen::tcp("127.0.0.1:0").await?;
     let addr = listen.signer_addr();
+    let cluster = args.nodes >= 3;
+    let ports = if cluster {
+        free_ports(args.nodes)?
+    } else {
+        Vec::new()
+    };
+    let extra = |i: usize| {
+        if cluster {
+            cluster_section(i, &ports)
+        } else {
+            String::new()
+        }
+    };
     let nodes = write_nodes(
         &root,
-        1,
+        args.nodes,
         key.seed(),
         std::slice::from_ref(&addr),
         args.protocol,
-        &|_| String::new(),
+        &extra,
     )?;
     let names: BTreeMap<String, String> = nodes
         .iter()
@@ -192,20 +287,32 @@ async fn run_async(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let exe = std::env::current_exe()?;
     let mut children = Vec::new();
     for node in &nodes {
-        children.push(spawn_node(&exe, node)?);
+        children.push(Some(spawn_node(&exe, node)?));
     }
     println!(
-        "quorumkms demo: {} signer node(s), chain {CHAIN_ID}, privval {}",
+        "quorumkms demo: {} signer node(s){}, chain {CHAIN_ID}, privval {}",
         nodes.len(),
+        if cluster {
+            " replicating the watermark through Raft"
+        } else {
+            " (single-node mode)"
+        },
         args.protocol
     );
-    println!("  consensus key {}", hex::encode(public_key));
-    println!("  validator listening at {addr}");
+    println!(
+        "  consensus key {} (soft key, same on every node)",
+        hex::encode(public_key)
+    );
+    println!("  simulated validator listening at {addr}; every node dials it");
     println!("  node files and logs in {}", root.display());
+    if cluster {
+        initialize_cluster(&ports, Duration::from_secs(20)).await?;
+        println!("  cluster initialized through node-1");
+    }
 
     let checker = Checker::new();
     let timing = Timing {
-        accept_timeout: Duration::from_secs(10),
+        accept_timeout: Duration::from_secs(20),
         ..Timing::default()
     };
     let mut validator = Validator::new(
@@ -220,30 +327,45 @@ async fn run_async(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     println!("  signer reports public key {}", hex::encode(reported));
     let address = consensus::address(&public_key);
     let started = Instant::now();
-    let mut killed = false;
+    let mut killed = args.no_kill;
     let mut refused = 0;
+    let mut last_leader = None;
+    let mut failed = 0;
     for height in 1..=args.blocks {
-        if let Some(after) = args.kill_leader_after
-            && !killed
-            && started.elapsed() >= after
-        {
+        if cluster {
+            let leader = find_leader(&ports).await;
+            if leader.map(|l| l.0) != last_leader.map(|l: (u64, u64)| l.0) {
+                if let Some((id, term)) = leader {
+                    println!("-- leader is node-{id} (term {term})");
+                }
+                last_leader = leader;
+            }
+        }
+        if !killed && started.elapsed() >= args.kill_leader_after {
             killed = true;
-            if let Some(child) = children.first_mut() {
+            let victim = match last_leader {
+                Some((id, _)) if cluster => id as usize,
+                _ => 1,
+            };
+            if let Some(mut child) = children[victim - 1].take() {
                 let _ = child.start_kill();
-                println!("  !! killed the serving signer node (kill -9)");
+                let _ = child.wait().await;
+                println!(
+                    "!! killed node-{victim}{} with SIGKILL; the validator keeps asking",
+                    if cluster { ", the leader," } else { "" }
+                );
+                if !cluster {
+                    children[0] = Some(spawn_node(&exe, &nodes[0])?);
+                    println!("!! restarted node-1 from its state file");
+                }
             }
         }
         let t0 = Instant::now();
         let block = consensus::block_id(height, 0);
-        let mut line = format!("height {height:>4}");
-        let mut steps = Vec::new();
+        let mut results = Vec::new();
         if height % 2 == 1 {
-            steps.push((
-                "proposal",
-                validator
-                    .sign_proposal(consensus::proposal(height, 0, block.clone(), 0))
-                    .await,
-            ));
+            let proposal = consensus::proposal(height, 0, block.clone(), 0);
+            results.push(("proposal", validator.sign_proposal(proposal).await));
         }
         let prevote = consensus::vote(
             args.protocol,
@@ -254,7 +376,17 @@ async fn run_async(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             &address,
             10,
         );
-        steps.push(("prevote", validator.sign_vote(prevote).await));
+        results.push(("prevote", validator.sign_vote(prevote).await));
+        if height % 5 == 0 {
+            // A faulty validator asks to prevote for another block at the
+            // same height, round and step: the signer must refuse.
+            let other = Some(consensus::block_id(height, 1));
+            let conflicting = consensus::vote(args.protocol, false, height, 0, other, &address, 10);
+            results.push((
+                "double-sign attempt",
+                validator.sign_vote(conflicting).await,
+            ));
+        }
         let precommit = consensus::vote(
             args.protocol,
             true,
@@ -264,56 +396,34 @@ async fn run_async(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             &address,
             20,
         );
-        steps.push(("precommit", validator.sign_vote(precommit).await));
-        let mut via = String::new();
-        for (step, outcome) in &steps {
+        results.push(("precommit", validator.sign_vote(precommit).await));
+        let mut line = format!("height {height:>4}");
+        let mut via = None;
+        for (step, outcome) in &results {
+            let (what, by) = describe(outcome, &names);
             match outcome {
-                Outcome::Signed { via: v, .. } => {
-                    line.push_str(&format!("  {step} signed"));
-                    via = names.get(v).cloned().unwrap_or_else(|| v.clone());
-                }
-                Outcome::Refused(e) => {
-                    line.push_str(&format!("  {step} REFUSED ({})", e.description))
-                }
-                Outcome::Failed(e) => line.push_str(&format!("  {step} FAILED ({e})")),
+                Outcome::Refused(_) if *step == "double-sign attempt" => refused += 1,
+                Outcome::Failed(_) => failed += 1,
+                _ => {}
             }
+            line.push_str(&format!("  {step} {what}"));
+            via = via.or(by);
         }
         println!(
-            "{line}  via {via}  [{:.1} ms]",
+            "{line}  via {}  [{:.1} ms]",
+            via.unwrap_or_else(|| "-".into()),
             t0.elapsed().as_secs_f64() * 1e3
         );
-        if height % 5 == 0 {
-            // A faulty validator asks to prevote for another block at the
-            // same height, round and step: the signer must refuse.
-            let conflicting = consensus::vote(
-                args.protocol,
-                false,
-                height,
-                0,
-                Some(consensus::block_id(height, 1)),
-                &address,
-                10,
-            );
-            match validator.sign_vote(conflicting).await {
-                Outcome::Refused(e) => {
-                    refused += 1;
-                    println!(
-                        "height {height:>4}  double-sign attempt (prevote for another block) refused: {}",
-                        e.description
-                    );
-                }
-                other => println!("height {height:>4}  double-sign attempt NOT refused: {other:?}"),
-            }
-        }
         validator.keep_alive().await;
         tokio::time::sleep(args.block_time).await;
     }
     let report = checker.report();
     println!(
-        "done: {} signatures verified, {} double-sign attempts refused, {} conflicting, {} invalid",
-        report.released, refused, report.conflicts, report.invalid
+        "done: {} signatures verified, {} double-sign attempts refused, {} requests failed, \
+         {} conflicting signatures, {} invalid",
+        report.released, refused, failed, report.conflicts, report.invalid
     );
-    for mut child in children {
+    for mut child in children.into_iter().flatten() {
         let _ = child.start_kill();
         let _ = child.wait().await;
     }
