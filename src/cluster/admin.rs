@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status as GrpcStatus};
 
 use super::node::Shared;
 use super::pb;
-use crate::watermark::Position;
+use crate::watermark::{Position, SignState};
 
 /// One member as the node sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,6 +139,31 @@ impl pb::admin_server::Admin for AdminService {
             .map_err(|e| GrpcStatus::failed_precondition(e.to_string()))?;
         Ok(Response::new(pb::InitializeReply { initialized }))
     }
+
+    async fn raise(
+        &self,
+        request: Request<pb::RaiseRequest>,
+    ) -> Result<Response<pb::RaiseReply>, GrpcStatus> {
+        let request = request.into_inner();
+        let state: SignState = serde_json::from_slice(&request.state_json)
+            .map_err(|e| GrpcStatus::invalid_argument(format!("state: {e}")))?;
+        let node = super::Node::from_shared(self.shared.clone());
+        let refusal = match node.raise(&request.chain_id, state).await {
+            Ok(Ok(())) => String::new(),
+            Ok(Err(refusal)) => refusal.to_string(),
+            Err(e) => return Err(GrpcStatus::unavailable(e.to_string())),
+        };
+        Ok(Response::new(pb::RaiseReply { refusal }))
+    }
+
+    async fn export(
+        &self,
+        _request: Request<pb::ExportRequest>,
+    ) -> Result<Response<pb::ExportReply>, GrpcStatus> {
+        let chains_json = serde_json::to_vec(&self.shared.applied().chains)
+            .map_err(|e| GrpcStatus::internal(format!("encode: {e}")))?;
+        Ok(Response::new(pb::ExportReply { chains_json }))
+    }
 }
 
 async fn client(
@@ -189,4 +214,48 @@ pub async fn status(addr: &str, timeout: Duration) -> Result<Status, String> {
     tokio::time::timeout(timeout, call)
         .await
         .map_err(|_| format!("{addr}: no answer within {timeout:?}"))?
+}
+
+/// Raises `chain_id`'s watermark to `state` through the node at `addr`.
+/// `Ok(Err(reason))` is a refusal (the import is not higher).
+///
+/// # Errors
+///
+/// The node is unreachable or has no quorum.
+pub async fn raise(
+    addr: &str,
+    chain_id: &str,
+    state: &SignState,
+    timeout: Duration,
+) -> Result<Result<(), String>, String> {
+    let mut client = client(addr, timeout).await?;
+    let state_json = serde_json::to_vec(state).map_err(|e| e.to_string())?;
+    let reply = client
+        .raise(pb::RaiseRequest {
+            chain_id: chain_id.to_string(),
+            state_json,
+        })
+        .await
+        .map_err(|e| format!("{addr}: {}", e.message()))?
+        .into_inner();
+    Ok(if reply.refusal.is_empty() {
+        Ok(())
+    } else {
+        Err(reply.refusal)
+    })
+}
+
+/// Every chain's applied sign state at the node at `addr`.
+///
+/// # Errors
+///
+/// The node is unreachable or its answer does not decode.
+pub async fn export(addr: &str, timeout: Duration) -> Result<BTreeMap<String, SignState>, String> {
+    let mut client = client(addr, timeout).await?;
+    let reply = client
+        .export(pb::ExportRequest {})
+        .await
+        .map_err(|e| format!("{addr}: {}", e.message()))?
+        .into_inner();
+    serde_json::from_slice(&reply.chains_json).map_err(|e| format!("{addr}: {e}"))
 }
