@@ -42,8 +42,8 @@ pub struct NodeFiles {
 
 /// Writes `count` signer node directories under `root`, all holding the
 /// same consensus key (`seed`) and each its own identity key, dialling
-/// `validator_addrs`. `extra` is appended to every config (e.g. a
-/// `[cluster]` section, see [`cluster_section`]).
+/// `validator_addrs` for the demo chain. `extra` is appended to every
+/// config (e.g. a `[cluster]` section, see [`cluster_section`]).
 ///
 /// # Errors
 ///
@@ -56,40 +56,79 @@ pub fn write_nodes(
     version: Version,
     extra: &dyn Fn(usize) -> String,
 ) -> Result<Vec<NodeFiles>, Box<dyn std::error::Error>> {
-    let mut nodes = Vec::new();
-    for i in 1..=count {
-        let name = format!("node-{i}");
-        let dir = root.join(&name);
-        std::fs::create_dir_all(dir.join("secrets"))?;
-        std::fs::create_dir_all(dir.join("state"))?;
-        let id_key = identity::generate(&dir.join("secrets/kms-identity.key"))?;
-        softsign::write_secret_file(
-            &dir.join("secrets/consensus.key"),
-            softsign::encode_seed(&seed).as_bytes(),
-        )?;
-        let mut config = format!(
-            "[[chain]]\nid = \"{CHAIN_ID}\"\nstate_file = \"state/{CHAIN_ID}.json\"\n\n\
-             [[providers.softsign]]\nchain_ids = [\"{CHAIN_ID}\"]\npath = \"secrets/consensus.key\"\n\n"
-        );
-        for addr in validator_addrs {
-            config.push_str(&format!(
-                "[[validator]]\nchain_id = \"{CHAIN_ID}\"\naddr = \"{addr}\"\n\
-                 secret_key = \"secrets/kms-identity.key\"\nprotocol_version = \"{version}\"\n\n"
-            ));
-        }
-        config.push_str(&extra(i));
-        let config_path = dir.join("quorumkms.toml");
-        std::fs::write(&config_path, config)?;
-        crate::watermark::StateFile::new(dir.join(format!("state/{CHAIN_ID}.json")))
+    let validators: Vec<(String, String)> = validator_addrs
+        .iter()
+        .map(|addr| (CHAIN_ID.to_string(), addr.clone()))
+        .collect();
+    (1..=count)
+        .map(|i| {
+            write_node(
+                root,
+                i,
+                seed,
+                &[CHAIN_ID.to_string()],
+                &validators,
+                version,
+                &extra(i),
+            )
+        })
+        .collect()
+}
+
+/// Writes signer node `i` (named `node-i`) under `root`: one soft key
+/// (`seed`) for every chain in `chains`, a fresh identity key, an empty
+/// state file per chain, and one `[[validator]]` per (chain, address) in
+/// `validators`. `extra` is appended to the config.
+///
+/// # Errors
+///
+/// Any file that cannot be written.
+pub fn write_node(
+    root: &Path,
+    i: usize,
+    seed: [u8; 32],
+    chains: &[String],
+    validators: &[(String, String)],
+    version: Version,
+    extra: &str,
+) -> Result<NodeFiles, Box<dyn std::error::Error>> {
+    let name = format!("node-{i}");
+    let dir = root.join(&name);
+    std::fs::create_dir_all(dir.join("secrets"))?;
+    std::fs::create_dir_all(dir.join("state"))?;
+    let id_key = identity::generate(&dir.join("secrets/kms-identity.key"))?;
+    softsign::write_secret_file(
+        &dir.join("secrets/consensus.key"),
+        softsign::encode_seed(&seed).as_bytes(),
+    )?;
+    let mut config = String::new();
+    for chain in chains {
+        config.push_str(&format!(
+            "[[chain]]\nid = \"{chain}\"\nstate_file = \"state/{chain}.json\"\n\n"
+        ));
+        crate::watermark::StateFile::new(dir.join(format!("state/{chain}.json")))
             .save(&crate::watermark::SignState::default())?;
-        nodes.push(NodeFiles {
-            name,
-            dir,
-            config: config_path,
-            node_id: hex::encode(identity::node_id(&id_key)),
-        });
     }
-    Ok(nodes)
+    let quoted: Vec<String> = chains.iter().map(|c| format!("\"{c}\"")).collect();
+    config.push_str(&format!(
+        "[[providers.softsign]]\nchain_ids = [{}]\npath = \"secrets/consensus.key\"\n\n",
+        quoted.join(", ")
+    ));
+    for (chain, addr) in validators {
+        config.push_str(&format!(
+            "[[validator]]\nchain_id = \"{chain}\"\naddr = \"{addr}\"\n\
+             secret_key = \"secrets/kms-identity.key\"\nprotocol_version = \"{version}\"\n\n"
+        ));
+    }
+    config.push_str(extra);
+    let config_path = dir.join("quorumkms.toml");
+    std::fs::write(&config_path, config)?;
+    Ok(NodeFiles {
+        name,
+        dir,
+        config: config_path,
+        node_id: hex::encode(identity::node_id(&id_key)),
+    })
 }
 
 /// Starts `quorumkms start -c CONFIG` for a node, logging to `DIR/node.log`.
