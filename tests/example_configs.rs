@@ -18,7 +18,11 @@ fn every_example_config_validates() {
                 if let Err(problems) = config.validate() {
                     panic!("{}: {problems:?}", path.display());
                 }
-                assert!(config.cluster.is_some(), "{} has no [cluster]", path.display());
+                assert!(
+                    config.cluster.is_some(),
+                    "{} has no [cluster]",
+                    path.display()
+                );
                 checked += 1;
             }
         }
