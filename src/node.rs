@@ -143,6 +143,7 @@ pub async fn run(
 ) -> Result<(), Error> {
     let signers = load_signers(&config)?;
     let mut ready_senders = Vec::new();
+    let mut cluster_node = None;
     let (granter, ready): (Arc<dyn Granter>, watch::Receiver<bool>) = match &config.cluster {
         None => {
             let mut local = LocalGranter::new();
@@ -168,6 +169,7 @@ pub async fn run(
                 .map_err(|e| Error::Cluster(e.to_string()))?;
             let (tx, rx) = watch::channel(false);
             tokio::spawn(track_quorum(node.clone(), tx));
+            cluster_node = Some(node.clone());
             (Arc::new(node), rx)
         }
     };
@@ -224,6 +226,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     drop(ready_senders);
+    if let Some(node) = cluster_node {
+        node.shutdown().await;
+    }
     Ok(())
 }
 
