@@ -143,11 +143,18 @@ pub async fn run(
 ) -> Result<(), Error> {
     let signers = load_signers(&config)?;
     let mut ready_senders = Vec::new();
+    let mut state_locks = Vec::new();
     let (granter, ready): (Arc<dyn Granter>, watch::Receiver<bool>) = match &config.cluster {
         None => {
             let mut local = LocalGranter::new();
             for chain in &config.chain {
                 let signer = signer_for(&signers, &chain.id)?;
+                // Held while the node runs, so `state import` cannot change
+                // the file underneath it.
+                let lock = StateFile::new(&chain.state_file)
+                    .try_lock()
+                    .map_err(|e| Error::Config(e.to_string()))?;
+                state_locks.push(lock);
                 let state = load_state(chain, &options)?;
                 info!(chain_id = %chain.id, watermark = ?state.position, "loaded state");
                 local.add_chain(
@@ -224,6 +231,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     drop(ready_senders);
+    drop(state_locks);
     Ok(())
 }
 
