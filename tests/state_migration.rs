@@ -246,7 +246,7 @@ fn malformed_files_change_nothing() {
     let cases: Vec<(&str, String, &str)> = vec![
         ("auto", "{".into(), "EOF"),
         ("auto", r#"{"height":"60","round":"0","step":1}"#.into(), "--format"),
-        ("cometbft", r#"{"height":60,"round":0,"step":3}"#.into(), "invalid cometbft file"),
+        ("cometbft", r#"{"height":"60","round":0,"step":"3"}"#.into(), "invalid cometbft file"),
         ("cometbft", r#"{"height":"-60","round":0,"step":3}"#.into(), "negative"),
         ("cometbft", r#"{"height":"60","round":0,"step":3,"signbytes":"XYZ"}"#.into(), "signbytes"),
         // Sign bytes for height 60 under a watermark claiming 61.

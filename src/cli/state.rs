@@ -314,9 +314,13 @@ fn check_all(
     if refusals.is_empty() {
         Ok(raised)
     } else {
+        let hint = if imported.len() > 1 {
+            "; pass --chain to import one chain of an interchange file"
+        } else {
+            ""
+        };
         Err(format!(
-            "import refused, nothing was changed (an import only ever raises a watermark; \
-             pass --chain to import one chain of an interchange file):\n  {}",
+            "import refused, nothing was changed (an import only ever raises a watermark{hint}):\n  {}",
             refusals.join("\n  ")
         )
         .into())
