@@ -144,11 +144,18 @@ pub async fn run(
     let signers = load_signers(&config)?;
     let mut ready_senders = Vec::new();
     let mut cluster_node = None;
+    let mut state_locks = Vec::new();
     let (granter, ready): (Arc<dyn Granter>, watch::Receiver<bool>) = match &config.cluster {
         None => {
             let mut local = LocalGranter::new();
             for chain in &config.chain {
                 let signer = signer_for(&signers, &chain.id)?;
+                // Held while the node runs, so `state import` cannot change
+                // the file underneath it.
+                let lock = StateFile::new(&chain.state_file)
+                    .try_lock()
+                    .map_err(|e| Error::Config(e.to_string()))?;
+                state_locks.push(lock);
                 let state = load_state(chain, &options)?;
                 info!(chain_id = %chain.id, watermark = ?state.position, "loaded state");
                 local.add_chain(
@@ -229,6 +236,7 @@ pub async fn run(
     if let Some(node) = cluster_node {
         node.shutdown().await;
     }
+    drop(state_locks);
     Ok(())
 }
 

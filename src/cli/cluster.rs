@@ -20,7 +20,7 @@ pub struct Target {
 }
 
 impl Target {
-    fn addr(&self) -> Result<String, Box<dyn std::error::Error>> {
+    pub(crate) fn addr(&self) -> Result<String, Box<dyn std::error::Error>> {
         if let Some(addr) = &self.addr {
             return Ok(addr.clone());
         }

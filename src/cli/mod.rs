@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod init;
 pub mod softsign;
 pub mod start;
+pub mod state;
 pub mod yubihsm;
 
 use clap::{Parser, Subcommand};
@@ -47,6 +48,9 @@ pub enum Command {
     /// Operate a cluster through a node's admin API.
     #[command(subcommand)]
     Cluster(cluster::Command),
+    /// Show, import and export watermarks (CometBFT, tmkms, interchange).
+    #[command(subcommand)]
+    State(state::Command),
     /// Print the version.
     Version,
 }
@@ -64,6 +68,7 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Softsign(cmd) => softsign::run(&cmd).map_err(|e| e as Box<dyn std::error::Error>),
         Command::Yubihsm(args) => yubihsm::run(&args).map_err(|e| e as Box<dyn std::error::Error>),
         Command::Cluster(cmd) => cluster::run(&cmd),
+        Command::State(cmd) => state::run(&cmd),
         Command::Version => {
             println!("quorumkms {}", env!("CARGO_PKG_VERSION"));
             Ok(())

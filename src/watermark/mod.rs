@@ -12,9 +12,13 @@
 //! (modulo the timestamp, in which case the stored payload is granted again).
 //! A state never moves to a lower position.
 
+pub mod inspect;
+pub mod interchange;
+pub mod migrate;
 mod state_file;
+pub mod tmkms;
 
-pub use state_file::{StateFile, StateFileError};
+pub use state_file::{StateFile, StateFileError, StateLock, write_atomically};
 
 use std::cmp::Ordering;
 use std::fmt;

@@ -5,6 +5,10 @@
 //! Writes are atomic and durable: temp file, fsync, rename, fsync of the
 //! directory. A write that returns `Ok` survives a crash at any instant; one
 //! that fails leaves the previous file in place.
+//!
+//! A running single-node signer holds an exclusive advisory lock on
+//! `<state file>.lock` ([`StateFile::try_lock`]); `quorumkms state import`
+//! takes the same lock, so it cannot change a file under a running signer.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -30,6 +34,13 @@ pub enum StateFileError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Another process (a running signer, or another import) holds the
+    /// file's lock.
+    #[error(
+        "state file {} is locked by another process (a running quorumkms node?); stop it first",
+        .0.display()
+    )]
+    Locked(PathBuf),
     /// Reading, writing or syncing failed.
     #[error("state file {}: {source}", path.display())]
     Io {
@@ -171,12 +182,45 @@ impl StateFile {
         write_atomically(&self.path, render(state).as_bytes()).map_err(|e| self.io(e))
     }
 
+    /// Takes the file's exclusive lock (on `<path>.lock`, created if
+    /// needed), held until the returned guard is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`StateFileError::Locked`] when another process holds it, `Io` when
+    /// the lock file cannot be opened.
+    pub fn try_lock(&self) -> Result<StateLock, StateFileError> {
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(".lock");
+        let path = self.path.with_file_name(name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|source| StateFileError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(StateLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => Err(StateFileError::Locked(self.path.clone())),
+            Err(fs::TryLockError::Error(source)) => Err(StateFileError::Io { path, source }),
+        }
+    }
+
     fn io(&self, source: io::Error) -> StateFileError {
         StateFileError::Io {
             path: self.path.clone(),
             source,
         }
     }
+}
+
+/// An exclusive lock on a state file; released when dropped.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
 }
 
 /// Writes `contents` to `path` so that after a crash the file holds either
@@ -254,6 +298,16 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "accepted {bad:?}");
         }
+    }
+
+    #[test]
+    fn the_lock_is_exclusive_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path().join("s.json"));
+        let held = file.try_lock().unwrap();
+        assert!(matches!(file.try_lock(), Err(StateFileError::Locked(_))));
+        drop(held);
+        assert!(file.try_lock().is_ok());
     }
 
     #[test]
