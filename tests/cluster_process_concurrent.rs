@@ -41,7 +41,9 @@ fn identical_requests_to_all_nodes_get_identical_signatures() {
         let (c, mut vs) = start(&checker).await;
         let mut precommits_signed = 0;
         for h in 1..=10 {
-            let [a, b, d] = &mut vs[..] else { unreachable!() };
+            let [a, b, d] = &mut vs[..] else {
+                unreachable!()
+            };
             // The first request at a height: whichever validator node is
             // granted first owns the height, and the others' identical
             // bytes are re-served, so all three are signed.
@@ -55,7 +57,10 @@ fn identical_requests_to_all_nodes_get_identical_signatures() {
                 .iter()
                 .map(|o| cluster_procs::signature(o, &format!("height {h}")))
                 .collect();
-            assert!(sigs.iter().all(|s| *s == sigs[0]), "height {h}: signatures differ");
+            assert!(
+                sigs.iter().all(|s| *s == sigs[0]),
+                "height {h}: signatures differ"
+            );
             // Each through its own signer node.
             let via: Vec<Option<usize>> = [&x, &y, &z].iter().map(|o| c.served_by(o)).collect();
             assert_eq!(via, vec![Some(1), Some(2), Some(3)], "height {h}");
@@ -78,13 +83,21 @@ fn identical_requests_to_all_nodes_get_identical_signatures() {
                     Outcome::Failed(e) => panic!("height {h}: precommit failed: {e}"),
                 }
             }
-            assert!(!signed.is_empty(), "height {h}: the owner's precommit was refused");
-            assert!(signed.iter().all(|s| *s == signed[0]), "height {h}: precommits differ");
+            assert!(
+                !signed.is_empty(),
+                "height {h}: the owner's precommit was refused"
+            );
+            assert!(
+                signed.iter().all(|s| *s == signed[0]),
+                "height {h}: precommits differ"
+            );
             precommits_signed += signed.len();
         }
         assert_eq!(checker.report().released, 30 + precommits_signed);
         assert_no_conflicts(&checker);
-        eprintln!("identical requests: 30/30 prevotes and {precommits_signed}/30 precommits signed");
+        eprintln!(
+            "identical requests: 30/30 prevotes and {precommits_signed}/30 precommits signed"
+        );
     });
 }
 
@@ -96,7 +109,9 @@ fn conflicting_requests_to_all_nodes_sign_at_most_one() {
         let mut winners = [0usize; 3];
         for h in 1..=20 {
             // Each validator node asks for its own block: a conflict.
-            let [a, b, d] = &mut vs[..] else { unreachable!() };
+            let [a, b, d] = &mut vs[..] else {
+                unreachable!()
+            };
             let (x, y, z) = tokio::join!(
                 a.sign_vote(prevote(h, 1)),
                 b.sign_vote(prevote(h, 2)),
@@ -108,7 +123,9 @@ fn conflicting_requests_to_all_nodes_sign_at_most_one() {
                 .collect();
             assert_eq!(signed.len(), 1, "height {h} prevotes: {prevotes:?}");
             assert!(
-                prevotes.iter().all(|o| matches!(o, Outcome::Signed { .. } | Outcome::Refused(_))),
+                prevotes
+                    .iter()
+                    .all(|o| matches!(o, Outcome::Signed { .. } | Outcome::Refused(_))),
                 "height {h}: a request went unanswered: {prevotes:?}"
             );
             winners[signed[0]] += 1;

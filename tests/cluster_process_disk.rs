@@ -10,7 +10,9 @@ mod cluster_procs;
 
 use std::time::Duration;
 
-use cluster_procs::{Layout, Procs, Tmpfs, assert_no_conflicts, fast_timing, prevote, short_timing};
+use cluster_procs::{
+    Layout, Procs, Tmpfs, assert_no_conflicts, fast_timing, prevote, short_timing,
+};
 use quorumkms::demo::checker::Checker;
 use quorumkms::demo::validator::Outcome;
 use tokio::time::Instant;
@@ -51,7 +53,11 @@ fn a_full_disk_refuses_then_recovers() {
         }
         h += 1;
         let o = b.sign_vote(prevote(h, 0)).await;
-        assert_eq!(c.served_by(&o), Some(FULL), "B before the disk fills: {o:?}");
+        assert_eq!(
+            c.served_by(&o),
+            Some(FULL),
+            "B before the disk fills: {o:?}"
+        );
 
         c.mounts[0].fill();
         let filled_at = Instant::now();
@@ -67,20 +73,35 @@ fn a_full_disk_refuses_then_recovers() {
             {
                 break (s, filled_at.elapsed());
             }
-            assert!(Instant::now() < deadline, "node 3 never noticed its full disk (height {h})\n{}", c.log(FULL));
+            assert!(
+                Instant::now() < deadline,
+                "node 3 never noticed its full disk (height {h})\n{}",
+                c.log(FULL)
+            );
         };
         assert!(!faulted.has_quorum_leader, "{faulted:?}");
         // The others go on; node 3 serves nobody.
         for _ in 0..10 {
             h += 1;
             let o = a.sign_vote(prevote(h, 0)).await;
-            assert!(matches!(o, Outcome::Signed { .. }) && c.served_by(&o) != Some(FULL), "height {h}: {o:?}");
+            assert!(
+                matches!(o, Outcome::Signed { .. }) && c.served_by(&o) != Some(FULL),
+                "height {h}: {o:?}"
+            );
         }
         c.wait_ready(&[1, 2], Duration::from_secs(10)).await;
         h += 1;
         let o = b.sign_vote(prevote(h, 9)).await;
-        assert!(matches!(o, Outcome::Failed(_)), "B while the disk is full: {o:?}");
-        assert!(c.status(FULL).await.is_some_and(|s| s.storage_fault.is_some()), "fault cleared while full");
+        assert!(
+            matches!(o, Outcome::Failed(_)),
+            "B while the disk is full: {o:?}"
+        );
+        assert!(
+            c.status(FULL)
+                .await
+                .is_some_and(|s| s.storage_fault.is_some()),
+            "fault cleared while full"
+        );
 
         c.mounts[0].free();
         let freed_at = Instant::now();
@@ -96,7 +117,10 @@ fn a_full_disk_refuses_then_recovers() {
         assert_eq!(c.served_by(&o), Some(FULL), "B after recovery: {o:?}");
         h += 1;
         let o = a.sign_vote(prevote(h, 0)).await;
-        assert!(matches!(o, Outcome::Signed { .. }), "A after recovery: {o:?}");
+        assert!(
+            matches!(o, Outcome::Signed { .. }),
+            "A after recovery: {o:?}"
+        );
         assert_no_conflicts(&checker);
         eprintln!(
             "full disk: leader was node {leader}; fault after {:.0} ms, recovered {:.0} ms after freeing\n fault: {:?}",

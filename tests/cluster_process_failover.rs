@@ -50,7 +50,8 @@ fn kill_9_the_leader_mid_stream() {
     cluster_procs::run(async {
         let checker = Checker::new();
         let mut c = Procs::new(3, Layout::Loopback);
-        let (mut v, addr) = cluster_procs::validator(&c.validator_host(), &checker, fast_timing()).await;
+        let (mut v, addr) =
+            cluster_procs::validator(&c.validator_host(), &checker, fast_timing()).await;
         c.write(&|_| vec![addr.clone()]);
         c.spawn_all();
         c.initialize(1).await;
@@ -85,11 +86,14 @@ fn five_nodes_keep_signing_with_two_down() {
     cluster_procs::run(async {
         let checker = Checker::new();
         let mut c = Procs::new(5, Layout::Loopback);
-        let (mut v, addr) = cluster_procs::validator(&c.validator_host(), &checker, fast_timing()).await;
+        let (mut v, addr) =
+            cluster_procs::validator(&c.validator_host(), &checker, fast_timing()).await;
         c.write(&|_| vec![addr.clone()]);
         c.spawn_all();
         c.initialize(1).await;
-        let leader = c.wait_ready(&[1, 2, 3, 4, 5], Duration::from_secs(20)).await;
+        let leader = c
+            .wait_ready(&[1, 2, 3, 4, 5], Duration::from_secs(20))
+            .await;
         c.connect(&mut v, Duration::from_secs(15)).await;
         let mut times = sign_heights(&c, &mut v, 1..=5).await;
         // Kill the validator's signer and the leader (another node when
@@ -103,7 +107,11 @@ fn five_nodes_keep_signing_with_two_down() {
         c.kill(serving).await;
         c.kill(second).await;
         let after = sign_heights(&c, &mut v, 6..=20).await;
-        assert!(after.iter().all(|t| t.1.is_some_and(|i| i != serving && i != second)));
+        assert!(
+            after
+                .iter()
+                .all(|t| t.1.is_some_and(|i| i != serving && i != second))
+        );
         times.extend(after);
         let rest: Vec<usize> = (1..=5).filter(|&i| i != serving && i != second).collect();
         let new_leader = c.wait_ready(&rest, Duration::from_secs(10)).await;
@@ -123,7 +131,8 @@ fn a_node_dying_with_a_fresh_grant_is_covered_by_the_retry() {
         const DIE_AT: i64 = 5;
         let checker = Checker::new();
         let mut c = Procs::new(3, Layout::Loopback);
-        let (mut v, addr) = cluster_procs::validator(&c.validator_host(), &checker, fast_timing()).await;
+        let (mut v, addr) =
+            cluster_procs::validator(&c.validator_host(), &checker, fast_timing()).await;
         c.write(&|_| vec![addr.clone()]);
         // Node 2 aborts right after its first grant at DIE_AT, before it
         // signs or replies.
@@ -140,7 +149,13 @@ fn a_node_dying_with_a_fresh_grant_is_covered_by_the_retry() {
         let sent = Instant::now();
         let o = v.sign_vote(vote).await;
         let took = sent.elapsed();
-        let Outcome::Signed { sign_bytes, signature, via, .. } = &o else {
+        let Outcome::Signed {
+            sign_bytes,
+            signature,
+            via,
+            ..
+        } = &o
+        else {
             panic!("the retry was not signed: {o:?}\n{}", c.log(victim));
         };
         let served = c.index_of(via).expect("known node");
@@ -151,7 +166,11 @@ fn a_node_dying_with_a_fresh_grant_is_covered_by_the_retry() {
         let status = c.wait_exit(victim, Duration::from_secs(5)).await;
         assert_eq!(status.signal(), Some(6), "{status:?}");
         let log = c.log(victim);
-        assert!(log.contains(DIE_AFTER_GRANT_ENV) && log.contains(&format!("granted demo-1 {DIE_AT}/0/prevote")), "{log}");
+        assert!(
+            log.contains(DIE_AFTER_GRANT_ENV)
+                && log.contains(&format!("granted demo-1 {DIE_AT}/0/prevote")),
+            "{log}"
+        );
         // Its grant stands: a different block at that position is refused.
         let other = v.sign_vote(prevote(DIE_AT, 1)).await;
         assert!(matches!(other, Outcome::Refused(_)), "{other:?}");

@@ -8,7 +8,9 @@ mod cluster_procs;
 
 use std::time::Duration;
 
-use cluster_procs::{Layout, Procs, assert_no_conflicts, fast_timing, precommit, prevote, proposal};
+use cluster_procs::{
+    Layout, Procs, assert_no_conflicts, fast_timing, precommit, prevote, proposal,
+};
 use quorumkms::demo::CHAIN_ID;
 use quorumkms::demo::checker::Checker;
 use quorumkms::demo::validator::Outcome;
@@ -22,7 +24,8 @@ fn three_nodes_sign_for_one_validator() {
     cluster_procs::run(async {
         let checker = Checker::new();
         let mut c = Procs::new(3, Layout::Loopback);
-        let (mut v, addr) = cluster_procs::validator(&c.validator_host(), &checker, fast_timing()).await;
+        let (mut v, addr) =
+            cluster_procs::validator(&c.validator_host(), &checker, fast_timing()).await;
         c.write(&|_| vec![addr.clone()]);
         c.spawn_all();
         c.initialize(1).await;
@@ -42,15 +45,24 @@ fn three_nodes_sign_for_one_validator() {
             if h % 5 == 0 {
                 // A conflicting precommit at the same H/R/step: refused.
                 let other = v.sign_vote(precommit(h, 1)).await;
-                assert!(matches!(other, Outcome::Refused(_)), "height {h}: {other:?}");
+                assert!(
+                    matches!(other, Outcome::Refused(_)),
+                    "height {h}: {other:?}"
+                );
                 refused += 1;
             }
         }
         let elapsed = started.elapsed();
         // One signer served the whole run: the others waited in the queue.
         assert_eq!(v.accepted, 1, "the validator had to change signers");
-        let serving = c.index_of(v.peer().expect("connected")).expect("a known node");
-        let last = Position { height: HEIGHTS, round: 0, step: Step::Precommit };
+        let serving = c
+            .index_of(v.peer().expect("connected"))
+            .expect("a known node");
+        let last = Position {
+            height: HEIGHTS,
+            round: 0,
+            step: Step::Precommit,
+        };
         for i in 1..=3 {
             c.wait_status(i, "at the last watermark", Duration::from_secs(5), |s| {
                 s.chains.get(CHAIN_ID).and_then(|c| c.position) == Some(last)

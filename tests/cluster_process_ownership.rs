@@ -9,7 +9,9 @@ mod cluster_procs;
 
 use std::time::Duration;
 
-use cluster_procs::{Layout, Procs, assert_no_conflicts, fast_timing, precommit, prevote, signature};
+use cluster_procs::{
+    Layout, Procs, assert_no_conflicts, fast_timing, precommit, prevote, signature,
+};
 use quorumkms::demo::checker::Checker;
 use quorumkms::demo::validator::{Outcome, Validator};
 
@@ -25,8 +27,10 @@ fn only_the_height_owner_is_signed() {
     cluster_procs::run(async {
         let checker = Checker::new();
         let mut c = Procs::new(3, Layout::Loopback);
-        let (mut a, addr_a) = cluster_procs::validator(&c.validator_host(), &checker, fast_timing()).await;
-        let (mut b, addr_b) = cluster_procs::validator(&c.validator_host(), &checker, fast_timing()).await;
+        let (mut a, addr_a) =
+            cluster_procs::validator(&c.validator_host(), &checker, fast_timing()).await;
+        let (mut b, addr_b) =
+            cluster_procs::validator(&c.validator_host(), &checker, fast_timing()).await;
         c.write(&|_| vec![addr_a.clone(), addr_b.clone()]);
         c.spawn_all();
         c.initialize(1).await;
@@ -36,8 +40,11 @@ fn only_the_height_owner_is_signed() {
 
         for h in 1..=10i64 {
             // The owner alternates: A first at odd heights, B at even ones.
-            let (owner, other): (&mut Validator, &mut Validator) =
-                if h % 2 == 1 { (&mut a, &mut b) } else { (&mut b, &mut a) };
+            let (owner, other): (&mut Validator, &mut Validator) = if h % 2 == 1 {
+                (&mut a, &mut b)
+            } else {
+                (&mut b, &mut a)
+            };
             let first = owner.sign_vote(prevote(h, 0)).await;
             let first_sig = signature(&first, &format!("height {h}: owner's prevote"));
             // A different block at the same position: refused.
@@ -49,7 +56,10 @@ fn only_the_height_owner_is_signed() {
             assert!(why.contains("owned"), "height {h}: {why}");
             // The very bytes the owner got signed: re-served, identical.
             let again = other.sign_vote(prevote(h, 0)).await;
-            assert_eq!(signature(&again, &format!("height {h}: re-serve")), first_sig);
+            assert_eq!(
+                signature(&again, &format!("height {h}: re-serve")),
+                first_sig
+            );
             // The owner goes on.
             let pc = owner.sign_vote(precommit(h, 0)).await;
             signature(&pc, &format!("height {h}: owner's precommit"));

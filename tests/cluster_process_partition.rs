@@ -54,9 +54,12 @@ fn a_cut_off_node_cannot_sign_and_its_validator_fails_over() {
         c.net.as_ref().expect("netns").isolate(CUT);
         let cut_at = Instant::now();
         // The majority side keeps (or elects) a leader; node 3 gives up.
-        c.wait_status(CUT, "without a quorum leader", Duration::from_secs(10), |s| {
-            !s.has_quorum_leader
-        })
+        c.wait_status(
+            CUT,
+            "without a quorum leader",
+            Duration::from_secs(10),
+            |s| !s.has_quorum_leader,
+        )
         .await;
         // A keeps asking: every answer comes from the majority side.
         let mut first_after = None;
@@ -64,7 +67,10 @@ fn a_cut_off_node_cannot_sign_and_its_validator_fails_over() {
             for vote in [prevote(h, 0), precommit(h, 0)] {
                 let o = a.sign_vote(vote).await;
                 let via = c.served_by(&o);
-                assert!(matches!(via, Some(1 | 2)), "height {h} after the cut: {o:?}");
+                assert!(
+                    matches!(via, Some(1 | 2)),
+                    "height {h} after the cut: {o:?}"
+                );
                 first_after.get_or_insert_with(|| cut_at.elapsed());
             }
         }
@@ -72,7 +78,10 @@ fn a_cut_off_node_cannot_sign_and_its_validator_fails_over() {
         // B only has node 3: nothing is signed for it.
         let o = b.sign_vote(prevote(16, 9)).await;
         assert!(matches!(o, Outcome::Failed(_)), "B during the cut: {o:?}");
-        let status = c.status(CUT).await.expect("node 3 answers on its admin port");
+        let status = c
+            .status(CUT)
+            .await
+            .expect("node 3 answers on its admin port");
         assert!(!status.has_quorum_leader, "{status:?}");
 
         c.net.as_ref().expect("netns").heal(CUT);
@@ -82,7 +91,10 @@ fn a_cut_off_node_cannot_sign_and_its_validator_fails_over() {
         let o = b.sign_vote(prevote(17, 0)).await;
         assert_eq!(c.served_by(&o), Some(CUT), "B after the heal: {o:?}");
         let o = a.sign_vote(prevote(18, 0)).await;
-        assert!(matches!(o, Outcome::Signed { .. }), "A after the heal: {o:?}");
+        assert!(
+            matches!(o, Outcome::Signed { .. }),
+            "A after the heal: {o:?}"
+        );
         assert_no_conflicts(&checker);
         eprintln!(
             "partition: first signature on the majority side {:.0} ms after the cut",

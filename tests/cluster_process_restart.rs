@@ -7,7 +7,9 @@ mod cluster_procs;
 
 use std::time::Duration;
 
-use cluster_procs::{Layout, Procs, assert_no_conflicts, fast_timing, precommit, prevote, proposal};
+use cluster_procs::{
+    Layout, Procs, assert_no_conflicts, fast_timing, precommit, prevote, proposal,
+};
 use quorumkms::demo::checker::Checker;
 use quorumkms::demo::validator::Outcome;
 use quorumkms::watermark::{Position, Step};
@@ -21,7 +23,8 @@ fn full_restart_keeps_every_watermark() {
     cluster_procs::run(async {
         let checker = Checker::new();
         let mut c = Procs::new(3, Layout::Loopback);
-        let (mut v, addr) = cluster_procs::validator(&c.validator_host(), &checker, fast_timing()).await;
+        let (mut v, addr) =
+            cluster_procs::validator(&c.validator_host(), &checker, fast_timing()).await;
         c.write(&|_| vec![addr.clone()]);
         c.spawn_all();
         c.initialize(1).await;
@@ -37,10 +40,17 @@ fn full_restart_keeps_every_watermark() {
                 last = Some(o);
             }
         }
-        let top = Position { height: 10, round: 0, step: Step::Precommit };
+        let top = Position {
+            height: 10,
+            round: 0,
+            step: Step::Precommit,
+        };
         for i in 1..=3 {
             c.wait_status(i, "at 10/0/precommit", Duration::from_secs(5), |s| {
-                s.chains.get(quorumkms::demo::CHAIN_ID).and_then(|c| c.position) == Some(top)
+                s.chains
+                    .get(quorumkms::demo::CHAIN_ID)
+                    .and_then(|c| c.position)
+                    == Some(top)
             })
             .await;
         }
@@ -53,7 +63,11 @@ fn full_restart_keeps_every_watermark() {
         // No new initialization: the cluster comes back from its stores.
         c.wait_ready(&[1, 2, 3], Duration::from_secs(20)).await;
         for i in 1..=3 {
-            assert_eq!(c.watermark(i).await, Some(top), "node {i} after the restart");
+            assert_eq!(
+                c.watermark(i).await,
+                Some(top),
+                "node {i} after the restart"
+            );
         }
         // Regressions: a lower height, and a lower step at the top height.
         let o = v.sign_vote(prevote(5, 0)).await;
@@ -67,8 +81,8 @@ fn full_restart_keeps_every_watermark() {
         assert!(is_refused(&o), "conflict at the watermark: {o:?}");
         // The identical request: the identical signature.
         let again = v.sign_vote(precommit(10, 0)).await;
-        assert_eq!(Some(&again).map(|o| cluster_procs::signature(o, "identical")),
-            last.as_ref().map(|o| cluster_procs::signature(o, "before")));
+        let before = cluster_procs::signature(last.as_ref().expect("signed"), "before");
+        assert_eq!(cluster_procs::signature(&again, "identical"), before);
         // And signing goes on above it.
         for h in 11..=13 {
             let o = v.sign_vote(prevote(h, 0)).await;

@@ -178,7 +178,9 @@ fn die_after_grant_if_asked(chain_id: &str, position: crate::watermark::Position
     if let Some(at) = *at
         && position.height >= at
     {
-        eprintln!("{DIE_AFTER_GRANT_ENV}: granted {chain_id} {position}; aborting before the reply");
+        eprintln!(
+            "{DIE_AFTER_GRANT_ENV}: granted {chain_id} {position}; aborting before the reply"
+        );
         std::process::abort();
     }
 }

@@ -105,9 +105,18 @@ pub fn short_timing() -> Timing {
 /// A validator listening on `host` (port chosen by the kernel), recording
 /// into `checker`. Returns it with the address signers dial.
 pub async fn validator(host: &str, checker: &Checker, timing: Timing) -> (Validator, String) {
-    let listen = Listen::tcp(&format!("{host}:0")).await.expect("bind validator");
+    let listen = Listen::tcp(&format!("{host}:0"))
+        .await
+        .expect("bind validator");
     let addr = listen.signer_addr();
-    let v = Validator::new(listen, CHAIN_ID, VERSION, public_key(), timing, checker.clone());
+    let v = Validator::new(
+        listen,
+        CHAIN_ID,
+        VERSION,
+        public_key(),
+        timing,
+        checker.clone(),
+    );
     (v, addr)
 }
 
@@ -201,23 +210,59 @@ impl Net {
         sh("ip", &["-n", &lan, "link", "add", "br0", "type", "bridge"]);
         sh("ip", &["-n", &lan, "link", "set", "br0", "up"]);
         let host = format!("{}h", net.tag);
-        sh("ip", &["link", "add", &host, "type", "veth", "peer", "name", "hostport"]);
+        sh(
+            "ip",
+            &[
+                "link", "add", &host, "type", "veth", "peer", "name", "hostport",
+            ],
+        );
         sh("ip", &["link", "set", "hostport", "netns", &lan]);
-        sh("ip", &["-n", &lan, "link", "set", "hostport", "master", "br0", "up"]);
-        sh("ip", &["addr", "add", &format!("{}/24", net.host_ip()), "dev", &host]);
+        sh(
+            "ip",
+            &["-n", &lan, "link", "set", "hostport", "master", "br0", "up"],
+        );
+        sh(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{}/24", net.host_ip()),
+                "dev",
+                &host,
+            ],
+        );
         sh("ip", &["link", "set", &host, "up"]);
         for i in 1..=nodes {
             let ns = net.ns(i);
             let (inner, outer) = (format!("{}a{i}", net.tag), format!("{}b{i}", net.tag));
             sh("ip", &["netns", "add", &ns]);
             sh("ip", &["-n", &ns, "link", "set", "lo", "up"]);
-            sh("ip", &["link", "add", &inner, "type", "veth", "peer", "name", &outer]);
+            sh(
+                "ip",
+                &[
+                    "link", "add", &inner, "type", "veth", "peer", "name", &outer,
+                ],
+            );
             sh("ip", &["link", "set", &inner, "netns", &ns]);
             sh("ip", &["-n", &ns, "link", "set", &inner, "name", "eth0"]);
-            sh("ip", &["-n", &ns, "addr", "add", &format!("{}/24", net.node_ip(i)), "dev", "eth0"]);
+            sh(
+                "ip",
+                &[
+                    "-n",
+                    &ns,
+                    "addr",
+                    "add",
+                    &format!("{}/24", net.node_ip(i)),
+                    "dev",
+                    "eth0",
+                ],
+            );
             sh("ip", &["-n", &ns, "link", "set", "eth0", "up"]);
             sh("ip", &["link", "set", &outer, "netns", &lan]);
-            sh("ip", &["-n", &lan, "link", "set", &outer, "master", "br0", "up"]);
+            sh(
+                "ip",
+                &["-n", &lan, "link", "set", &outer, "master", "br0", "up"],
+            );
         }
         net
     }
@@ -248,8 +293,18 @@ impl Net {
         let ns = self.ns(i);
         for j in (1..=self.nodes).filter(|&j| j != i) {
             let peer = self.node_ip(j);
-            sh("ip", &["netns", "exec", &ns, "iptables", "-A", "INPUT", "-s", &peer, "-j", "DROP"]);
-            sh("ip", &["netns", "exec", &ns, "iptables", "-A", "OUTPUT", "-d", &peer, "-j", "DROP"]);
+            sh(
+                "ip",
+                &[
+                    "netns", "exec", &ns, "iptables", "-A", "INPUT", "-s", &peer, "-j", "DROP",
+                ],
+            );
+            sh(
+                "ip",
+                &[
+                    "netns", "exec", &ns, "iptables", "-A", "OUTPUT", "-d", &peer, "-j", "DROP",
+                ],
+            );
         }
     }
 
@@ -282,7 +337,10 @@ impl Tmpfs {
     pub fn mount(path: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(path).expect("mount point");
         let p = path.to_str().expect("utf-8 path");
-        sh("mount", &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", p]);
+        sh(
+            "mount",
+            &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", p],
+        );
         Tmpfs {
             path: path.to_path_buf(),
         }
@@ -355,7 +413,10 @@ impl Procs {
         let (net, admin) = match layout {
             Layout::Loopback => {
                 let ports = demo::free_ports(count).expect("free ports");
-                (None, ports.iter().map(|p| format!("127.0.0.1:{p}")).collect())
+                (
+                    None,
+                    ports.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
+                )
             }
             Layout::Netns => {
                 let net = Net::new(count);
@@ -487,7 +548,10 @@ impl Procs {
 
     /// The 1-based index of the node with SecretConnection id `peer`.
     pub fn index_of(&self, peer: &str) -> Option<usize> {
-        self.nodes.iter().position(|n| n.node_id == peer).map(|p| p + 1)
+        self.nodes
+            .iter()
+            .position(|n| n.node_id == peer)
+            .map(|p| p + 1)
     }
 
     /// Which node served an outcome, if it was signed.
