@@ -175,7 +175,14 @@ pub async fn run(
                 .await
                 .map_err(|e| Error::Cluster(e.to_string()))?;
             let (tx, rx) = watch::channel(false);
-            tokio::spawn(track_quorum(node.clone(), tx));
+            // Keep the validator through an ordinary election, but not
+            // long: CometBFT notices a dropped signer only at its next
+            // ping (about 3.3 s) and retries a vote for about 5 s, so the
+            // grace plus a ping cycle must fit in that.
+            let grace = Duration::from_millis(
+                cluster.grant_timeout_ms.min(3 * cluster.election_timeout_max_ms),
+            );
+            tokio::spawn(track_quorum(node.clone(), tx, grace));
             cluster_node = Some(node.clone());
             (Arc::new(node), rx)
         }
@@ -252,11 +259,24 @@ fn signer_for(
 
 /// Publishes whether the cluster node can get grants, so supervisors stop
 /// dialling (and drop their validators) while it cannot.
-async fn track_quorum(node: crate::cluster::Node, ready: watch::Sender<bool>) {
+///
+/// A node becomes ready as soon as it has a leader with quorum, but stops
+/// being ready only after it has had none for `grace` (the grant timeout),
+/// or at once on a storage fault: a session holds a request that long for a
+/// grant anyway, so a leader election must not cost the validator its
+/// connection (CometBFT would need a ping cycle to take another signer).
+async fn track_quorum(node: crate::cluster::Node, ready: watch::Sender<bool>, grace: Duration) {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut lost_since: Option<tokio::time::Instant> = None;
     loop {
         tick.tick().await;
-        let now = node.has_quorum_leader();
+        let now = if node.has_quorum_leader() {
+            lost_since = None;
+            true
+        } else {
+            let lost = *lost_since.get_or_insert_with(tokio::time::Instant::now);
+            *ready.borrow() && node.storage_fault().is_none() && lost.elapsed() < grace
+        };
         if *ready.borrow() != now {
             if now {
                 info!("cluster has a leader with quorum: serving validators");
