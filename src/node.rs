@@ -142,6 +142,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let signers = load_signers(&config)?;
+    let metrics_server = match &config.metrics {
+        Some(m) => Some(
+            crate::metrics::serve(&m.listen)
+                .await
+                .map_err(|e| Error::Config(format!("metrics.listen {}: {e}", m.listen)))?,
+        ),
+        None => None,
+    };
     let mut ready_senders = Vec::new();
     let (granter, ready): (Arc<dyn Granter>, watch::Receiver<bool>) = match &config.cluster {
         None => {
@@ -158,12 +166,15 @@ pub async fn run(
                 );
             }
             // Single-node mode is always ready to sign.
+            crate::metrics::global().set_ready(true);
             let (tx, rx) = watch::channel(true);
             ready_senders.push(tx);
             (Arc::new(local), rx)
         }
         Some(cluster) => {
-            let node = crate::cluster::run_node(cluster.clone(), crate::cluster::Deps::default())
+            let deps = crate::cluster::Deps::for_config(cluster)
+                .map_err(|e| Error::Cluster(e.to_string()))?;
+            let node = crate::cluster::run_node(cluster.clone(), deps)
                 .await
                 .map_err(|e| Error::Cluster(e.to_string()))?;
             let (tx, rx) = watch::channel(false);
@@ -224,6 +235,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     drop(ready_senders);
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
     Ok(())
 }
 
@@ -244,6 +258,8 @@ async fn track_quorum(node: crate::cluster::Node, ready: watch::Sender<bool>) {
     loop {
         tick.tick().await;
         let now = node.has_quorum_leader();
+        crate::metrics::observe_cluster(&node);
+        crate::metrics::global().set_ready(now);
         if *ready.borrow() != now {
             if now {
                 info!("cluster has a leader with quorum: serving validators");
