@@ -24,16 +24,25 @@ async fn metrics_follow_signing_and_readiness_follows_quorum() {
     let signing = ops.start_signing();
     signing.wait_more(15, T).await;
     // Some node holds the validator connection while it signs.
-    let mut connected = false;
-    for id in 1..=3 {
-        let (_, body) = ops.http_get(id, "/metrics").await;
-        connected |= sample(
-            &body,
-            "quorumkms_validator_connected",
-            &["chain=\"demo-1\""],
-        ) == Some(1.0);
+    let deadline = Instant::now() + T;
+    'connected: loop {
+        for id in 1..=3 {
+            let (_, body) = ops.http_get(id, "/metrics").await;
+            let gauge = sample(
+                &body,
+                "quorumkms_validator_connected",
+                &["chain=\"demo-1\""],
+            );
+            if gauge == Some(1.0) {
+                break 'connected;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no node reports a validator connection"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(connected, "no node reports a validator connection");
     let counts = signing.stop().await;
     assert!(counts.refused > 0, "{counts:?}");
 
@@ -41,8 +50,15 @@ async fn metrics_follow_signing_and_readiness_follows_quorum() {
     let mut refusals = 0.0;
     let mut grants = 0.0;
     for id in 1..=3 {
-        let (status, _) = ops.http_get(id, "/readyz").await;
-        assert!(status.contains("200"), "node {id} not ready: {status}");
+        let deadline = Instant::now() + T;
+        loop {
+            let (status, _) = ops.http_get(id, "/readyz").await;
+            if status.contains("200") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {id} not ready: {status}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let (_, body) = ops.http_get(id, "/metrics").await;
         signed += sample(
             &body,
