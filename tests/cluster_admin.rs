@@ -48,6 +48,16 @@ async fn grow_three_to_five_and_shrink_to_three_while_signing() {
             .await
             .expect("remove");
         assert!(message.contains("removed"), "{message}");
+        // A removed node stops being ready to sign by itself.
+        let port = ops.metrics_ports[&victim];
+        let deadline = tokio::time::Instant::now() + T;
+        while !ops::http_get(port, "/readyz").await.0.contains("503") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {victim} still ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         ops.kill(victim).await;
     }
     assert_eq!(ops.voters().await.len(), 3);
@@ -77,6 +87,8 @@ async fn replace_a_dead_node_refusing_unsafe_changes() {
     let leader = ops.leader(T).await;
     let target = (1..=3).find(|id| *id != leader).expect("a follower");
     let client = ops.client(leader);
+    let first = client.transfer_leader(target).await;
+    eprintln!("first transfer attempt: {first:?}");
     retry(T, || {
         let client = client.clone();
         async move { client.transfer_leader(target).await }

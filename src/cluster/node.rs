@@ -115,6 +115,15 @@ impl Shared {
         if m.running_state.is_err() {
             return false;
         }
+        // A node removed from the cluster (or not yet added) stops serving
+        // validators, even while it still remembers a leader.
+        if m.membership_config
+            .membership()
+            .get_node(&self.id)
+            .is_none()
+        {
+            return false;
+        }
         match m.current_leader {
             Some(leader) if leader == self.id => {
                 m.state == ServerState::Leader
