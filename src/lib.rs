@@ -11,6 +11,7 @@
 //! - [`session`]: one validator connection, and the dial loop around it.
 //! - [`config`]: quorumkms.toml, validated all at once.
 //! - [`node`]: a running signer assembled from a config.
+//! - [`metrics`]: Prometheus metrics, `/healthz` and `/readyz`.
 //! - [`cli`]: command-line subcommands.
 //! - [`demo`]: the simulated validator and the local demo.
 
@@ -23,6 +24,7 @@ pub mod config;
 pub mod demo;
 pub mod grant;
 pub mod keys;
+pub mod metrics;
 pub mod node;
 pub mod privval;
 pub mod session;

@@ -142,6 +142,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let signers = load_signers(&config)?;
+    let metrics_server = match &config.metrics {
+        Some(m) => Some(
+            crate::metrics::serve(&m.listen)
+                .await
+                .map_err(|e| Error::Config(format!("metrics.listen {}: {e}", m.listen)))?,
+        ),
+        None => None,
+    };
     let mut ready_senders = Vec::new();
     let mut cluster_node = None;
     let mut state_locks = Vec::new();
@@ -166,12 +174,15 @@ pub async fn run(
                 );
             }
             // Single-node mode is always ready to sign.
+            crate::metrics::global().set_ready(true);
             let (tx, rx) = watch::channel(true);
             ready_senders.push(tx);
             (Arc::new(local), rx)
         }
         Some(cluster) => {
-            let node = crate::cluster::run_node(cluster.clone(), crate::cluster::Deps::default())
+            let deps = crate::cluster::Deps::for_config(cluster)
+                .map_err(|e| Error::Cluster(e.to_string()))?;
+            let node = crate::cluster::run_node(cluster.clone(), deps)
                 .await
                 .map_err(|e| Error::Cluster(e.to_string()))?;
             let (tx, rx) = watch::channel(false);
@@ -180,7 +191,9 @@ pub async fn run(
             // ping (about 3.3 s) and retries a vote for about 5 s, so the
             // grace plus a ping cycle must fit in that.
             let grace = Duration::from_millis(
-                cluster.grant_timeout_ms.min(3 * cluster.election_timeout_max_ms),
+                cluster
+                    .grant_timeout_ms
+                    .min(3 * cluster.election_timeout_max_ms),
             );
             tokio::spawn(track_quorum(node.clone(), tx, grace));
             cluster_node = Some(node.clone());
@@ -244,6 +257,9 @@ pub async fn run(
         node.shutdown().await;
     }
     drop(state_locks);
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
     Ok(())
 }
 
@@ -277,6 +293,8 @@ async fn track_quorum(node: crate::cluster::Node, ready: watch::Sender<bool>, gr
             let lost = *lost_since.get_or_insert_with(tokio::time::Instant::now);
             *ready.borrow() && node.storage_fault().is_none() && lost.elapsed() < grace
         };
+        crate::metrics::observe_cluster(&node);
+        crate::metrics::global().set_ready(now);
         if *ready.borrow() != now {
             if now {
                 info!("cluster has a leader with quorum: serving validators");

@@ -143,7 +143,7 @@ pub fn run(command: &Command) -> CliResult<()> {
 /// Where the watermarks live: the cluster (through a node) or the state
 /// files.
 enum Store {
-    Cluster { addr: String },
+    Cluster { client: admin::Client },
     Files,
 }
 
@@ -154,7 +154,7 @@ impl Store {
         let config = config::load(&target.config)?;
         let store = if config.cluster.is_some() {
             Store::Cluster {
-                addr: target.addr()?,
+                client: target.client(ADMIN_TIMEOUT)?,
             }
         } else {
             Store::Files
@@ -173,8 +173,8 @@ impl Store {
         let wanted = |id: &str| only.is_none_or(|o| o == id);
         let mut states: BTreeMap<String, SignState> = BTreeMap::new();
         match self {
-            Store::Cluster { addr } => {
-                let all = runtime()?.block_on(admin::export(addr, ADMIN_TIMEOUT))?;
+            Store::Cluster { client } => {
+                let all = runtime()?.block_on(client.export())?;
                 for c in &config.chain {
                     states.insert(c.id.clone(), SignState::default());
                 }
@@ -204,20 +204,15 @@ impl Store {
     fn import(&self, config: &Config, imported: &[ChainState]) -> CliResult<Vec<String>> {
         match self {
             Store::Files => import_files(config, imported),
-            Store::Cluster { addr } => {
+            Store::Cluster { client } => {
                 let runtime = runtime()?;
-                let current = runtime.block_on(admin::export(addr, ADMIN_TIMEOUT))?;
+                let current = runtime.block_on(client.export())?;
                 let current_of = |id: &str| current.get(id).cloned().unwrap_or_default();
                 check_all(imported, |id| Ok(current_of(id)))?;
                 let mut lines = Vec::new();
                 for chain in imported {
                     let before = current_of(&chain.chain_id);
-                    let answer = runtime.block_on(admin::raise(
-                        addr,
-                        &chain.chain_id,
-                        &chain.state,
-                        ADMIN_TIMEOUT,
-                    ));
+                    let answer = runtime.block_on(client.raise(&chain.chain_id, &chain.state));
                     let failure = match answer {
                         Ok(Ok(())) => {
                             lines.push(raised_line(&chain.chain_id, &before, &chain.state));

@@ -1,18 +1,32 @@
-//! The operator's API: what a node reports about itself and the cluster.
+//! The operator's API: what a node reports about itself and the cluster,
+//! and the membership changes an operator makes.
 //!
-//! [`status`] is what `quorumkms cluster status` prints; the demo and the
+//! [`Status`] is what `quorumkms cluster status` prints; the demo and the
 //! tests use it to find the leader. Served by the same tonic server as the
-//! node-to-node service.
+//! node-to-node service; with TLS every call needs an operator certificate
+//! (see [`super::tls`]).
+//!
+//! [`Client`] is the client side: a node address, a timeout and optional
+//! TLS settings. Membership calls follow the leader: a follower answers
+//! `FAILED_PRECONDITION` with the leader's address in the `leader-addr`
+//! metadata, and the client retries there. The free functions ([`status`],
+//! [`initialize`], [`raise`], [`export`]) are plaintext shorthands.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio_rustls::TlsConnector;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status as GrpcStatus};
 
+use super::membership::{self, ChangeError};
+use super::network::{TcpTransport, Transport};
 use super::node::Shared;
 use super::pb;
+use super::pb::admin_client::AdminClient;
+use super::tls::{Identity, Role, TlsConfig, require};
 use crate::watermark::{Position, SignState};
 
 /// One member as the node sees it.
@@ -24,6 +38,20 @@ pub struct MemberStatus {
     pub addr: String,
     /// Voter (true) or learner.
     pub voter: bool,
+    /// The last log index replicated to it (reported by the leader only).
+    #[serde(default)]
+    pub matched_index: Option<u64>,
+}
+
+/// One validator connection of the reporting node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidatorStatus {
+    /// The chain it runs.
+    pub chain_id: String,
+    /// Its address as configured.
+    pub addr: String,
+    /// Whether this node holds an open connection to it.
+    pub connected: bool,
 }
 
 /// One chain's watermark.
@@ -58,6 +86,9 @@ pub struct Status {
     pub members: Vec<MemberStatus>,
     /// Watermarks by chain.
     pub chains: BTreeMap<String, ChainStatus>,
+    /// This node's validator connections (those it has dialled so far).
+    #[serde(default)]
+    pub validators: Vec<ValidatorStatus>,
 }
 
 impl Status {
@@ -74,6 +105,12 @@ impl Status {
                 id: *id,
                 addr: member.addr.clone(),
                 voter: voters.contains(id),
+                matched_index: metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id))
+                    .and_then(|l| l.as_ref())
+                    .map(|l| l.index),
             })
             .collect();
         let chains = applied
@@ -100,6 +137,15 @@ impl Status {
             storage_fault: shared.current_fault(),
             members,
             chains,
+            validators: crate::metrics::global()
+                .validators()
+                .into_iter()
+                .map(|(chain_id, addr, connected)| ValidatorStatus {
+                    chain_id,
+                    addr,
+                    connected,
+                })
+                .collect(),
         }
     }
 }
@@ -116,12 +162,41 @@ impl AdminService {
     }
 }
 
+/// The metadata key carrying the leader's address on a not-leader answer.
+pub const LEADER_ADDR: &str = "leader-addr";
+
+fn change_status(e: ChangeError) -> GrpcStatus {
+    match &e {
+        ChangeError::NotLeader {
+            leader: Some((_, addr)),
+        } => {
+            let mut status = GrpcStatus::failed_precondition(e.to_string());
+            if let Ok(value) = addr.parse() {
+                status.metadata_mut().insert(LEADER_ADDR, value);
+            }
+            status
+        }
+        ChangeError::NotLeader { leader: None } => {
+            GrpcStatus::unavailable("no leader known; retry once the cluster has elected one")
+        }
+        ChangeError::Refused(_) => GrpcStatus::failed_precondition(e.to_string()),
+        ChangeError::Failed(_) => GrpcStatus::unavailable(e.to_string()),
+    }
+}
+
+fn changed(result: Result<String, ChangeError>) -> Result<Response<pb::ChangeReply>, GrpcStatus> {
+    result
+        .map(|message| Response::new(pb::ChangeReply { message }))
+        .map_err(change_status)
+}
+
 #[tonic::async_trait]
 impl pb::admin_server::Admin for AdminService {
     async fn status(
         &self,
-        _request: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusReply>, GrpcStatus> {
+        require(&request, Role::Operator)?;
         let status = Status::of(&self.shared);
         let json = serde_json::to_vec(&status)
             .map_err(|e| GrpcStatus::internal(format!("encode status: {e}")))?;
@@ -130,8 +205,9 @@ impl pb::admin_server::Admin for AdminService {
 
     async fn initialize(
         &self,
-        _request: Request<pb::InitializeRequest>,
+        request: Request<pb::InitializeRequest>,
     ) -> Result<Response<pb::InitializeReply>, GrpcStatus> {
+        require(&request, Role::Operator)?;
         let node = super::Node::from_shared(self.shared.clone());
         let initialized = node
             .initialize()
@@ -144,6 +220,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::RaiseRequest>,
     ) -> Result<Response<pb::RaiseReply>, GrpcStatus> {
+        require(&request, Role::Operator)?;
         let request = request.into_inner();
         let state: SignState = serde_json::from_slice(&request.state_json)
             .map_err(|e| GrpcStatus::invalid_argument(format!("state: {e}")))?;
@@ -158,66 +235,360 @@ impl pb::admin_server::Admin for AdminService {
 
     async fn export(
         &self,
-        _request: Request<pb::ExportRequest>,
+        request: Request<pb::ExportRequest>,
     ) -> Result<Response<pb::ExportReply>, GrpcStatus> {
+        require(&request, Role::Operator)?;
         let chains_json = serde_json::to_vec(&self.shared.applied().chains)
             .map_err(|e| GrpcStatus::internal(format!("encode: {e}")))?;
         Ok(Response::new(pb::ExportReply { chains_json }))
     }
+
+    async fn add_learner(
+        &self,
+        request: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::ChangeReply>, GrpcStatus> {
+        require(&request, Role::Operator)?;
+        let request = request.into_inner();
+        changed(membership::add_learner(&self.shared, request.id, &request.addr).await)
+    }
+
+    async fn promote(
+        &self,
+        request: Request<pb::PromoteRequest>,
+    ) -> Result<Response<pb::ChangeReply>, GrpcStatus> {
+        require(&request, Role::Operator)?;
+        changed(membership::promote(&self.shared, request.into_inner().id).await)
+    }
+
+    async fn remove(
+        &self,
+        request: Request<pb::RemoveRequest>,
+    ) -> Result<Response<pb::ChangeReply>, GrpcStatus> {
+        require(&request, Role::Operator)?;
+        let request = request.into_inner();
+        changed(membership::remove(&self.shared, request.id, request.force).await)
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::ChangeReply>, GrpcStatus> {
+        require(&request, Role::Operator)?;
+        changed(membership::transfer_leader(&self.shared, request.into_inner().id).await)
+    }
+
+    async fn snapshot(
+        &self,
+        request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<pb::ChangeReply>, GrpcStatus> {
+        require(&request, Role::Operator)?;
+        changed(membership::snapshot(&self.shared).await)
+    }
 }
 
-async fn client(
-    addr: &str,
+/// Most leader hints a membership call follows.
+const MAX_HOPS: usize = 4;
+
+/// How an operator reaches a node's admin API: address, timeout and,
+/// for a TLS cluster, the operator's certificate.
+#[derive(Clone)]
+pub struct Client {
+    addr: String,
     timeout: Duration,
-) -> Result<pb::admin_client::AdminClient<tonic::transport::Channel>, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| format!("invalid address {addr}: {e}"))?
-        .connect_timeout(timeout)
-        .timeout(timeout);
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach {addr}: {e}"))?;
-    Ok(pb::admin_client::AdminClient::new(channel))
+    tls: Option<TlsConnector>,
 }
 
-/// Asks the node at `addr` (host:port) to bootstrap the cluster. Returns
-/// false when the cluster was already formed.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.addr)
+            .field("timeout", &self.timeout)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Client {
+    /// A plaintext client for the node at `addr` (host:port).
+    pub fn new(addr: impl Into<String>, timeout: Duration) -> Client {
+        Client {
+            addr: addr.into(),
+            timeout,
+            tls: None,
+        }
+    }
+
+    /// Uses mutual TLS with the operator certificate in `config`.
+    ///
+    /// # Errors
+    ///
+    /// The files cannot be read or used.
+    pub fn with_tls(mut self, config: &TlsConfig) -> Result<Client, String> {
+        self.tls = Some(Identity::load(config)?.connector()?);
+        Ok(self)
+    }
+
+    /// Uses mutual TLS through `connector`, or plaintext for `None`.
+    pub fn with_connector(mut self, connector: Option<TlsConnector>) -> Client {
+        self.tls = connector;
+        self
+    }
+
+    /// The node this client talks to first.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The same settings, for the node at `addr`.
+    pub fn to(&self, addr: impl Into<String>) -> Client {
+        Client {
+            addr: addr.into(),
+            ..self.clone()
+        }
+    }
+
+    async fn connect(&self, addr: &str) -> Result<AdminClient<Channel>, String> {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("invalid address {addr}: {e}"))?
+            .connect_timeout(self.timeout)
+            .timeout(self.timeout);
+        let tls = self.tls.clone();
+        let target = addr.to_string();
+        let connector = tower::service_fn(move |_| {
+            let tls = tls.clone();
+            let target = target.clone();
+            async move {
+                let io = match tls {
+                    Some(tls) => super::tls::connect(&tls, &target).await?,
+                    None => TcpTransport.connect(target).await?,
+                };
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(io))
+            }
+        });
+        let call = endpoint.connect_with_connector(connector);
+        let channel = tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| format!("cannot reach {addr}: no answer within {:?}", self.timeout))?
+            .map_err(|e| format!("cannot reach {addr}: {}", error_chain(&e)))?;
+        Ok(AdminClient::new(channel))
+    }
+
+    async fn bounded<T>(&self, call: impl Future<Output = Result<T, String>>) -> Result<T, String> {
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| format!("{}: no answer within {:?}", self.addr, self.timeout))?
+    }
+
+    /// The node's status.
+    ///
+    /// # Errors
+    ///
+    /// The node is unreachable or refuses, or the answer does not decode.
+    pub async fn status(&self) -> Result<Status, String> {
+        self.bounded(async {
+            let mut client = self.connect(&self.addr).await?;
+            let reply = client
+                .status(pb::StatusRequest {})
+                .await
+                .map_err(|e| grpc_error(&self.addr, &e))?;
+            serde_json::from_slice(&reply.into_inner().json)
+                .map_err(|e| format!("{}: undecodable status: {e}", self.addr))
+        })
+        .await
+    }
+
+    /// Bootstraps the cluster; false when it was formed already.
+    ///
+    /// # Errors
+    ///
+    /// The node is unreachable or refuses.
+    pub async fn initialize(&self) -> Result<bool, String> {
+        let mut client = self.connect(&self.addr).await?;
+        let reply = client
+            .initialize(pb::InitializeRequest {})
+            .await
+            .map_err(|e| grpc_error(&self.addr, &e))?;
+        Ok(reply.into_inner().initialized)
+    }
+
+    /// Raises `chain_id`'s watermark; `Ok(Err(reason))` is a refusal.
+    ///
+    /// # Errors
+    ///
+    /// The node is unreachable or has no quorum.
+    pub async fn raise(
+        &self,
+        chain_id: &str,
+        state: &SignState,
+    ) -> Result<Result<(), String>, String> {
+        let mut client = self.connect(&self.addr).await?;
+        let state_json = serde_json::to_vec(state).map_err(|e| e.to_string())?;
+        let reply = client
+            .raise(pb::RaiseRequest {
+                chain_id: chain_id.to_string(),
+                state_json,
+            })
+            .await
+            .map_err(|e| grpc_error(&self.addr, &e))?
+            .into_inner();
+        Ok(if reply.refusal.is_empty() {
+            Ok(())
+        } else {
+            Err(reply.refusal)
+        })
+    }
+
+    /// Every chain's applied sign state.
+    ///
+    /// # Errors
+    ///
+    /// The node is unreachable or its answer does not decode.
+    pub async fn export(&self) -> Result<BTreeMap<String, SignState>, String> {
+        let mut client = self.connect(&self.addr).await?;
+        let reply = client
+            .export(pb::ExportRequest {})
+            .await
+            .map_err(|e| grpc_error(&self.addr, &e))?
+            .into_inner();
+        serde_json::from_slice(&reply.chains_json).map_err(|e| format!("{}: {e}", self.addr))
+    }
+
+    /// Runs a membership call, following leader hints.
+    async fn change<F, Fut>(&self, call: F) -> Result<String, String>
+    where
+        F: Fn(AdminClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<Response<pb::ChangeReply>, GrpcStatus>>,
+    {
+        let mut addr = self.addr.clone();
+        for _ in 0..MAX_HOPS {
+            let client = self.connect(&addr).await?;
+            match call(client).await {
+                Ok(reply) => return Ok(reply.into_inner().message),
+                Err(status) => {
+                    let next = status
+                        .metadata()
+                        .get(LEADER_ADDR)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    match next {
+                        Some(next) if next != addr => addr = next,
+                        _ => return Err(grpc_error(&addr, &status)),
+                    }
+                }
+            }
+        }
+        Err(format!("gave up after {MAX_HOPS} leader hints"))
+    }
+
+    /// Adds node `id` at `node_addr` as a learner (through the leader).
+    ///
+    /// # Errors
+    ///
+    /// Unreachable, refused, or failed.
+    pub async fn add_learner(&self, id: u64, node_addr: &str) -> Result<String, String> {
+        let req = pb::AddLearnerRequest {
+            id,
+            addr: node_addr.to_string(),
+        };
+        self.change(|mut c| {
+            let req = req.clone();
+            async move { c.add_learner(req).await }
+        })
+        .await
+    }
+
+    /// Promotes learner `id` to voter once caught up (through the leader).
+    ///
+    /// # Errors
+    ///
+    /// Unreachable, refused (lagging, not a learner), or failed.
+    pub async fn promote(&self, id: u64) -> Result<String, String> {
+        self.change(|mut c| async move { c.promote(pb::PromoteRequest { id }).await })
+            .await
+    }
+
+    /// Removes node `id` (through the leader).
+    ///
+    /// # Errors
+    ///
+    /// Unreachable, refused (no healthy majority left, the leader), or
+    /// failed.
+    pub async fn remove(&self, id: u64, force: bool) -> Result<String, String> {
+        self.change(|mut c| async move { c.remove(pb::RemoveRequest { id, force }).await })
+            .await
+    }
+
+    /// Moves leadership to voter `id` (through the leader).
+    ///
+    /// # Errors
+    ///
+    /// Unreachable, refused, or no change in time.
+    pub async fn transfer_leader(&self, id: u64) -> Result<String, String> {
+        self.change(
+            |mut c| async move { c.transfer_leader(pb::TransferLeaderRequest { id }).await },
+        )
+        .await
+    }
+
+    /// Builds a snapshot on this client's node.
+    ///
+    /// # Errors
+    ///
+    /// Unreachable or failed.
+    pub async fn snapshot(&self) -> Result<String, String> {
+        let mut client = self.connect(&self.addr).await?;
+        let reply = client
+            .snapshot(pb::SnapshotRequest {})
+            .await
+            .map_err(|e| grpc_error(&self.addr, &e))?;
+        Ok(reply.into_inner().message)
+    }
+}
+
+fn grpc_error(addr: &str, status: &GrpcStatus) -> String {
+    if status.code() == tonic::Code::PermissionDenied {
+        return format!("{addr}: permission denied: {}", status.message());
+    }
+    // Transport failures carry their cause in the source chain.
+    let mut message = status.message().to_string();
+    if let Some(source) = std::error::Error::source(status) {
+        message = format!("{message}: {}", error_chain(source));
+    }
+    format!("{addr}: {message}")
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
+}
+
+/// Asks the node at `addr` (host:port, plaintext) to bootstrap the
+/// cluster. Returns false when the cluster was already formed.
 ///
 /// # Errors
 ///
 /// The node is unreachable or refuses.
 pub async fn initialize(addr: &str, timeout: Duration) -> Result<bool, String> {
-    let mut client = client(addr, timeout).await?;
-    let reply = client
-        .initialize(pb::InitializeRequest {})
-        .await
-        .map_err(|e| format!("{addr}: {}", e.message()))?;
-    Ok(reply.into_inner().initialized)
+    Client::new(addr, timeout).initialize().await
 }
 
-/// Asks the node at `addr` (host:port) for its status.
+/// Asks the node at `addr` (host:port, plaintext) for its status.
 ///
 /// # Errors
 ///
 /// The node is unreachable within `timeout`, or its answer does not decode.
 pub async fn status(addr: &str, timeout: Duration) -> Result<Status, String> {
-    let call = async {
-        let mut client = client(addr, timeout).await?;
-        let reply = client
-            .status(pb::StatusRequest {})
-            .await
-            .map_err(|e| format!("{addr}: {}", e.message()))?;
-        serde_json::from_slice(&reply.into_inner().json)
-            .map_err(|e| format!("{addr}: undecodable status: {e}"))
-    };
-    tokio::time::timeout(timeout, call)
-        .await
-        .map_err(|_| format!("{addr}: no answer within {timeout:?}"))?
+    Client::new(addr, timeout).status().await
 }
 
-/// Raises `chain_id`'s watermark to `state` through the node at `addr`.
-/// `Ok(Err(reason))` is a refusal (the import is not higher).
+/// Raises `chain_id`'s watermark to `state` through the node at `addr`
+/// (plaintext). `Ok(Err(reason))` is a refusal (the import is not higher).
 ///
 /// # Errors
 ///
@@ -228,34 +599,14 @@ pub async fn raise(
     state: &SignState,
     timeout: Duration,
 ) -> Result<Result<(), String>, String> {
-    let mut client = client(addr, timeout).await?;
-    let state_json = serde_json::to_vec(state).map_err(|e| e.to_string())?;
-    let reply = client
-        .raise(pb::RaiseRequest {
-            chain_id: chain_id.to_string(),
-            state_json,
-        })
-        .await
-        .map_err(|e| format!("{addr}: {}", e.message()))?
-        .into_inner();
-    Ok(if reply.refusal.is_empty() {
-        Ok(())
-    } else {
-        Err(reply.refusal)
-    })
+    Client::new(addr, timeout).raise(chain_id, state).await
 }
 
-/// Every chain's applied sign state at the node at `addr`.
+/// Every chain's applied sign state at the node at `addr` (plaintext).
 ///
 /// # Errors
 ///
 /// The node is unreachable or its answer does not decode.
 pub async fn export(addr: &str, timeout: Duration) -> Result<BTreeMap<String, SignState>, String> {
-    let mut client = client(addr, timeout).await?;
-    let reply = client
-        .export(pb::ExportRequest {})
-        .await
-        .map_err(|e| format!("{addr}: {}", e.message()))?
-        .into_inner();
-    serde_json::from_slice(&reply.chains_json).map_err(|e| format!("{addr}: {e}"))
+    Client::new(addr, timeout).export().await
 }

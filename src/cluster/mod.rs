@@ -11,6 +11,9 @@
 //! - [`store`]: the durable log, vote and state (redb, or memory for tests).
 //! - [`network`]: the tonic client side and the [`Transport`] seam.
 //! - [`service`]: the tonic server side.
+//! - [`tls`]: mutual TLS ([`TlsTransport`]) and caller roles; [`certs`]:
+//!   the cluster CA.
+//! - [`membership`]: learners, promotion, removal, leadership transfer.
 //! - `node`: [`run_node`] and the [`Node`] handle, which is a
 //!   [`Granter`](crate::grant::Granter).
 //!
@@ -21,12 +24,15 @@
 //! already holds exactly `bytes` at the attempt's position.
 
 pub mod admin;
+pub mod certs;
+pub mod membership;
 pub mod network;
 mod node;
 pub mod runtime;
 pub mod service;
 pub mod state_machine;
 pub mod store;
+pub mod tls;
 pub mod types;
 
 /// Code generated from `proto/cluster.proto`.
@@ -45,6 +51,7 @@ pub use network::{TcpTransport, Transport};
 pub use node::{Node, run_node};
 pub use state_machine::AppliedState;
 pub use store::{Backend, MemBackend, RedbBackend};
+pub use tls::{TlsConfig, TlsTransport};
 pub use types::{Command, Member, NodeId, Outcome};
 
 /// A node's cluster settings.
@@ -73,6 +80,10 @@ pub struct Config {
     /// 5 s signer timeout, so the validator can fail over in time.
     #[serde(default = "default_grant_timeout_ms")]
     pub grant_timeout_ms: u64,
+    /// Mutual TLS on the cluster port. Absent: plaintext (tests and demos
+    /// only; the node logs a warning).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 /// One cluster member.
@@ -189,7 +200,7 @@ impl Config {
     }
 }
 
-fn is_host_port(s: &str) -> bool {
+pub(crate) fn is_host_port(s: &str) -> bool {
     match s.rsplit_once(':') {
         Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok(),
         None => false,
@@ -221,6 +232,33 @@ impl Default for Deps {
             store: StoreChoice::Redb,
             transport: Arc::new(TcpTransport),
         }
+    }
+}
+
+impl Deps {
+    /// The production seams for `config`: redb, and mutual TLS when
+    /// `tls` is set (plaintext TCP otherwise, with a warning).
+    ///
+    /// # Errors
+    ///
+    /// The TLS files cannot be read or used.
+    pub fn for_config(config: &Config) -> Result<Deps, Error> {
+        let transport: Arc<dyn Transport> = match &config.tls {
+            Some(tls) => Arc::new(
+                TlsTransport::from_config(tls)
+                    .map_err(|e| Error::Config(vec![format!("tls: {e}")]))?,
+            ),
+            None => {
+                tracing::warn!(
+                    "cluster.tls is not set: node-to-node and admin traffic is plaintext and unauthenticated"
+                );
+                Arc::new(TcpTransport)
+            }
+        };
+        Ok(Deps {
+            store: StoreChoice::Redb,
+            transport,
+        })
     }
 }
 

@@ -2,8 +2,9 @@
 //! over tonic, and the call a follower uses to forward a command to the
 //! leader.
 //!
-//! The byte streams come from a [`Transport`], the seam where TLS (later)
-//! and a simulated network plug in; [`TcpTransport`] is plaintext TCP.
+//! The byte streams come from a [`Transport`], the seam where TLS and a
+//! simulated network plug in; [`TcpTransport`] is plaintext TCP and
+//! [`TlsTransport`](super::tls::TlsTransport) mutual TLS.
 //!
 //! Every RPC runs under a timeout. A failed connect, a timeout or any other
 //! transport failure is reported to openraft as `RPCError::Unreachable`, so
@@ -32,6 +33,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::pb;
 use super::pb::cluster_client::ClusterClient;
+use super::tls::PeerInfo;
 use super::types::typ::{RPCError, RaftError};
 use super::types::{Command, Member, NodeId, Outcome, TypeConfig};
 use crate::grant::BoxFuture;
@@ -49,6 +51,11 @@ pub trait Listener: Send + 'static {
     fn local_addr(&self) -> io::Result<String>;
     /// Waits for the next connection.
     fn accept(&mut self) -> BoxFuture<'_, io::Result<BoxIo>>;
+    /// Waits for the next connection and says who is calling. Plaintext
+    /// listeners know nothing of the caller: the default reports no TLS.
+    fn accept_peer(&mut self) -> BoxFuture<'_, io::Result<(BoxIo, PeerInfo)>> {
+        Box::pin(async move { self.accept().await.map(|io| (io, PeerInfo::default())) })
+    }
 }
 
 /// How nodes reach each other: the seam for TLS and simulated networks.
@@ -97,12 +104,15 @@ impl Transport for TcpTransport {
     }
 }
 
-/// An accepted stream as tonic's server wants it.
-pub(crate) struct ServerIo(pub(crate) BoxIo);
+/// An accepted stream as tonic's server wants it, with what the handshake
+/// learned about the caller (found in each request's extensions).
+pub(crate) struct ServerIo(pub(crate) BoxIo, pub(crate) PeerInfo);
 
 impl tonic::transport::server::Connected for ServerIo {
-    type ConnectInfo = ();
-    fn connect_info(&self) -> Self::ConnectInfo {}
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.1
+    }
 }
 
 impl AsyncRead for ServerIo {
@@ -354,4 +364,38 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         self.rpc(&rpc, &option, |mut c, r| async move { c.vote(r).await })
             .await
     }
+}
+
+/// Asks the node at `addr` who it is: a liveness probe.
+///
+/// # Errors
+///
+/// The peer could not be reached within `timeout`.
+pub async fn ping(channels: &Channels, addr: &str, timeout: Duration) -> Result<NodeId, CallError> {
+    let reply = call(
+        channels,
+        addr,
+        timeout,
+        pb::PingRequest {},
+        |mut c, r| async move { c.ping(r).await },
+    )
+    .await?;
+    Ok(reply.node_id)
+}
+
+/// Asks the node at `addr` to start an election now.
+///
+/// # Errors
+///
+/// The peer could not be reached within `timeout`.
+pub async fn elect(channels: &Channels, addr: &str, timeout: Duration) -> Result<(), CallError> {
+    call(
+        channels,
+        addr,
+        timeout,
+        pb::ElectRequest {},
+        |mut c, r| async move { c.elect(r).await },
+    )
+    .await?;
+    Ok(())
 }

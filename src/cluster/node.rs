@@ -16,6 +16,7 @@
 //! exactly `bytes` at the attempt's position (the same signature again).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -65,6 +66,9 @@ pub(crate) struct Shared {
     fault: Mutex<Option<String>>,
     shutdown_tx: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    // Set while this leader hands leadership over: new proposals wait, so
+    // no replication traffic renews the followers' leader lease.
+    transferring: AtomicBool,
 }
 
 impl Shared {
@@ -75,6 +79,19 @@ impl Shared {
 
     pub(crate) fn id(&self) -> NodeId {
         self.id
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(crate) fn channels(&self) -> &Channels {
+        &self.channels
+    }
+
+    /// Pauses (true) or resumes (false) local proposals.
+    pub(crate) fn set_transferring(&self, on: bool) {
+        self.transferring.store(on, Ordering::SeqCst);
     }
 
     /// The applied state machine.
@@ -96,6 +113,15 @@ impl Shared {
         let metrics = raft.metrics();
         let m = metrics.borrow();
         if m.running_state.is_err() {
+            return false;
+        }
+        // A node removed from the cluster (or not yet added) stops serving
+        // validators, even while it still remembers a leader.
+        if m.membership_config
+            .membership()
+            .get_node(&self.id)
+            .is_none()
+        {
             return false;
         }
         match m.current_leader {
@@ -127,6 +153,10 @@ impl Shared {
     pub(crate) async fn propose_local(&self, command: Command) -> ForwardResult {
         if let Some(fault) = self.fault() {
             return Err(ForwardError::Storage(fault));
+        }
+        let paused_until = Instant::now() + self.grant_timeout() / 2;
+        while self.transferring.load(Ordering::SeqCst) && Instant::now() < paused_until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let raft = self.raft();
         let write = raft.client_write(command);
@@ -362,6 +392,7 @@ pub async fn run_node(config: Config, deps: Deps) -> Result<Node, Error> {
         fault: Mutex::new(None),
         shutdown_tx,
         tasks: Mutex::new(Vec::new()),
+        transferring: AtomicBool::new(false),
     });
     let server = runtime::spawn(serve(shared.clone(), listener));
     let supervisor = runtime::spawn(supervise(shared.clone()));
@@ -382,8 +413,10 @@ async fn serve(shared: Arc<Shared>, listener: Box<dyn network::Listener>) {
     // logged and retried here, so they never end the server.
     let incoming = futures_util::stream::unfold(listener, move |mut listener| async move {
         loop {
-            match listener.accept().await {
-                Ok(io) => return Some((Ok::<_, std::io::Error>(ServerIo(io)), listener)),
+            match listener.accept_peer().await {
+                Ok((io, peer)) => {
+                    return Some((Ok::<_, std::io::Error>(ServerIo(io, peer)), listener));
+                }
                 Err(e) => {
                     tracing::warn!(node_id, cause = %e, "accept failed");
                     tokio::time::sleep(pause).await;

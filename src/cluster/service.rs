@@ -3,7 +3,8 @@
 //! Raft RPCs are handed to the node's current Raft instance unchanged;
 //! `Forward` proposes a follower's command on this node if it leads. Bytes
 //! that do not decode get an `invalid_argument` status, never a panic.
-//! Only cluster members may reach this service (mutual TLS in production):
+//! Only cluster members may call this service: with TLS, every call needs
+//! a node certificate from the cluster CA ([`super::tls::require`]), since
 //! it accepts log entries and proposes grants.
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 use super::node::Shared;
 use super::pb;
+use super::tls::{Role, require};
 use super::types::Command;
 
 /// The tonic service for one node.
@@ -42,6 +44,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
+        require(&request, Role::Node)?;
         let rpc = decode(&request.into_inner().data)?;
         let result = self.shared.raft().append_entries(rpc).await;
         Ok(Response::new(pb::RaftReply {
@@ -53,6 +56,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
+        require(&request, Role::Node)?;
         let rpc = decode(&request.into_inner().data)?;
         let result = self.shared.raft().vote(rpc).await;
         Ok(Response::new(pb::RaftReply {
@@ -64,6 +68,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
+        require(&request, Role::Node)?;
         let rpc = decode(&request.into_inner().data)?;
         let result = self.shared.raft().install_snapshot(rpc).await;
         Ok(Response::new(pb::RaftReply {
@@ -75,10 +80,39 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardReply>, Status> {
+        require(&request, Role::Node)?;
         let command: Command = decode(&request.into_inner().command)?;
         let result = self.shared.propose_local(command).await;
         Ok(Response::new(pb::ForwardReply {
             result: encode(&result)?,
         }))
+    }
+
+    async fn ping(
+        &self,
+        request: Request<pb::PingRequest>,
+    ) -> Result<Response<pb::PingReply>, Status> {
+        require(&request, Role::Node)?;
+        Ok(Response::new(pb::PingReply {
+            node_id: self.shared.id(),
+        }))
+    }
+
+    async fn elect(
+        &self,
+        request: Request<pb::ElectRequest>,
+    ) -> Result<Response<pb::ElectReply>, Status> {
+        require(&request, Role::Node)?;
+        tracing::info!(
+            node_id = self.shared.id(),
+            "election requested by the leader (leadership transfer)"
+        );
+        self.shared
+            .raft()
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::ElectReply {}))
     }
 }

@@ -28,6 +28,7 @@ fn config(peers: &[(u64, &str)]) -> Config {
         election_timeout_max_ms: super::default_election_timeout_max_ms(),
         heartbeat_interval_ms: super::default_heartbeat_interval_ms(),
         grant_timeout_ms: super::default_grant_timeout_ms(),
+        tls: None,
     }
 }
 

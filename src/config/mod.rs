@@ -31,6 +31,16 @@ pub struct Config {
     pub providers: ProvidersConfig,
     /// Present in cluster mode; absent means single-node mode.
     pub cluster: Option<crate::cluster::Config>,
+    /// Prometheus `/metrics`, `/healthz` and `/readyz`; absent: not served.
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[metrics]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// host:port of the HTTP listener, e.g. `127.0.0.1:9100`.
+    pub listen: String,
 }
 
 /// One `[[chain]]`.
@@ -244,6 +254,11 @@ impl Config {
         }
         if let Some(cluster) = &mut self.cluster {
             resolve(base, &mut cluster.data_dir);
+            if let Some(tls) = &mut cluster.tls {
+                resolve(base, &mut tls.ca);
+                resolve(base, &mut tls.cert);
+                resolve(base, &mut tls.key);
+            }
         }
     }
 
@@ -345,6 +360,18 @@ impl Config {
             && let Err(more) = cluster.validate()
         {
             problems.extend(more.into_iter().map(|p| format!("cluster.{p}")));
+        }
+        if let Some(metrics) = &self.metrics {
+            if metrics.listen.parse::<std::net::SocketAddr>().is_err() {
+                problems.push(format!(
+                    "metrics.listen: {:?} is not ip:port (e.g. 127.0.0.1:9100)",
+                    metrics.listen
+                ));
+            } else if let Some(cluster) = &self.cluster
+                && cluster.listen == metrics.listen
+            {
+                problems.push("metrics.listen: must differ from cluster.listen".to_string());
+            }
         }
         if problems.is_empty() {
             Ok(())

@@ -155,3 +155,29 @@ fn load_resolves_paths_and_names_the_file() {
     let missing = load(&dir.path().join("nope.toml")).unwrap_err().to_string();
     assert!(missing.contains("cannot read"), "{missing}");
 }
+
+#[test]
+fn metrics_and_cluster_tls_parse_and_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{GOOD}\n[cluster]\nnode_id = 1\nlisten = \"127.0.0.1:7001\"\ndata_dir = \"raft\"\n\
+         peers = [{{ id = 1, addr = \"127.0.0.1:7001\" }}]\n\
+         tls = {{ ca = \"certs/ca.pem\", cert = \"certs/node-1.pem\", key = \"certs/node-1.key\" }}\n\n\
+         [metrics]\nlisten = \"127.0.0.1:9100\"\n"
+    );
+    let path = dir.path().join("quorumkms.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = load(&path).unwrap();
+    let tls = config.cluster.unwrap().tls.unwrap();
+    assert_eq!(tls.ca, dir.path().join("certs/ca.pem"));
+    assert_eq!(tls.key, dir.path().join("certs/node-1.key"));
+    assert_eq!(config.metrics.unwrap().listen, "127.0.0.1:9100");
+}
+
+#[test]
+fn a_bad_metrics_address_is_named() {
+    let p = problems(&format!("{GOOD}\n[metrics]\nlisten = \"localhost\"\n"));
+    assert!(p.iter().any(|p| p.starts_with("metrics.listen")), "{p:?}");
+    let p = problems(&format!("{GOOD}\n[metrics]\nport = 1\n"));
+    assert!(p.iter().any(|p| p.contains("port")), "{p:?}");
+}

@@ -186,67 +186,81 @@ fn die_after_grant_if_asked(chain_id: &str, position: crate::watermark::Position
 }
 
 async fn sign_request(ctx: &Context, request: &Request, sign: &SignRequest) -> Next {
+    let kind = sign.position.step.to_string();
+    let next = decide(ctx, request, sign).await;
+    crate::metrics::global().sign(&ctx.chain_id, &kind, next.1);
+    next.0
+}
+
+/// Answers one sign request, with the result label for the metrics.
+async fn decide(ctx: &Context, request: &Request, sign: &SignRequest) -> (Next, &'static str) {
     if let Some(reply) = wrong_chain(ctx, request, &sign.chain_id) {
-        return Next::Reply(reply);
+        return (Next::Reply(reply), "wrong_chain");
     }
     let position = sign.position;
     if let Some(max) = ctx.max_height
         && position.height > max
     {
-        return Next::Reply(privval::error_reply(
+        let reply = privval::error_reply(
             request,
             code::MAX_HEIGHT,
             &format!("height {} is above max_height {max}", position.height),
-        ));
+        );
+        return (Next::Reply(reply), "max_height");
     }
     let attempt = Attempt {
         position,
         sign_bytes: sign.sign_bytes.clone(),
         origin: ctx.origin.clone(),
     };
-    let granted = match ctx.granter.grant(&ctx.chain_id, attempt).await {
+    let started = std::time::Instant::now();
+    let verdict = ctx.granter.grant(&ctx.chain_id, attempt).await;
+    crate::metrics::global().grant_time(&ctx.chain_id, started.elapsed());
+    let granted = match verdict {
         Ok(Verdict::Sign(bytes)) => {
             die_after_grant_if_asked(&ctx.chain_id, position);
             bytes
         }
         Ok(Verdict::Refuse(refusal)) => {
             info!(chain_id = %ctx.chain_id, %position, %refusal, "refused");
-            return Next::Reply(privval::error_reply(
-                request,
-                code::DOUBLE_SIGN,
-                &refusal.to_string(),
-            ));
+            let reply = privval::error_reply(request, code::DOUBLE_SIGN, &refusal.to_string());
+            return (Next::Reply(reply), "refused");
         }
         Err(GrantError::UnknownChain(chain)) => {
-            return Next::Reply(privval::error_reply(
+            let reply = privval::error_reply(
                 request,
                 code::WRONG_CHAIN,
                 &format!("chain {chain} is not served here"),
-            ));
+            );
+            return (Next::Reply(reply), "wrong_chain");
         }
-        Err(e) => return Next::Close(e.to_string()),
+        Err(e) => return (Next::Close(e.to_string()), "unavailable"),
     };
     // Defence in depth: a grant may only hand back these bytes or stored
     // ones that differ from them in the timestamp alone.
     if granted != sign.sign_bytes && !canonical::same_except_timestamp(&granted, &sign.sign_bytes) {
         warn!(chain_id = %ctx.chain_id, %position, "granted bytes do not match the request");
-        return Next::Reply(privval::error_reply(
+        let reply = privval::error_reply(
             request,
             code::DOUBLE_SIGN,
             "granted bytes do not match the request",
-        ));
+        );
+        return (Next::Reply(reply), "refused");
     }
     let signature = match ctx.signer.sign(&granted) {
         Ok(signature) => signature,
-        Err(e) => return Next::Close(format!("key backend: {e}")),
+        Err(e) => return (Next::Close(format!("key backend: {e}")), "key_error"),
     };
     let extension_signature = match &sign.extension_sign_bytes {
         None => None,
         Some(bytes) => match ctx.signer.sign(bytes) {
             Ok(signature) => Some(signature),
-            Err(e) => return Next::Close(format!("key backend: {e}")),
+            Err(e) => return (Next::Close(format!("key backend: {e}")), "key_error"),
         },
     };
     debug!(chain_id = %ctx.chain_id, %position, "signed");
-    Next::Reply(sign.reply(&granted, signature, extension_signature))
+    (
+        Next::Reply(sign.reply(&granted, signature, extension_signature)),
+        "signed",
+    )
 }

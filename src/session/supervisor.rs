@@ -62,13 +62,21 @@ impl Supervisor {
                 Ok(stream) => {
                     info!(validator = %addr, chain_id = %self.ctx.chain_id, "connected");
                     backoff.reset();
-                    tokio::select! {
+                    let label = addr.to_string();
+                    let metrics = crate::metrics::global();
+                    metrics.validator(&self.ctx.chain_id, &label, true);
+                    let ended = tokio::select! {
                         biased;
-                        _ = shutdown.wait_for(|stop| *stop) => return,
+                        _ = shutdown.wait_for(|stop| *stop) => None,
                         // Leave the session when this node loses its quorum, so the
                         // validator fails over instead of waiting on us.
-                        _ = ready.wait_for(|ready| !*ready) => Ok(Ended::Unavailable("lost quorum".into())),
-                        ended = serve(&self.ctx, stream) => ended.map_err(|e| e.to_string()),
+                        _ = ready.wait_for(|ready| !*ready) => Some(Ok(Ended::Unavailable("lost quorum".into()))),
+                        ended = serve(&self.ctx, stream) => Some(ended.map_err(|e| e.to_string())),
+                    };
+                    metrics.validator(&self.ctx.chain_id, &label, false);
+                    match ended {
+                        Some(ended) => ended,
+                        None => return,
                     }
                 }
                 Err(e) => Err(e.to_string()),

@@ -148,6 +148,7 @@ impl TestCluster {
                     election_timeout_max_ms: cluster::default_election_timeout_max_ms(),
                     heartbeat_interval_ms: cluster::default_heartbeat_interval_ms(),
                     grant_timeout_ms: cluster::default_grant_timeout_ms(),
+                    tls: None,
                 },
             );
             if memory {

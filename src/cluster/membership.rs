@@ -1,0 +1,356 @@
+//! Membership changes, run on the leader: add a learner, promote it once
+//! caught up, remove a node without losing a healthy majority, move
+//! leadership, and take a snapshot.
+//!
+//! Safe by default:
+//! - a new node joins as a learner and becomes a voter only when its
+//!   replicated index is within [`MAX_PROMOTE_LAG`] entries of the leader's
+//!   log;
+//! - a removal is refused when the voters left would not hold a healthy
+//!   majority (healthy: the leader itself, or a voter that answers a ping
+//!   and whose replicated index is within [`MAX_PROMOTE_LAG`]), and the
+//!   leader is not removed while it leads; `force` overrides both.
+//!
+//! openraft 0.9 has no leadership transfer. [`transfer_leader`] does it in
+//! three steps: the leader pauses its heartbeats and new proposals, waits
+//! until its followers' leader lease (the election timeout's upper bound)
+//! has run out, then asks the target to start an election. The target has
+//! the leader's full log, and the other followers' own election timers run
+//! for the lease plus an election timeout, so the target normally wins. If
+//! another node wins the race instead, leadership still moved and the
+//! result says so.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use openraft::ChangeMembers;
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::time::Instant;
+
+use super::network;
+use super::node::Shared;
+use super::types::typ::RaftMetrics;
+use super::types::{Member, NodeId};
+
+/// Most entries a learner may lag the leader by and still be promoted; also
+/// the lag a voter may have and still count as healthy.
+pub const MAX_PROMOTE_LAG: u64 = 100;
+/// How long a liveness probe may take.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why a membership change was not made.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    /// This node does not lead; the leader, if known, with its address.
+    #[error("not the leader{}", .leader.as_ref().map(|(id, addr)| format!("; the leader is node {id} at {addr}")).unwrap_or_default())]
+    NotLeader {
+        /// The leader and its address.
+        leader: Option<(NodeId, String)>,
+    },
+    /// The change would be unsafe or makes no sense.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// Raft could not make the change.
+    #[error("failed: {0}")]
+    Failed(String),
+}
+
+fn metrics(shared: &Shared) -> RaftMetrics {
+    shared.raft().metrics().borrow().clone()
+}
+
+/// Checks that this node leads, and returns its metrics.
+fn leading(shared: &Shared) -> Result<RaftMetrics, ChangeError> {
+    let m = metrics(shared);
+    if m.current_leader == Some(shared.id()) && m.state == openraft::ServerState::Leader {
+        return Ok(m);
+    }
+    let leader = m.current_leader.and_then(|id| {
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|member| (id, member.addr.clone()))
+    });
+    Err(ChangeError::NotLeader { leader })
+}
+
+fn voters(m: &RaftMetrics) -> BTreeSet<NodeId> {
+    m.membership_config.membership().voter_ids().collect()
+}
+
+fn is_member(m: &RaftMetrics, id: NodeId) -> bool {
+    m.membership_config.membership().get_node(&id).is_some()
+}
+
+/// How far `id`'s replicated index lags the leader's last log index.
+fn lag(m: &RaftMetrics, id: NodeId) -> Option<u64> {
+    let last = m.last_log_index.unwrap_or(0);
+    let matched = m.replication.as_ref()?.get(&id)?.as_ref()?.index;
+    Some(last.saturating_sub(matched))
+}
+
+fn raft_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> ChangeError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ChangeError::NotLeader {
+            leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            ChangeError::Refused(e.to_string())
+        }
+        RaftError::Fatal(f) => ChangeError::Failed(f.to_string()),
+    }
+}
+
+/// Adds node `id` at `addr` as a learner. Returns once the change is
+/// committed; the learner then catches up in the background.
+///
+/// # Errors
+///
+/// Not the leader, `id` already a member, or Raft failed.
+pub(crate) async fn add_learner(
+    shared: &Shared,
+    id: NodeId,
+    addr: &str,
+) -> Result<String, ChangeError> {
+    let m = leading(shared)?;
+    if !super::is_host_port(addr) {
+        return Err(ChangeError::Refused(format!("{addr:?} is not host:port")));
+    }
+    if let Some(existing) = m.membership_config.membership().get_node(&id) {
+        return Err(ChangeError::Refused(format!(
+            "node {id} is already a member (at {})",
+            existing.addr
+        )));
+    }
+    if m.membership_config
+        .membership()
+        .nodes()
+        .any(|(_, member)| member.addr == addr)
+    {
+        return Err(ChangeError::Refused(format!(
+            "another member already uses {addr}"
+        )));
+    }
+    let member = Member {
+        addr: addr.to_string(),
+    };
+    shared
+        .raft()
+        .add_learner(id, member, false)
+        .await
+        .map_err(raft_error)?;
+    tracing::info!(node_id = shared.id(), learner = id, %addr, "learner added");
+    Ok(format!(
+        "node {id} ({addr}) added as a learner; promote it once it has caught up"
+    ))
+}
+
+/// Makes learner `id` a voter, if it has caught up.
+///
+/// # Errors
+///
+/// Not the leader, not a learner, lagging, or Raft failed.
+pub(crate) async fn promote(shared: &Shared, id: NodeId) -> Result<String, ChangeError> {
+    let m = leading(shared)?;
+    if voters(&m).contains(&id) {
+        return Err(ChangeError::Refused(format!(
+            "node {id} is already a voter"
+        )));
+    }
+    if !is_member(&m, id) {
+        return Err(ChangeError::Refused(format!(
+            "node {id} is not a learner; add it first (cluster add-learner)"
+        )));
+    }
+    match lag(&m, id) {
+        None => {
+            return Err(ChangeError::Refused(format!(
+                "node {id} has not replicated anything yet; is it running?"
+            )));
+        }
+        Some(behind) if behind > MAX_PROMOTE_LAG => {
+            return Err(ChangeError::Refused(format!(
+                "node {id} is {behind} entries behind the leader (more than {MAX_PROMOTE_LAG}); wait and retry"
+            )));
+        }
+        Some(_) => {}
+    }
+    shared
+        .raft()
+        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+        .await
+        .map_err(raft_error)?;
+    tracing::info!(node_id = shared.id(), voter = id, "learner promoted");
+    Ok(format!("node {id} is now a voter"))
+}
+
+/// Whether voter `id` answers and keeps up, as the leader sees it.
+async fn healthy(shared: &Shared, m: &RaftMetrics, id: NodeId) -> bool {
+    if id == shared.id() {
+        return true;
+    }
+    if lag(m, id).is_none_or(|behind| behind > MAX_PROMOTE_LAG) {
+        return false;
+    }
+    let Some(member) = m.membership_config.membership().get_node(&id) else {
+        return false;
+    };
+    matches!(
+        network::ping(shared.channels(), &member.addr, PING_TIMEOUT).await,
+        Ok(answered) if answered == id
+    )
+}
+
+/// Removes node `id` (a learner or a voter).
+///
+/// # Errors
+///
+/// Not the leader, not a member, unsafe without `force`, or Raft failed.
+pub(crate) async fn remove(
+    shared: &Shared,
+    id: NodeId,
+    force: bool,
+) -> Result<String, ChangeError> {
+    let m = leading(shared)?;
+    if !is_member(&m, id) {
+        return Err(ChangeError::Refused(format!("node {id} is not a member")));
+    }
+    let all_voters = voters(&m);
+    let change = if all_voters.contains(&id) {
+        let left: Vec<NodeId> = all_voters.iter().copied().filter(|v| *v != id).collect();
+        if left.is_empty() {
+            return Err(ChangeError::Refused(format!("node {id} is the last voter")));
+        }
+        if id == shared.id() && !force {
+            return Err(ChangeError::Refused(format!(
+                "node {id} is the leader; move leadership first (cluster transfer-leader) or use --force"
+            )));
+        }
+        let mut ok = 0;
+        let mut unhealthy = Vec::new();
+        for voter in &left {
+            if healthy(shared, &m, *voter).await {
+                ok += 1;
+            } else {
+                unhealthy.push(voter.to_string());
+            }
+        }
+        if ok * 2 <= left.len() && !force {
+            return Err(ChangeError::Refused(format!(
+                "without node {id}, only {ok} of {} voters are healthy (unhealthy: {}); that is no majority. Use --force to remove it anyway",
+                left.len(),
+                unhealthy.join(", ")
+            )));
+        }
+        ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+    } else {
+        ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+    };
+    shared
+        .raft()
+        .change_membership(change, false)
+        .await
+        .map_err(raft_error)?;
+    tracing::info!(node_id = shared.id(), removed = id, force, "node removed");
+    Ok(format!(
+        "node {id} removed from the cluster; stop its process now"
+    ))
+}
+
+/// Moves leadership to voter `id` (see the module docs).
+///
+/// # Errors
+///
+/// Not the leader, not a healthy voter, or no leader change in time.
+pub(crate) async fn transfer_leader(shared: &Shared, id: NodeId) -> Result<String, ChangeError> {
+    let m = leading(shared)?;
+    if id == shared.id() {
+        return Ok(format!("node {id} already leads"));
+    }
+    if !voters(&m).contains(&id) {
+        return Err(ChangeError::Refused(format!("node {id} is not a voter")));
+    }
+    if !healthy(shared, &m, id).await {
+        return Err(ChangeError::Refused(format!(
+            "node {id} does not answer or lags the leader"
+        )));
+    }
+    let addr = m
+        .membership_config
+        .membership()
+        .get_node(&id)
+        .map(|member| member.addr.clone())
+        .ok_or_else(|| ChangeError::Refused(format!("node {id} has no address")))?;
+    let config = shared.config();
+    let lease = Duration::from_millis(config.election_timeout_max_ms);
+    let margin = Duration::from_millis(config.election_timeout_min_ms / 3);
+    let raft = shared.raft();
+    shared.set_transferring(true);
+    raft.runtime_config().heartbeat(false);
+    tokio::time::sleep(lease + margin).await;
+    let asked = network::elect(shared.channels(), &addr, lease).await;
+    // Wait for any new leader, up to two election rounds.
+    let deadline = Instant::now() + lease * 4;
+    let mut rx = raft.metrics();
+    let mut now_leads = None;
+    while Instant::now() < deadline {
+        let leader = rx.borrow_and_update().current_leader;
+        if leader.is_some_and(|l| l != shared.id()) {
+            now_leads = leader;
+            break;
+        }
+        let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
+    }
+    raft.runtime_config().heartbeat(true);
+    shared.set_transferring(false);
+    if let Err(e) = asked {
+        return Err(ChangeError::Failed(format!(
+            "could not ask node {id} to run: {e}"
+        )));
+    }
+    match now_leads {
+        Some(leader) if leader == id => Ok(format!("node {id} now leads")),
+        Some(leader) => Err(ChangeError::Failed(format!(
+            "leadership moved to node {leader} instead of {id}; retry"
+        ))),
+        None => Err(ChangeError::Failed(format!(
+            "node {id} did not take over in time; node {} still leads",
+            shared.id()
+        ))),
+    }
+}
+
+/// Builds a snapshot on this node and waits (briefly) for it.
+///
+/// # Errors
+///
+/// Raft failed, or no snapshot appeared in time.
+pub(crate) async fn snapshot(shared: &Shared) -> Result<String, ChangeError> {
+    let raft = shared.raft();
+    let applied = raft.metrics().borrow().last_applied.map(|l| l.index);
+    raft.trigger()
+        .snapshot()
+        .await
+        .map_err(|e| ChangeError::Failed(e.to_string()))?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut rx = raft.metrics();
+    loop {
+        let snap = rx.borrow_and_update().snapshot.map(|l| l.index);
+        if snap.is_some() && snap >= applied {
+            return Ok(format!(
+                "node {}: snapshot at log index {}",
+                shared.id(),
+                snap.unwrap_or(0)
+            ));
+        }
+        if tokio::time::timeout_at(deadline, rx.changed())
+            .await
+            .is_err()
+        {
+            return Err(ChangeError::Failed(format!(
+                "node {}: no snapshot within 5 s",
+                shared.id()
+            )));
+        }
+    }
+}
