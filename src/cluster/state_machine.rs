@@ -5,14 +5,18 @@
 //! map) and doubles as the snapshot format, since it is tiny. [`apply`] is
 //! pure and deterministic, so every node applying the same log reaches the
 //! same state and gives the same outcomes. [`StateMachine`] is openraft's
-//! `RaftStateMachine` around it: it persists each applied batch before it
-//! returns and only then publishes the new state on a `watch` channel,
-//! which the granter's fast path and status read.
+//! `RaftStateMachine` around it: it writes each applied batch (without
+//! waiting for the disk: the state can be rebuilt from the log) and only
+//! then publishes the new state on a `watch` channel, which the granter's
+//! fast path and status read. Snapshots are written durably before openraft
+//! purges the log they cover.
 //!
 //! # Invariant
 //!
-//! The published state is always durable: a grant seen there survives a
-//! crash, so re-serving it never contradicts a later state.
+//! Everything in the published state comes from committed entries, which
+//! are durable on a majority: a grant seen there survives any crash (a
+//! restarted node applies the committed entries past its stored state
+//! again), so re-serving it never contradicts a later state.
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -178,8 +182,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(outcomes);
         }
         let bytes = encode(&next).map_err(sm_write_err)?;
+        // Deferred: one fsync less per commit. The entries are in the
+        // durable log until a durable snapshot covers them.
         self.backend
-            .meta_put(vec![(MetaKey::Applied, bytes)])
+            .meta_put_deferred(vec![(MetaKey::Applied, bytes)])
             .map_err(sm_write_err)?;
         self.state = next;
         self.published.send_replace(Arc::new(self.state.clone()));

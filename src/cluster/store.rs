@@ -96,6 +96,15 @@ pub trait Backend: Debug + Send + Sync + 'static {
     fn meta_get(&self, key: MetaKey) -> Result<Option<Vec<u8>>, BackendError>;
     /// Writes records, all in one write.
     fn meta_put(&self, records: Vec<(MetaKey, Vec<u8>)>) -> Result<(), BackendError>;
+    /// Writes records that can be rebuilt from the log (the applied state
+    /// machine) without waiting for the disk. They become durable with the
+    /// next durable write, and a durable write (the snapshot) always comes
+    /// before the log entries they were built from are purged; after a
+    /// crash, the committed entries past them are applied again. Backends
+    /// without a cheaper write make it durable.
+    fn meta_put_deferred(&self, records: Vec<(MetaKey, Vec<u8>)>) -> Result<(), BackendError> {
+        self.meta_put(records)
+    }
     /// Called before a Raft instance is rebuilt after a storage failure, so
     /// a backend can reopen its files.
     fn recover(&self) -> Result<(), BackendError> {
@@ -144,13 +153,21 @@ impl RedbBackend {
     where
         F: FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
     {
+        self.write_with(redb::Durability::Immediate, f)
+    }
+
+    /// A write transaction; redb commits in order, so an `Immediate` commit
+    /// also makes every earlier `None` commit durable.
+    fn write_with<F>(&self, durability: redb::Durability, f: F) -> Result<(), BackendError>
+    where
+        F: FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    {
         let guard = self.db()?;
         let db = guard
             .as_ref()
             .ok_or_else(|| BackendError("store is closed".into()))?;
         let mut txn = db.begin_write().map_err(redb::Error::from)?;
-        txn.set_durability(redb::Durability::Immediate)
-            .map_err(redb::Error::from)?;
+        txn.set_durability(durability).map_err(redb::Error::from)?;
         f(&txn)?;
         txn.commit().map_err(redb::Error::from)?;
         Ok(())
@@ -166,6 +183,20 @@ impl RedbBackend {
             .ok_or_else(|| BackendError("store is closed".into()))?;
         let txn = db.begin_read().map_err(redb::Error::from)?;
         Ok(f(&txn)?)
+    }
+
+    fn put_records(
+        &self,
+        durability: redb::Durability,
+        records: Vec<(MetaKey, Vec<u8>)>,
+    ) -> Result<(), BackendError> {
+        self.write_with(durability, |txn| {
+            let mut table = txn.open_table(META)?;
+            for (key, bytes) in &records {
+                table.insert(key.name(), bytes.as_slice())?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -238,13 +269,11 @@ impl Backend for RedbBackend {
     }
 
     fn meta_put(&self, records: Vec<(MetaKey, Vec<u8>)>) -> Result<(), BackendError> {
-        self.write(|txn| {
-            let mut table = txn.open_table(META)?;
-            for (key, bytes) in &records {
-                table.insert(key.name(), bytes.as_slice())?;
-            }
-            Ok(())
-        })
+        self.put_records(redb::Durability::Immediate, records)
+    }
+
+    fn meta_put_deferred(&self, records: Vec<(MetaKey, Vec<u8>)>) -> Result<(), BackendError> {
+        self.put_records(redb::Durability::None, records)
     }
 
     fn recover(&self) -> Result<(), BackendError> {
