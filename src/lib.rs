@@ -26,5 +26,7 @@ pub mod keys;
 pub mod node;
 pub mod privval;
 pub mod session;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod transport;
 pub mod watermark;
