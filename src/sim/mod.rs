@@ -110,8 +110,8 @@ impl Default for Settings {
             nodes: 3,
             chains: 2,
             validators_per_chain: 2,
-            heights: 12,
-            fault_window: Duration::from_secs(12),
+            heights: 40,
+            fault_window: Duration::from_secs(14),
             bug: None,
             keep_log: false,
         }

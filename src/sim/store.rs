@@ -10,12 +10,17 @@
 
 use std::sync::Arc;
 
+use openraft::EntryPayload;
+use sha2::{Digest, Sha256};
+
+use crate::cluster::MemBackend;
 use crate::cluster::state_machine::{AppliedState, apply};
 use crate::cluster::store::{Backend, BackendError, MetaKey};
 use crate::cluster::types::typ::Entry;
-use crate::cluster::MemBackend;
+use crate::cluster::types::{Command, Outcome, TypeConfig};
+use crate::watermark::Verdict;
 
-use super::trace::{AppliedEntry, Trace, hash_json, now};
+use super::trace::{AppliedEntry, Trace, hash_json, now, short};
 
 /// One node's simulated disk.
 #[derive(Clone)]
@@ -41,6 +46,36 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, BackendErro
 
 fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|e| format!("<{e}>"))
+}
+
+fn hash8(bytes: &[u8]) -> String {
+    short(&Sha256::digest(bytes).into())
+}
+
+/// A short, complete description of an entry's payload for the trace
+/// (sign bytes as a hash).
+fn describe_payload(payload: &EntryPayload<TypeConfig>) -> String {
+    match payload {
+        EntryPayload::Blank => "blank".into(),
+        EntryPayload::Membership(m) => format!("membership {}", json(m)),
+        EntryPayload::Normal(Command::Grant { chain_id, attempt }) => format!(
+            "grant {chain_id} {} {} by {}",
+            attempt.position,
+            hash8(&attempt.sign_bytes),
+            attempt.origin.as_deref().unwrap_or("-")
+        ),
+        EntryPayload::Normal(Command::Raise { chain_id, state }) => {
+            format!("raise {chain_id} {}", short(&hash_json(state)))
+        }
+    }
+}
+
+fn describe_outcome(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Granted(Verdict::Sign(bytes)) => format!("sign {}", hash8(bytes)),
+        Outcome::Granted(Verdict::Refuse(refusal)) => format!("refuse ({refusal})"),
+        other => json(other),
+    }
 }
 
 impl SimStore {
@@ -122,8 +157,8 @@ impl SimStore {
                 entry.log_id.index,
                 AppliedEntry {
                     log_id: entry.log_id.to_string(),
-                    payload: json(&entry.payload),
-                    outcome: json(&outcome),
+                    payload: describe_payload(&entry.payload),
+                    outcome: describe_outcome(&outcome),
                     state: hash_json(&state),
                 },
             );
