@@ -4,7 +4,7 @@
 //! catch it.
 //!
 //! Environment:
-//! - `SIM_SEEDS` (default 60), `SIM_SEED_BASE` (default 0): the sweep;
+//! - `SIM_SEEDS` (default 30), `SIM_SEED_BASE` (default 0): the sweep;
 //! - `SEED=n`: run only seed n, print its trace, fail if it fails;
 //! - `SIM_BUG=forget-tail|sign-before-commit`: plant a bug in the sweep;
 //! - `SIM_BUG_SEEDS` (default 40): seed budget of each planted-bug test.
@@ -71,7 +71,7 @@ fn sim_seeds_hold_invariants() {
         return;
     }
     let base = env_u64("SIM_SEED_BASE", 0);
-    let count = env_u64("SIM_SEEDS", 60);
+    let count = env_u64("SIM_SEEDS", 30);
     let settings = settings();
     let started = Instant::now();
     let mut failing: Vec<RunReport> = Vec::new();
@@ -103,14 +103,26 @@ fn sim_seeds_hold_invariants() {
             failing.len(),
             failing
                 .iter()
-                .map(|r| format!("seed {}: {}\n  {}", r.seed, r.violations.join("; "), replay_hint(r.seed)))
+                .map(|r| format!(
+                    "seed {}: {}\n  {}",
+                    r.seed,
+                    r.violations.join("; "),
+                    replay_hint(r.seed)
+                ))
                 .collect::<Vec<_>>()
                 .join("\n")
         );
     }
 }
 
+/// Needs `--cfg tokio_unstable`: without it Tokio seeds each runtime's RNG
+/// (which `select!` uses to pick among ready branches) from the OS, and
+/// runs of one seed drift apart within the first tens of milliseconds.
 #[test]
+#[cfg_attr(
+    not(tokio_unstable),
+    ignore = "needs RUSTFLAGS=\"--cfg tokio_unstable\" (seeded Tokio RNG)"
+)]
 fn same_seed_gives_same_trace() {
     let _serial = serial();
     let settings = Settings::default();
@@ -121,7 +133,10 @@ fn same_seed_gives_same_trace() {
     assert!(a.violations.is_empty(), "{:?}", a.violations);
     assert!(a.fault_count() > 0, "the schedule injected no fault");
     assert_eq!(a.digest, b.digest, "seed 11 gave two different traces");
-    assert_ne!(a.digest, other.digest, "seeds 11 and 12 gave the same trace");
+    assert_ne!(
+        a.digest, other.digest,
+        "seeds 11 and 12 gave the same trace"
+    );
 }
 
 /// Runs the planted bug over the seed budget and returns the first seed

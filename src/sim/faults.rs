@@ -11,15 +11,20 @@ use rand::{Rng, SeedableRng};
 /// What a fault does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
-    /// Cut the leader off from every other host.
+    /// Cut the leader off from every other host. Modelled as holding every
+    /// segment until the partition heals, which is what TCP makes of a
+    /// partition shorter than its retransmission timeout (turmoil's own
+    /// partition drops segments for good, and a simulated stream that lost
+    /// one never delivers again, which real TCP would not do).
     PartitionLeader,
-    /// Cut a follower off from every other host.
+    /// Cut a follower off from every other host (modelled as above).
     PartitionFollower,
     /// Crash the leader, restart it when the fault ends.
     CrashLeader,
     /// Crash any node, restart it when the fault ends.
     CrashNode,
-    /// Hold every message to and from a node, release them all at the end.
+    /// Hold the messages on one link between a node and one other host
+    /// (peer or validator), release them all at the end.
     Hold,
     /// Raise the latency of a node's links to up to a second.
     LatencySpike,
@@ -69,6 +74,8 @@ pub struct Active {
     pub until: Duration,
     /// For latency spikes: the new maximum latency.
     pub latency: Duration,
+    /// For a held link: picks the other end among the other hosts.
+    pub other: usize,
 }
 
 impl Plan {
@@ -111,11 +118,13 @@ impl Plan {
         };
         let length = Duration::from_millis(self.rng.gen_range(500..4_000));
         let latency = Duration::from_millis(self.rng.gen_range(200..1_000));
+        let other = self.rng.gen_range(0..usize::MAX);
         Active {
             kind,
             node,
             until: now + length,
             latency,
+            other,
         }
     }
 

@@ -269,8 +269,7 @@ async fn serve_chain(ctx: session::Context, port: u16) -> std::io::Result<()> {
         let (stream, peer) = listener.accept().await?;
         // The validator node's host name is the request origin, for
         // height ownership.
-        let origin =
-            turmoil::reverse_lookup(peer.ip()).unwrap_or_else(|| peer.ip().to_string());
+        let origin = turmoil::reverse_lookup(peer.ip()).unwrap_or_else(|| peer.ip().to_string());
         let mut ctx = ctx.clone();
         ctx.origin = Some(origin);
         tokio::task::spawn_local(async move {
@@ -312,7 +311,11 @@ fn run_inner(seed: u64, settings: &Settings, trace: &Trace, report: &mut RunRepo
         .enable_random_order()
         .build();
     let nodes = settings.nodes;
-    let forget = if settings.bug == Some(Bug::ForgetTail) { 3 } else { 0 };
+    let forget = if settings.bug == Some(Bug::ForgetTail) {
+        3
+    } else {
+        0
+    };
     let stores: Vec<SimStore> = (1..=nodes)
         .map(|id| SimStore::new(id, trace.clone(), forget))
         .collect();
@@ -470,7 +473,15 @@ fn run_inner(seed: u64, settings: &Settings, trace: &Trace, report: &mut RunRepo
                 break;
             }
         }
-        final_checks(settings, trace, &stores, &ledger, &checker, last_heal, sim.elapsed());
+        final_checks(
+            settings,
+            trace,
+            &stores,
+            &ledger,
+            &checker,
+            last_heal,
+            sim.elapsed(),
+        );
     }
     report.sim_time = sim.elapsed();
     let ledger = ledger.lock();
@@ -503,11 +514,11 @@ fn inject(
             fault.until.as_millis()
         ),
     );
-    let others = hosts.iter().filter(|h| **h != target);
+    let others: Vec<&String> = hosts.iter().filter(|h| **h != target).collect();
     match fault.kind {
         Kind::PartitionLeader | Kind::PartitionFollower => {
             for other in others {
-                sim.partition(target.as_str(), other.as_str());
+                sim.hold(target.as_str(), other.as_str());
             }
         }
         Kind::CrashLeader | Kind::CrashNode => {
@@ -515,9 +526,9 @@ fn inject(
             sim.crash(target.as_str());
         }
         Kind::Hold => {
-            for other in others {
-                sim.hold(target.as_str(), other.as_str());
-            }
+            let other = others[fault.other % others.len()];
+            trace.event(now, format!("hold {target} <-> {other}"));
+            sim.hold(target.as_str(), other.as_str());
         }
         Kind::LatencySpike => {
             for other in others {
@@ -527,21 +538,26 @@ fn inject(
     }
 }
 
-fn heal(sim: &mut turmoil::Sim<'_>, fault: &Active, hosts: &[String], trace: &Trace, now: Duration) {
+fn heal(
+    sim: &mut turmoil::Sim<'_>,
+    fault: &Active,
+    hosts: &[String],
+    trace: &Trace,
+    now: Duration,
+) {
     let target = signer_host(fault.node);
     trace.event(now, format!("HEAL {} {target}", fault.kind.name()));
-    let others = hosts.iter().filter(|h| **h != target);
+    let others: Vec<&String> = hosts.iter().filter(|h| **h != target).collect();
     match fault.kind {
         Kind::PartitionLeader | Kind::PartitionFollower => {
             for other in others {
-                sim.repair(target.as_str(), other.as_str());
+                sim.release(target.as_str(), other.as_str());
             }
         }
         Kind::CrashLeader | Kind::CrashNode => sim.bounce(target.as_str()),
         Kind::Hold => {
-            for other in others {
-                sim.release(target.as_str(), other.as_str());
-            }
+            let other = others[fault.other % others.len()];
+            sim.release(target.as_str(), other.as_str());
         }
         Kind::LatencySpike => {
             for other in others {
@@ -595,8 +611,10 @@ fn final_checks(
     let ledger = ledger.lock();
     // No signature is lost: each is at or below every node's watermark,
     // and one at the watermark is exactly the stored payload.
-    for (chain, position, bytes) in &ledger.signed {
-        for (i, state) in states.iter().enumerate() {
+    for (i, state) in states.iter().enumerate() {
+        let mut lost_count = 0;
+        let mut first_lost = None;
+        for (chain, position, bytes) in &ledger.signed {
             let chain_state = state.chains.get(chain);
             let lost = match chain_state.and_then(|s| s.position) {
                 None => true,
@@ -607,15 +625,18 @@ fn final_checks(
                 Some(_) => false,
             };
             if lost {
-                trace.violation(
-                    end,
+                lost_count += 1;
+                first_lost.get_or_insert_with(|| {
                     format!(
-                        "lost grant: {chain} {position} was signed but n{} holds {:?}",
+                        "{chain} {position} was signed but n{} holds {:?}",
                         i + 1,
                         chain_state.and_then(|s| s.position).map(|p| p.to_string())
-                    ),
-                );
+                    )
+                });
             }
+        }
+        if let Some(first) = first_lost {
+            trace.violation(end, format!("lost grants: {lost_count}, first: {first}"));
         }
     }
     // Height ownership: within a height, some validator node asked for
@@ -638,7 +659,9 @@ fn final_checks(
         if common.as_ref().is_none_or(BTreeSet::is_empty) {
             trace.violation(
                 end,
-                format!("height ownership: {chain} height {height} advanced for two validator nodes"),
+                format!(
+                    "height ownership: {chain} height {height} advanced for two validator nodes"
+                ),
             );
         }
     }
@@ -683,4 +706,3 @@ fn final_checks(
         );
     }
 }
-

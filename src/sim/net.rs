@@ -59,8 +59,11 @@ pub async fn connect(addr: &str) -> io::Result<turmoil::net::TcpStream> {
             ));
         }
     };
-    match tokio::time::timeout(CONNECT_TIMEOUT, turmoil::net::TcpStream::connect((host, port)))
-        .await
+    match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        turmoil::net::TcpStream::connect((host, port)),
+    )
+    .await
     {
         Ok(result) => result,
         Err(_) => Err(io::Error::new(

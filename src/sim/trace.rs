@@ -81,7 +81,9 @@ impl Trace {
         self.event(at, format!("VIOLATION {text}"));
         let mut inner = self.lock();
         if inner.violations.len() < 50 {
-            inner.violations.push(format!("at {}ms: {text}", at.as_millis()));
+            inner
+                .violations
+                .push(format!("at {}ms: {text}", at.as_millis()));
         }
     }
 

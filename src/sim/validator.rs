@@ -203,8 +203,10 @@ impl Validator {
         let request = match request {
             Ok(request) => request,
             Err(e) => {
-                self.trace
-                    .violation(now(), format!("{}: built an invalid request: {e}", self.spec.name));
+                self.trace.violation(
+                    now(),
+                    format!("{}: built an invalid request: {e}", self.spec.name),
+                );
                 return;
             }
         };
@@ -340,8 +342,10 @@ impl Validator {
         if let (Some(bytes), Some(ext)) = (&signed.extension_sign_bytes, &extension)
             && !verify(&self.spec.public_key, bytes, ext)
         {
-            self.trace
-                .violation(now(), format!("{name}: bad extension signature at {}", signed.position));
+            self.trace.violation(
+                now(),
+                format!("{name}: bad extension signature at {}", signed.position),
+            );
         }
         let consistent = self.checker.record(
             &self.spec.public_key,
@@ -354,7 +358,11 @@ impl Validator {
         );
         self.trace.event(
             now(),
-            format!("{name} {} signed {}", signed.position, hash8(&signed.sign_bytes)),
+            format!(
+                "{name} {} signed {}",
+                signed.position,
+                hash8(&signed.sign_bytes)
+            ),
         );
         if !consistent {
             self.trace.violation(
