@@ -186,7 +186,7 @@ fn align_task_ids() {
             let handle = tokio::spawn(async {});
             let id: u64 = handle.id().to_string().parse().unwrap_or(0);
             let _ = handle.await;
-            if (id + 1) % 16 == 0 {
+            if (id + 1).is_multiple_of(16) {
                 break;
             }
         }
@@ -446,7 +446,7 @@ fn run_inner(seed: u64, settings: &Settings, trace: &Trace, report: &mut RunRepo
                 break false;
             }
         }
-        if now.as_millis() % 64 == 0 && !trace.violations().is_empty() {
+        if now.as_millis().is_multiple_of(64) && !trace.violations().is_empty() {
             break false;
         }
         if now > duration {
