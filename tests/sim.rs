@@ -44,7 +44,14 @@ fn settings() -> Settings {
 }
 
 fn replay_hint(seed: u64) -> String {
-    format!("replay: SEED={seed} cargo test --features sim --test sim -- sim_seeds --nocapture")
+    let flags = if cfg!(tokio_unstable) {
+        "RUSTFLAGS=\"--cfg tokio_unstable\" "
+    } else {
+        ""
+    };
+    format!(
+        "replay: {flags}SEED={seed} cargo test --features sim --test sim -- sim_seeds --nocapture"
+    )
 }
 
 #[test]
