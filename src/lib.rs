@@ -28,5 +28,7 @@ pub mod metrics;
 pub mod node;
 pub mod privval;
 pub mod session;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod transport;
 pub mod watermark;

@@ -1,0 +1,708 @@
+//! Deterministic simulation of the cluster and the signing path (feature
+//! `sim`).
+//!
+//! One run ([`run_seed`]) puts the real code on turmoil hosts in one
+//! process, on one OS thread, under simulated time and network:
+//!
+//! - N signer hosts, each running [`run_node`](crate::cluster::run_node)
+//!   on a [`SimStore`](store::SimStore) (a `MemBackend` that survives a
+//!   crash) and the [`SimTransport`](net::SimTransport), plus one privval
+//!   listener per chain that runs [`session::serve`] with soft keys;
+//! - several validator clients per chain ([`validator`]) that dial the
+//!   signers, fail over between them, and send conflicting requests;
+//! - a seeded fault schedule ([`faults`]): partitions of the leader or a
+//!   follower, crash and restart, held links, latency spikes.
+//!
+//! Checks ([`RunReport::violations`]): no two payloads signed for one
+//! (chain, height, round, step); every node applies the same entries with
+//! the same outcomes in the same order; no signature a validator received
+//! is above or different from the final watermark on any node, and the
+//! final states agree; one validator node advances per height; signing
+//! resumes within a bound after each fault and the run finishes in time.
+//!
+//! The same seed gives the same trace digest. Two planted bugs
+//! ([`Bug`]) prove the checks bite.
+
+pub mod faults;
+pub mod granter;
+pub mod net;
+pub mod store;
+pub mod trace;
+pub mod validator;
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::cluster::{self, Deps, Node, Peer, StoreChoice, runtime};
+use crate::demo::checker::Checker;
+use crate::grant::Granter;
+use crate::keys::ConsensusSigner;
+use crate::keys::softsign::SoftSigner;
+use crate::privval::{Version, codec};
+use crate::session;
+
+use faults::{Active, Kind, Plan};
+use store::SimStore;
+use trace::{Trace, hash_json, short};
+use validator::{Ledger, Spec};
+
+/// The cluster's Raft port on every signer host.
+const RAFT_PORT: u16 = 7000;
+/// The privval port of chain `i` is `PRIVVAL_PORT + i`.
+const PRIVVAL_PORT: u16 = 26_650;
+/// Longest time a chain may go without any final answer (signed or
+/// refused) while its validators still work: a stall.
+const MAX_ANSWER_GAP: Duration = Duration::from_secs(15);
+/// Time after the last fault heals within which each chain with work left
+/// must get a signature again.
+const RESUME_BOUND: Duration = Duration::from_secs(10);
+/// Time the run may take after the fault window before it is a stall.
+const FINISH_GRACE: Duration = Duration::from_secs(60);
+
+/// A planted bug, switched on for one run to show the checks catch it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bug {
+    /// A restarted node's disk forgets its last 3 acknowledged log entries.
+    ForgetTail,
+    /// Sessions sign new positions before their grant commits.
+    SignBeforeCommit,
+}
+
+impl std::str::FromStr for Bug {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Bug, String> {
+        match s {
+            "forget-tail" => Ok(Bug::ForgetTail),
+            "sign-before-commit" => Ok(Bug::SignBeforeCommit),
+            other => Err(format!(
+                "unknown bug {other:?} (forget-tail, sign-before-commit)"
+            )),
+        }
+    }
+}
+
+/// The shape of a run.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Signer nodes.
+    pub nodes: u64,
+    /// Chains, each with its own key and privval port.
+    pub chains: usize,
+    /// Validator nodes per chain.
+    pub validators_per_chain: usize,
+    /// Heights each validator node goes through.
+    pub heights: i64,
+    /// Faults start within this much simulated time.
+    pub fault_window: Duration,
+    /// A planted bug, if any.
+    pub bug: Option<Bug>,
+    /// Keep the trace as text in the report.
+    pub keep_log: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            nodes: 3,
+            chains: 2,
+            validators_per_chain: 2,
+            heights: 40,
+            fault_window: Duration::from_secs(14),
+            bug: None,
+            keep_log: false,
+        }
+    }
+}
+
+/// What one run did and found.
+#[derive(Clone, Debug, Default)]
+pub struct RunReport {
+    /// The seed.
+    pub seed: u64,
+    /// Hash of the whole trace; equal for equal seeds.
+    pub digest: String,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<&'static str, u64>,
+    /// Signatures validators received.
+    pub signatures: u64,
+    /// Refusals validators received.
+    pub refusals: u64,
+    /// Requests retried on another signer.
+    pub retries: u64,
+    /// Log entries applied, summed over nodes.
+    pub applied: u64,
+    /// Simulated time the run took.
+    pub sim_time: Duration,
+    /// Wall-clock time the run took.
+    pub wall_time: Duration,
+    /// Broken invariants; empty for a clean run.
+    pub violations: Vec<String>,
+    /// The trace as text (only with `keep_log`).
+    pub log: Vec<String>,
+}
+
+impl RunReport {
+    /// Faults injected in total.
+    pub fn fault_count(&self) -> u64 {
+        self.faults.values().sum()
+    }
+
+    /// One summary line.
+    pub fn line(&self) -> String {
+        format!(
+            "seed {} digest {} sim {:.1}s wall {:.2}s faults {} signatures {} refusals {} retries {} applied {} violations {}",
+            self.seed,
+            &self.digest[..16.min(self.digest.len())],
+            self.sim_time.as_secs_f64(),
+            self.wall_time.as_secs_f64(),
+            self.fault_count(),
+            self.signatures,
+            self.refusals,
+            self.retries,
+            self.applied,
+            self.violations.len()
+        )
+    }
+}
+
+/// Makes the next Tokio task id a multiple of 16.
+///
+/// Tokio files a task spawned with `tokio::spawn` (tonic's connection
+/// tasks) in one of 4 lists chosen by its id, which comes from a
+/// process-wide counter, and drops those lists in order when a simulated
+/// host crashes. Aligning the counter before each run makes the drop order,
+/// hence the trace, independent of what ran earlier in the process (runs
+/// must not overlap in one process).
+fn align_task_ids() {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else {
+        return;
+    };
+    rt.block_on(async {
+        for _ in 0..64 {
+            let handle = tokio::spawn(async {});
+            let id: u64 = handle.id().to_string().parse().unwrap_or(0);
+            let _ = handle.await;
+            if (id + 1).is_multiple_of(16) {
+                break;
+            }
+        }
+    });
+}
+
+/// Runs one seed and checks it. Never panics: a panic in the simulated
+/// code is reported as a violation.
+pub fn run_seed(seed: u64, settings: &Settings) -> RunReport {
+    let started = Instant::now();
+    align_task_ids();
+    runtime::set_rng_seed(seed);
+    runtime::set_spawn_local(true);
+    let trace = Trace::new(settings.keep_log);
+    let mut report = RunReport {
+        seed,
+        ..RunReport::default()
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        run_inner(seed, settings, &trace, &mut report);
+    }));
+    runtime::set_spawn_local(false);
+    if let Err(panic) = outcome {
+        let text = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "non-string panic".into());
+        trace.violation(report.sim_time, format!("panic: {text}"));
+    }
+    report.digest = trace.digest();
+    report.violations = trace.violations();
+    report.applied = trace.entries_applied();
+    report.log = trace.log();
+    report.wall_time = started.elapsed();
+    report
+}
+
+fn signer_host(id: u64) -> String {
+    format!("s{id}")
+}
+
+fn validator_host(chain: usize, index: usize) -> String {
+    format!("c{chain}v{index}")
+}
+
+fn chain_id(chain: usize) -> String {
+    format!("sim-chain-{chain}")
+}
+
+fn chain_key(chain: usize) -> Arc<SoftSigner> {
+    let mut seed = [0u8; 32];
+    seed[0] = 0xc0;
+    seed[1] = chain as u8;
+    Arc::new(SoftSigner::from_seed(seed))
+}
+
+fn node_config(settings: &Settings, id: u64) -> cluster::Config {
+    cluster::Config {
+        node_id: id,
+        listen: format!("{}:{RAFT_PORT}", signer_host(id)),
+        peers: (1..=settings.nodes)
+            .map(|p| Peer {
+                id: p,
+                addr: format!("{}:{RAFT_PORT}", signer_host(p)),
+            })
+            .collect(),
+        data_dir: "/nonexistent/sim".into(),
+        election_timeout_min_ms: cluster::default_election_timeout_min_ms(),
+        election_timeout_max_ms: cluster::default_election_timeout_max_ms(),
+        heartbeat_interval_ms: cluster::default_heartbeat_interval_ms(),
+        grant_timeout_ms: cluster::default_grant_timeout_ms(),
+    }
+}
+
+/// Serves one chain's privval connections on a signer host.
+async fn serve_chain(ctx: session::Context, port: u16) -> std::io::Result<()> {
+    let listener = net::bind(port).await?;
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        // The validator node's host name is the request origin, for
+        // height ownership.
+        let origin = turmoil::reverse_lookup(peer.ip()).unwrap_or_else(|| peer.ip().to_string());
+        let mut ctx = ctx.clone();
+        ctx.origin = Some(origin);
+        tokio::task::spawn_local(async move {
+            let _ = session::serve(&ctx, stream).await;
+        });
+    }
+}
+
+type Slot = Arc<Mutex<Option<Node>>>;
+
+fn slot_node(slot: &Slot) -> Option<Node> {
+    slot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn set_slot(slot: &Slot, node: Option<Node>) {
+    *slot.lock().unwrap_or_else(|p| p.into_inner()) = node;
+}
+
+/// The node that leads with the highest term, if any.
+fn current_leader(slots: &[Slot]) -> Option<u64> {
+    slots
+        .iter()
+        .filter_map(slot_node)
+        .map(|n| n.metrics())
+        .filter(|m| m.state == openraft::ServerState::Leader)
+        .max_by_key(|m| m.current_term)
+        .map(|m| m.id)
+}
+
+#[allow(clippy::too_many_lines)]
+fn run_inner(seed: u64, settings: &Settings, trace: &Trace, report: &mut RunReport) {
+    let duration = settings.fault_window + FINISH_GRACE;
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .simulation_duration(duration + Duration::from_secs(10))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(20))
+        .enable_random_order()
+        .build();
+    let nodes = settings.nodes;
+    let forget = if settings.bug == Some(Bug::ForgetTail) {
+        3
+    } else {
+        0
+    };
+    let stores: Vec<SimStore> = (1..=nodes)
+        .map(|id| SimStore::new(id, trace.clone(), forget))
+        .collect();
+    let slots: Vec<Slot> = (1..=nodes).map(|_| Slot::default()).collect();
+    let keys: Vec<Arc<SoftSigner>> = (0..settings.chains).map(chain_key).collect();
+
+    for id in 1..=nodes {
+        let store = stores[(id - 1) as usize].clone();
+        let slot = slots[(id - 1) as usize].clone();
+        let config = node_config(settings, id);
+        let trace = trace.clone();
+        let keys = keys.clone();
+        let bug = settings.bug;
+        let boots = Rc::new(Cell::new(0u32));
+        sim.host(signer_host(id), move || {
+            let (store, slot, config, trace, keys, boots) = (
+                store.clone(),
+                slot.clone(),
+                config.clone(),
+                trace.clone(),
+                keys.clone(),
+                boots.clone(),
+            );
+            async move {
+                let boot = boots.get();
+                boots.set(boot + 1);
+                if boot > 0 {
+                    let dropped = store.restart();
+                    trace.event(
+                        trace::now(),
+                        format!("n{id} boots again (disk lost {dropped} entries)"),
+                    );
+                }
+                let deps = Deps {
+                    store: StoreChoice::Backend(store.backend()),
+                    transport: Arc::new(net::SimTransport),
+                };
+                let node = cluster::run_node(config, deps).await?;
+                set_slot(&slot, Some(node.clone()));
+                if id == 1 && boot == 0 {
+                    node.initialize().await?;
+                }
+                let granter: Arc<dyn Granter> = match bug {
+                    Some(Bug::SignBeforeCommit) => Arc::new(granter::EagerGranter::new(node)),
+                    _ => Arc::new(node),
+                };
+                let mut listeners = Vec::new();
+                for (chain, key) in keys.iter().enumerate() {
+                    let ctx = session::Context {
+                        chain_id: chain_id(chain),
+                        version: Version::V0_38,
+                        granter: granter.clone(),
+                        signer: key.clone(),
+                        max_height: None,
+                        origin: None,
+                        max_frame: codec::DEFAULT_MAX_FRAME,
+                    };
+                    listeners.push(serve_chain(ctx, PRIVVAL_PORT + chain as u16));
+                }
+                futures_util::future::try_join_all(listeners).await?;
+                Ok(())
+            }
+        });
+    }
+
+    let checker = Checker::new();
+    let ledger = Ledger::default();
+    let mut validator_hosts = Vec::new();
+    for (chain, key) in keys.iter().enumerate() {
+        for index in 0..settings.validators_per_chain {
+            let name = validator_host(chain, index);
+            validator_hosts.push(name.clone());
+            let spec = Spec {
+                name: name.clone(),
+                chain_id: chain_id(chain),
+                index,
+                signers: (1..=nodes)
+                    .map(|id| format!("{}:{}", signer_host(id), PRIVVAL_PORT + chain as u16))
+                    .collect(),
+                public_key: key.public_key(),
+                heights: settings.heights,
+                seed: seed
+                    .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    .wrapping_add((chain * 16 + index) as u64),
+            };
+            sim.client(
+                name,
+                validator::run(spec, checker.clone(), ledger.clone(), trace.clone()),
+            );
+        }
+    }
+    let hosts: Vec<String> = (1..=nodes)
+        .map(signer_host)
+        .chain(validator_hosts.iter().cloned())
+        .collect();
+
+    // The step loop: inject and heal faults, stop at the first violation.
+    let mut plan = Plan::new(seed, Duration::from_secs(1), settings.fault_window);
+    let mut active: Option<Active> = None;
+    let mut last_heal = Duration::ZERO;
+    let finished = loop {
+        let now = sim.elapsed();
+        report.sim_time = now;
+        if let Some(fault) = active.as_ref()
+            && now >= fault.until
+        {
+            heal(&mut sim, fault, &hosts, trace, now);
+            last_heal = now;
+            active = None;
+            plan.rest(now);
+        }
+        if active.is_none() && now >= plan.next_at && now < plan.window_end {
+            let fault = plan.draw(now, nodes, current_leader(&slots));
+            inject(&mut sim, &fault, &hosts, &slots, trace, now);
+            *report.faults.entry(fault.kind.name()).or_default() += 1;
+            active = Some(fault);
+        }
+        match sim.step() {
+            Ok(true) => break true,
+            Ok(false) => {}
+            Err(e) => {
+                let text = e.to_string();
+                if text.contains("Ran for duration") {
+                    trace.violation(now, format!("stall: the run did not finish: {text}"));
+                } else {
+                    trace.violation(now, format!("host failed: {text}"));
+                }
+                break false;
+            }
+        }
+        if now.as_millis().is_multiple_of(64) && !trace.violations().is_empty() {
+            break false;
+        }
+        if now > duration {
+            trace.violation(now, "stall: the validators did not finish in time");
+            break false;
+        }
+    };
+    if let Some(fault) = active.take() {
+        let now = sim.elapsed();
+        heal(&mut sim, &fault, &hosts, trace, now);
+        last_heal = now;
+    }
+
+    if finished {
+        // Let every node catch up, then compare them.
+        let settle_until = sim.elapsed() + Duration::from_secs(5);
+        while sim.elapsed() < settle_until {
+            let states: Vec<_> = stores.iter().map(SimStore::applied_state).collect();
+            if states.iter().all(|s| *s == states[0]) {
+                break;
+            }
+            if let Err(e) = sim.step() {
+                trace.violation(sim.elapsed(), format!("host failed while settling: {e}"));
+                break;
+            }
+        }
+        final_checks(
+            settings,
+            trace,
+            &stores,
+            &ledger,
+            &checker,
+            last_heal,
+            sim.elapsed(),
+        );
+    }
+    report.sim_time = sim.elapsed();
+    let ledger = ledger.lock();
+    report.signatures = ledger.signatures;
+    report.refusals = ledger.refusals;
+    report.retries = ledger.retries;
+    for (i, store) in stores.iter().enumerate() {
+        let state = store.applied_state();
+        trace.event(
+            report.sim_time,
+            format!("final n{} state {}", i + 1, short(&hash_json(&state))),
+        );
+    }
+}
+
+fn inject(
+    sim: &mut turmoil::Sim<'_>,
+    fault: &Active,
+    hosts: &[String],
+    slots: &[Slot],
+    trace: &Trace,
+    now: Duration,
+) {
+    let target = signer_host(fault.node);
+    trace.event(
+        now,
+        format!(
+            "FAULT {} {target} until {}ms",
+            fault.kind.name(),
+            fault.until.as_millis()
+        ),
+    );
+    let others: Vec<&String> = hosts.iter().filter(|h| **h != target).collect();
+    match fault.kind {
+        Kind::PartitionLeader | Kind::PartitionFollower => {
+            for other in others {
+                sim.hold(target.as_str(), other.as_str());
+            }
+        }
+        Kind::CrashLeader | Kind::CrashNode => {
+            set_slot(&slots[(fault.node - 1) as usize], None);
+            sim.crash(target.as_str());
+        }
+        Kind::Hold => {
+            let other = others[fault.other % others.len()];
+            trace.event(now, format!("hold {target} <-> {other}"));
+            sim.hold(target.as_str(), other.as_str());
+        }
+        Kind::LatencySpike => {
+            for other in others {
+                sim.set_link_max_message_latency(target.as_str(), other.as_str(), fault.latency);
+            }
+        }
+    }
+}
+
+fn heal(
+    sim: &mut turmoil::Sim<'_>,
+    fault: &Active,
+    hosts: &[String],
+    trace: &Trace,
+    now: Duration,
+) {
+    let target = signer_host(fault.node);
+    trace.event(now, format!("HEAL {} {target}", fault.kind.name()));
+    let others: Vec<&String> = hosts.iter().filter(|h| **h != target).collect();
+    match fault.kind {
+        Kind::PartitionLeader | Kind::PartitionFollower => {
+            for other in others {
+                sim.release(target.as_str(), other.as_str());
+            }
+        }
+        Kind::CrashLeader | Kind::CrashNode => sim.bounce(target.as_str()),
+        Kind::Hold => {
+            let other = others[fault.other % others.len()];
+            sim.release(target.as_str(), other.as_str());
+        }
+        Kind::LatencySpike => {
+            for other in others {
+                sim.set_link_max_message_latency(
+                    target.as_str(),
+                    other.as_str(),
+                    Duration::from_millis(20),
+                );
+            }
+        }
+    }
+}
+
+/// The end-of-run checks on what the validators received and what the
+/// nodes hold.
+fn final_checks(
+    settings: &Settings,
+    trace: &Trace,
+    stores: &[SimStore],
+    ledger: &Ledger,
+    checker: &Checker,
+    last_heal: Duration,
+    end: Duration,
+) {
+    let report = checker.report();
+    if report.conflicts > 0 || report.invalid > 0 {
+        trace.violation(
+            end,
+            format!(
+                "checker: {} conflicting and {} invalid signatures at {:?}",
+                report.conflicts,
+                report.invalid,
+                checker.conflicting_positions()
+            ),
+        );
+    }
+    let states: Vec<_> = stores.iter().map(SimStore::applied_state).collect();
+    for (i, state) in states.iter().enumerate().skip(1) {
+        if state.chains != states[0].chains || state.last_applied != states[0].last_applied {
+            trace.violation(
+                end,
+                format!(
+                    "final states differ: n1 at {:?}, n{} at {:?}",
+                    states[0].last_applied.map(|l| l.index),
+                    i + 1,
+                    state.last_applied.map(|l| l.index)
+                ),
+            );
+        }
+    }
+    let ledger = ledger.lock();
+    // No signature is lost: each is at or below every node's watermark,
+    // and one at the watermark is exactly the stored payload.
+    for (i, state) in states.iter().enumerate() {
+        let mut lost_count = 0;
+        let mut first_lost = None;
+        for (chain, position, bytes) in &ledger.signed {
+            let chain_state = state.chains.get(chain);
+            let lost = match chain_state.and_then(|s| s.position) {
+                None => true,
+                Some(mark) if mark < *position => true,
+                Some(mark) if mark == *position => {
+                    chain_state.is_some_and(|s| s.sign_bytes != *bytes)
+                }
+                Some(_) => false,
+            };
+            if lost {
+                lost_count += 1;
+                first_lost.get_or_insert_with(|| {
+                    format!(
+                        "{chain} {position} was signed but n{} holds {:?}",
+                        i + 1,
+                        chain_state.and_then(|s| s.position).map(|p| p.to_string())
+                    )
+                });
+            }
+        }
+        if let Some(first) = first_lost {
+            trace.violation(end, format!("lost grants: {lost_count}, first: {first}"));
+        }
+    }
+    // Height ownership: within a height, some validator node asked for
+    // every payload that was signed.
+    let mut by_height: BTreeMap<(String, i64), Option<BTreeSet<String>>> = BTreeMap::new();
+    for (chain, position, bytes) in &ledger.signed {
+        let askers = ledger
+            .requested
+            .get(&(chain.clone(), *position, bytes.clone()))
+            .cloned()
+            .unwrap_or_default();
+        let common = by_height
+            .entry((chain.clone(), position.height))
+            .or_insert_with(|| Some(askers.clone()));
+        if let Some(set) = common {
+            *set = set.intersection(&askers).cloned().collect();
+        }
+    }
+    for ((chain, height), common) in &by_height {
+        if common.as_ref().is_none_or(BTreeSet::is_empty) {
+            trace.violation(
+                end,
+                format!(
+                    "height ownership: {chain} height {height} advanced for two validator nodes"
+                ),
+            );
+        }
+    }
+    // Liveness: answers keep coming, and resume after the last heal.
+    for (chain, times) in &ledger.answers {
+        let mut previous = Duration::ZERO;
+        for at in times {
+            if at.saturating_sub(previous) > MAX_ANSWER_GAP {
+                trace.violation(
+                    *at,
+                    format!(
+                        "stall: {chain} got no answer between {}ms and {}ms",
+                        previous.as_millis(),
+                        at.as_millis()
+                    ),
+                );
+            }
+            previous = *at;
+        }
+        let last = times.last().copied().unwrap_or_default();
+        if last > last_heal
+            && let Some(first) = times.iter().find(|t| **t >= last_heal)
+            && first.saturating_sub(last_heal) > RESUME_BOUND
+        {
+            trace.violation(
+                *first,
+                format!(
+                    "stall: {chain} resumed {}ms after the last heal",
+                    first.saturating_sub(last_heal).as_millis()
+                ),
+            );
+        }
+    }
+    let expected = settings.chains * settings.validators_per_chain;
+    if ledger.finished.len() != expected {
+        trace.violation(
+            end,
+            format!(
+                "stall: only {} of {expected} validator nodes finished",
+                ledger.finished.len()
+            ),
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! A simulated node's disk: the cluster's [`MemBackend`] (whose contents
+//! outlive a crash, because the harness keeps a clone), wrapped so that
+//!
+//! - every batch the state machine persists is replayed through the pure
+//!   `apply` function and reported entry by entry to the [`Trace`], which
+//!   checks that all nodes apply the same entries, with the same outcomes,
+//!   in the same order;
+//! - a planted bug can make the disk forget its last acknowledged log
+//!   entries on restart, like an fsync that never happened.
+
+use std::sync::Arc;
+
+use openraft::EntryPayload;
+use sha2::{Digest, Sha256};
+
+use crate::cluster::MemBackend;
+use crate::cluster::state_machine::{AppliedState, apply};
+use crate::cluster::store::{Backend, BackendError, MetaKey};
+use crate::cluster::types::typ::Entry;
+use crate::cluster::types::{Command, Outcome, TypeConfig};
+use crate::watermark::Verdict;
+
+use super::trace::{AppliedEntry, Trace, hash_json, now, short};
+
+/// One node's simulated disk.
+#[derive(Clone)]
+pub struct SimStore {
+    node: u64,
+    disk: MemBackend,
+    trace: Trace,
+    /// Planted bug: log entries forgotten on every restart (0 = none).
+    forget_tail: u64,
+}
+
+impl std::fmt::Debug for SimStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimStore")
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, BackendError> {
+    serde_json::from_slice(bytes).map_err(|e| BackendError(format!("decode: {e}")))
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|e| format!("<{e}>"))
+}
+
+fn hash8(bytes: &[u8]) -> String {
+    short(&Sha256::digest(bytes).into())
+}
+
+/// A short, complete description of an entry's payload for the trace
+/// (sign bytes as a hash).
+fn describe_payload(payload: &EntryPayload<TypeConfig>) -> String {
+    match payload {
+        EntryPayload::Blank => "blank".into(),
+        EntryPayload::Membership(m) => format!("membership {}", json(m)),
+        EntryPayload::Normal(Command::Grant { chain_id, attempt }) => format!(
+            "grant {chain_id} {} {} by {}",
+            attempt.position,
+            hash8(&attempt.sign_bytes),
+            attempt.origin.as_deref().unwrap_or("-")
+        ),
+        EntryPayload::Normal(Command::Raise { chain_id, state }) => {
+            format!("raise {chain_id} {}", short(&hash_json(state)))
+        }
+    }
+}
+
+fn describe_outcome(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Granted(Verdict::Sign(bytes)) => format!("sign {}", hash8(bytes)),
+        Outcome::Granted(Verdict::Refuse(refusal)) => format!("refuse ({refusal})"),
+        other => json(other),
+    }
+}
+
+impl SimStore {
+    /// A fresh disk for `node`, reporting to `trace`. With `forget_tail`
+    /// above zero, [`SimStore::restart`] loses that many log entries.
+    pub fn new(node: u64, trace: Trace, forget_tail: u64) -> SimStore {
+        SimStore {
+            node,
+            disk: MemBackend::new(),
+            trace,
+            forget_tail,
+        }
+    }
+
+    /// This disk as the node's backend.
+    pub fn backend(&self) -> Arc<dyn Backend> {
+        Arc::new(self.clone())
+    }
+
+    /// Called when the node boots again after a crash. Returns how many
+    /// acknowledged log entries the planted bug dropped.
+    pub fn restart(&self) -> u64 {
+        if self.forget_tail == 0 {
+            return 0;
+        }
+        let last = match self.disk.log_last() {
+            Ok(Some(bytes)) => match decode::<Entry>(&bytes) {
+                Ok(entry) => entry.log_id.index,
+                Err(_) => return 0,
+            },
+            _ => return 0,
+        };
+        let from = last.saturating_sub(self.forget_tail - 1).max(1);
+        let dropped = last + 1 - from;
+        // Bypasses the recorder on purpose: this is the bug.
+        if self.disk.log_truncate(from).is_err() {
+            return 0;
+        }
+        dropped
+    }
+
+    /// The node's persisted applied state (what it has made durable).
+    pub fn applied_state(&self) -> AppliedState {
+        match self.disk.meta_get(MetaKey::Applied) {
+            Ok(Some(bytes)) => decode(&bytes).unwrap_or_default(),
+            _ => AppliedState::default(),
+        }
+    }
+
+    /// Replays a persisted batch through `apply` and reports each entry.
+    fn observe(&self, prev: AppliedState, next: &AppliedState, snapshot: bool) {
+        let Some(end) = next.last_applied.map(|id| id.index) else {
+            return;
+        };
+        if snapshot {
+            self.trace.state_at(self.node, end, hash_json(next));
+            return;
+        }
+        let start = prev.last_applied.map_or(0, |id| id.index + 1);
+        let entries: Vec<Entry> = match self.disk.log_range(start, end + 1) {
+            Ok(raw) => raw.iter().filter_map(|b| decode(b).ok()).collect(),
+            Err(_) => Vec::new(),
+        };
+        if entries.len() as u64 != end + 1 - start {
+            // The log no longer holds what was applied (only with the
+            // planted bug); compare whole states instead.
+            self.trace.event(
+                now(),
+                format!("n{} applied {start}..={end} from a short log", self.node),
+            );
+            self.trace.state_at(self.node, end, hash_json(next));
+            return;
+        }
+        let mut state = prev;
+        for entry in &entries {
+            let outcome = apply(&mut state, entry);
+            self.trace.applied(
+                self.node,
+                entry.log_id.index,
+                AppliedEntry {
+                    log_id: entry.log_id.to_string(),
+                    payload: describe_payload(&entry.payload),
+                    outcome: describe_outcome(&outcome),
+                    state: hash_json(&state),
+                },
+            );
+        }
+        if state != *next {
+            self.trace.violation(
+                now(),
+                format!(
+                    "n{} persisted a state that replaying its log does not give",
+                    self.node
+                ),
+            );
+        }
+    }
+}
+
+impl Backend for SimStore {
+    fn log_range(&self, start: u64, end: u64) -> Result<Vec<Vec<u8>>, BackendError> {
+        self.disk.log_range(start, end)
+    }
+
+    fn log_last(&self) -> Result<Option<Vec<u8>>, BackendError> {
+        self.disk.log_last()
+    }
+
+    fn log_append(&self, entries: Vec<(u64, Vec<u8>)>) -> Result<(), BackendError> {
+        self.disk.log_append(entries)
+    }
+
+    fn log_truncate(&self, from: u64) -> Result<(), BackendError> {
+        self.disk.log_truncate(from)
+    }
+
+    fn log_purge(&self, upto: u64, purged: Vec<u8>) -> Result<(), BackendError> {
+        self.disk.log_purge(upto, purged)
+    }
+
+    fn meta_get(&self, key: MetaKey) -> Result<Option<Vec<u8>>, BackendError> {
+        self.disk.meta_get(key)
+    }
+
+    fn meta_put(&self, records: Vec<(MetaKey, Vec<u8>)>) -> Result<(), BackendError> {
+        let applied = records
+            .iter()
+            .find(|(k, _)| *k == MetaKey::Applied)
+            .and_then(|(_, bytes)| decode::<AppliedState>(bytes).ok());
+        let snapshot = records.iter().any(|(k, _)| *k == MetaKey::Snapshot);
+        let prev = applied.as_ref().map(|_| self.applied_state());
+        self.disk.meta_put(records)?;
+        if let (Some(next), Some(prev)) = (applied, prev) {
+            self.observe(prev, &next, snapshot);
+        }
+        Ok(())
+    }
+
+    fn recover(&self) -> Result<(), BackendError> {
+        self.disk.recover()
+    }
+}
