@@ -259,6 +259,9 @@ fn node_config(settings: &Settings, id: u64) -> cluster::Config {
         election_timeout_max_ms: cluster::default_election_timeout_max_ms(),
         heartbeat_interval_ms: cluster::default_heartbeat_interval_ms(),
         grant_timeout_ms: cluster::default_grant_timeout_ms(),
+        // The simulated network carries plaintext (TLS would draw OS
+        // randomness and break determinism).
+        tls: None,
     }
 }
 
