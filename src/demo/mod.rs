@@ -444,8 +444,14 @@ async fn run_async(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         let t0 = Instant::now();
-        let results =
-            produce_height(&mut validator, args.protocol, &address, height, height % 5 == 0).await;
+        let results = produce_height(
+            &mut validator,
+            args.protocol,
+            &address,
+            height,
+            height % 5 == 0,
+        )
+        .await;
         let mut line = format!("height {height:>4}");
         let mut via = None;
         for (step, outcome) in &results {
