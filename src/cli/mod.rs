@@ -6,6 +6,8 @@ pub mod init;
 pub mod softsign;
 pub mod start;
 pub mod state;
+pub mod testnet;
+pub mod validator_sim;
 pub mod yubihsm;
 
 use clap::{Parser, Subcommand};
@@ -51,6 +53,12 @@ pub enum Command {
     /// Show, import and export watermarks (CometBFT, tmkms, interchange).
     #[command(subcommand)]
     State(state::Command),
+    /// Run a simulated validator node that asks signers to sign and checks
+    /// every signature (for deployments and drills).
+    ValidatorSim(validator_sim::Args),
+    /// Write node directories for a test deployment (shared soft key,
+    /// cluster peers, validator addresses).
+    TestnetConfig(testnet::Args),
     /// Print the version.
     Version,
 }
@@ -69,6 +77,8 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Yubihsm(args) => yubihsm::run(&args).map_err(|e| e as Box<dyn std::error::Error>),
         Command::Cluster(cmd) => cluster::run(&cmd),
         Command::State(cmd) => state::run(&cmd),
+        Command::ValidatorSim(args) => validator_sim::run(&args),
+        Command::TestnetConfig(args) => testnet::run(&args),
         Command::Version => {
             println!("quorumkms {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -156,14 +156,21 @@ pub fn spawn_node(exe: &Path, node: &NodeFiles) -> std::io::Result<Child> {
 /// A `[cluster]` section for node `i` (1-based) of a loopback cluster whose
 /// nodes listen on `ports`, with LAN timeouts.
 pub fn cluster_section(i: usize, ports: &[u16]) -> String {
-    let peers: Vec<String> = ports
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    cluster_section_at(i, &addrs[i - 1], &addrs)
+}
+
+/// A `[cluster]` section for node `i` (1-based) listening on `listen`, of a
+/// cluster whose nodes are reached at `peers` (host:port, node `j` at index
+/// `j - 1`), with LAN timeouts.
+pub fn cluster_section_at(i: usize, listen: &str, peers: &[String]) -> String {
+    let peers: Vec<String> = peers
         .iter()
         .enumerate()
-        .map(|(j, port)| format!("{{ id = {}, addr = \"127.0.0.1:{port}\" }}", j + 1))
+        .map(|(j, addr)| format!("{{ id = {}, addr = \"{addr}\" }}", j + 1))
         .collect();
     format!(
-        "[cluster]\nnode_id = {i}\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"raft\"\npeers = [{}]\n",
-        ports[i - 1],
+        "[cluster]\nnode_id = {i}\nlisten = \"{listen}\"\ndata_dir = \"raft\"\npeers = [{}]\n",
         peers.join(", ")
     )
 }
@@ -275,7 +282,44 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(run_async(args))
 }
 
-fn describe(outcome: &Outcome, names: &BTreeMap<String, String>) -> (String, Option<String>) {
+/// Asks for the signatures a validator needs at `height`, round 0: a
+/// proposal on odd heights, a prevote and a precommit for the honest block.
+/// With `double_sign`, a prevote for another block at the same height,
+/// round and step is also requested (the signer must refuse it). Returns
+/// each step's name and outcome, in order.
+pub async fn produce_height(
+    validator: &mut Validator,
+    version: Version,
+    address: &[u8],
+    height: i64,
+    double_sign: bool,
+) -> Vec<(&'static str, Outcome)> {
+    let block = consensus::block_id(height, 0);
+    let mut results = Vec::new();
+    if height % 2 == 1 {
+        let proposal = consensus::proposal(height, 0, block.clone(), 0);
+        results.push(("proposal", validator.sign_proposal(proposal).await));
+    }
+    let prevote = consensus::vote(version, false, height, 0, Some(block.clone()), address, 10);
+    results.push(("prevote", validator.sign_vote(prevote).await));
+    if double_sign {
+        // A faulty validator asks to prevote for another block at the
+        // same height, round and step: the signer must refuse.
+        let other = Some(consensus::block_id(height, 1));
+        let conflicting = consensus::vote(version, false, height, 0, other, address, 10);
+        results.push((DOUBLE_SIGN_STEP, validator.sign_vote(conflicting).await));
+    }
+    let precommit = consensus::vote(version, true, height, 0, Some(block), address, 20);
+    results.push(("precommit", validator.sign_vote(precommit).await));
+    results
+}
+
+/// The step name [`produce_height`] gives a double-sign attempt.
+pub const DOUBLE_SIGN_STEP: &str = "double-sign attempt";
+
+/// An outcome in words, and the name of the signer that served it (its
+/// entry in `names`, else its node id).
+pub fn describe(outcome: &Outcome, names: &BTreeMap<String, String>) -> (String, Option<String>) {
     match outcome {
         Outcome::Signed { via, .. } => (
             "signed".to_string(),
@@ -400,48 +444,20 @@ async fn run_async(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         let t0 = Instant::now();
-        let block = consensus::block_id(height, 0);
-        let mut results = Vec::new();
-        if height % 2 == 1 {
-            let proposal = consensus::proposal(height, 0, block.clone(), 0);
-            results.push(("proposal", validator.sign_proposal(proposal).await));
-        }
-        let prevote = consensus::vote(
+        let results = produce_height(
+            &mut validator,
             args.protocol,
-            false,
-            height,
-            0,
-            Some(block.clone()),
             &address,
-            10,
-        );
-        results.push(("prevote", validator.sign_vote(prevote).await));
-        if height % 5 == 0 {
-            // A faulty validator asks to prevote for another block at the
-            // same height, round and step: the signer must refuse.
-            let other = Some(consensus::block_id(height, 1));
-            let conflicting = consensus::vote(args.protocol, false, height, 0, other, &address, 10);
-            results.push((
-                "double-sign attempt",
-                validator.sign_vote(conflicting).await,
-            ));
-        }
-        let precommit = consensus::vote(
-            args.protocol,
-            true,
             height,
-            0,
-            Some(block.clone()),
-            &address,
-            20,
-        );
-        results.push(("precommit", validator.sign_vote(precommit).await));
+            height % 5 == 0,
+        )
+        .await;
         let mut line = format!("height {height:>4}");
         let mut via = None;
         for (step, outcome) in &results {
             let (what, by) = describe(outcome, &names);
             match outcome {
-                Outcome::Refused(_) if *step == "double-sign attempt" => refused += 1,
+                Outcome::Refused(_) if *step == DOUBLE_SIGN_STEP => refused += 1,
                 Outcome::Failed(_) => failed += 1,
                 _ => {}
             }

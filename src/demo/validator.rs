@@ -178,6 +178,12 @@ impl Validator {
         self.listen.signer_addr()
     }
 
+    /// Sets the public key signatures are verified against (e.g. the one
+    /// the first `PubKey` reply announced).
+    pub fn set_public_key(&mut self, public_key: [u8; 32]) {
+        self.public_key = public_key;
+    }
+
     /// The signer currently connected, if any.
     pub fn peer(&self) -> Option<&str> {
         self.active.as_ref().map(|a| a.peer.as_str())

@@ -1,0 +1,93 @@
+//! `quorumkms testnet-config`: node directories for a test deployment (a
+//! compose cluster, a drill): one soft consensus key shared by every
+//! signer node, a fresh identity key each, the validator nodes to dial and
+//! a `[cluster]` section with the given peer addresses. Written with the
+//! demo's [`write_node`], plus `signers.txt` (`NODE_ID NAME` lines, for
+//! `validator-sim --signer-names`) and `consensus.pub` (the key, hex).
+
+use std::path::PathBuf;
+
+use crate::demo::{cluster_section_at, write_node};
+use crate::keys::{ConsensusSigner, softsign};
+use crate::privval::Version;
+
+/// Arguments of `testnet-config`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Directory to create the node directories (`node-1`, ...) in.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Chain id.
+    #[arg(long, default_value = crate::demo::CHAIN_ID)]
+    pub chain: String,
+    /// A validator node every signer dials (repeat): `tcp://[ID@]host:port`.
+    #[arg(long = "validator", required = true)]
+    pub validators: Vec<String>,
+    /// Cluster address of each signer node, in node order (repeat; none
+    /// for one node in single-node mode).
+    #[arg(long = "peer")]
+    pub peers: Vec<String>,
+    /// Host the nodes' cluster listeners bind (their peer address's port).
+    #[arg(long, default_value = "0.0.0.0")]
+    pub listen_host: String,
+    /// Signer nodes (default: one per --peer, or 1).
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// privval protocol version.
+    #[arg(long, default_value = "v0.38")]
+    pub protocol: Version,
+}
+
+/// Runs `testnet-config`.
+///
+/// # Errors
+///
+/// Inconsistent arguments, an existing directory, or unwritable files.
+pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let nodes = args.nodes.unwrap_or(args.peers.len().max(1));
+    if nodes == 0 || nodes == 2 {
+        return Err("a deployment has 1 node (single-node mode) or 3 or more".into());
+    }
+    if nodes > 1 && args.peers.len() != nodes {
+        return Err(format!("{nodes} nodes need {nodes} --peer addresses").into());
+    }
+    for i in 1..=nodes {
+        if args.dir.join(format!("node-{i}")).exists() {
+            return Err(format!("{} already has node-{i}", args.dir.display()).into());
+        }
+    }
+    let key = softsign::SoftSigner::generate();
+    let validators: Vec<(String, String)> = args
+        .validators
+        .iter()
+        .map(|addr| (args.chain.clone(), addr.clone()))
+        .collect();
+    let mut signers = String::from("# signer node id, name\n");
+    for i in 1..=nodes {
+        let extra = if nodes > 1 {
+            let port = args.peers[i - 1]
+                .rsplit_once(':')
+                .map(|(_, p)| p)
+                .ok_or_else(|| format!("--peer {:?} has no port", args.peers[i - 1]))?;
+            cluster_section_at(i, &format!("{}:{port}", args.listen_host), &args.peers)
+        } else {
+            String::new()
+        };
+        let node = write_node(
+            &args.dir,
+            i,
+            key.seed(),
+            std::slice::from_ref(&args.chain),
+            &validators,
+            args.protocol,
+            &extra,
+        )?;
+        signers.push_str(&format!("{} {}\n", node.node_id, node.name));
+        println!("{}: {}", node.name, node.config.display());
+    }
+    std::fs::write(args.dir.join("signers.txt"), signers)?;
+    let public = hex::encode(key.public_key());
+    std::fs::write(args.dir.join("consensus.pub"), format!("{public}\n"))?;
+    println!("consensus key {public} (soft key, same on every node)");
+    Ok(())
+}
