@@ -186,15 +186,9 @@ pub async fn run(
                 .await
                 .map_err(|e| Error::Cluster(e.to_string()))?;
             let (tx, rx) = watch::channel(false);
-            // Keep the validator through an ordinary election, but not
-            // long: CometBFT notices a dropped signer only at its next
-            // ping (about 3.3 s) and retries a vote for about 5 s, so the
-            // grace plus a ping cycle must fit in that.
-            let grace = Duration::from_millis(
-                cluster
-                    .grant_timeout_ms
-                    .min(3 * cluster.election_timeout_max_ms),
-            );
+            // Keep the validator through an ordinary election: a session
+            // holds a request for up to the grant timeout anyway.
+            let grace = Duration::from_millis(cluster.grant_timeout_ms);
             tokio::spawn(track_quorum(node.clone(), tx, grace));
             cluster_node = Some(node.clone());
             (Arc::new(node), rx)

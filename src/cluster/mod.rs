@@ -32,6 +32,8 @@ pub mod runtime;
 pub mod service;
 pub mod state_machine;
 pub mod store;
+#[cfg(feature = "sled")]
+pub mod store_sled;
 pub mod tls;
 pub mod types;
 
@@ -210,9 +212,10 @@ pub(crate) fn is_host_port(s: &str) -> bool {
 /// Which store a node runs on.
 #[derive(Clone, Debug, Default)]
 pub enum StoreChoice {
-    /// `raft.redb` under the config's `data_dir` (production).
+    /// The production store under the config's `data_dir`: `raft.redb`,
+    /// or `raft.sled` in a build with the `sled` feature.
     #[default]
-    Redb,
+    Disk,
     /// A backend the caller built (tests, simulation).
     Backend(Arc<dyn Backend>),
 }
@@ -229,7 +232,7 @@ pub struct Deps {
 impl Default for Deps {
     fn default() -> Deps {
         Deps {
-            store: StoreChoice::Redb,
+            store: StoreChoice::Disk,
             transport: Arc::new(TcpTransport),
         }
     }
@@ -256,7 +259,7 @@ impl Deps {
             }
         };
         Ok(Deps {
-            store: StoreChoice::Redb,
+            store: StoreChoice::Disk,
             transport,
         })
     }

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use super::network::{self, Channels, ForwardError, ForwardResult, NetworkFactory, ServerIo};
 use super::service::ClusterService;
 use super::state_machine::{AppliedState, StateMachine};
-use super::store::{Backend, LogStore, MetaKey, RedbBackend};
+use super::store::{Backend, LogStore, MetaKey};
 use super::types::typ::{Raft, RaftMetrics};
 use super::types::{Command, Member, NodeId, Outcome};
 use super::{Config, Deps, Error, StoreChoice, pb, runtime};
@@ -330,6 +330,24 @@ async fn build_raft(
         .map_err(|e| Error::Raft(e.to_string()))
 }
 
+/// The production store in `data_dir`: redb by default, sled in a build
+/// with the `sled` feature (so the whole test suite can run on either).
+fn open_disk_store(
+    data_dir: &std::path::Path,
+) -> Result<Arc<dyn Backend>, super::store::BackendError> {
+    #[cfg(feature = "sled")]
+    {
+        let backend = super::store_sled::SledBackend::open(&data_dir.join("raft.sled"))?;
+        Ok(Arc::new(backend))
+    }
+    #[cfg(not(feature = "sled"))]
+    {
+        Ok(Arc::new(super::store::RedbBackend::open(
+            &data_dir.join("raft.redb"),
+        )?))
+    }
+}
+
 /// Starts a node: opens its store, binds its listener, starts Raft, the
 /// gRPC server and the storage supervisor.
 ///
@@ -344,14 +362,13 @@ pub async fn run_node(config: Config, deps: Deps) -> Result<Node, Error> {
     config.validate().map_err(Error::Config)?;
     let raft_config = Arc::new(raft_config(&config)?);
     let backend: Arc<dyn Backend> = match deps.store {
-        StoreChoice::Redb => {
+        StoreChoice::Disk => {
             tokio::fs::create_dir_all(&config.data_dir)
                 .await
                 .map_err(|e| {
                     Error::Storage(format!("create {}: {e}", config.data_dir.display()))
                 })?;
-            let path = config.data_dir.join("raft.redb");
-            Arc::new(RedbBackend::open(&path).map_err(|e| Error::Storage(e.to_string()))?)
+            open_disk_store(&config.data_dir).map_err(|e| Error::Storage(e.to_string()))?
         }
         StoreChoice::Backend(backend) => backend,
     };

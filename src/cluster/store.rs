@@ -66,7 +66,7 @@ pub enum MetaKey {
 }
 
 impl MetaKey {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             MetaKey::Vote => "vote",
             MetaKey::Committed => "committed",

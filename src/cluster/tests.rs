@@ -112,6 +112,17 @@ fn redb_store_passes_openraft_suite() {
     Suite::test_all(builder).unwrap();
 }
 
+#[cfg(feature = "sled")]
+#[test]
+fn sled_store_passes_openraft_suite() {
+    let builder = Builder(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = super::store_sled::SledBackend::open(&dir.path().join("raft.sled")).unwrap();
+        (Some(dir), Arc::new(backend) as Arc<dyn Backend>)
+    });
+    Suite::test_all(builder).unwrap();
+}
+
 #[test]
 fn apply_is_deterministic_and_answers_every_entry() {
     use super::state_machine::apply;

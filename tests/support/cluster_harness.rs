@@ -177,7 +177,7 @@ impl TestCluster {
         let config = self.configs[&id].clone();
         let store = match self.disks.get(&id) {
             Some(disk) => StoreChoice::Backend(Arc::new(disk.clone())),
-            None => StoreChoice::Redb,
+            None => StoreChoice::Disk,
         };
         let deps = Deps {
             store,
