@@ -113,6 +113,10 @@ pub fn encode(body: &[u8]) -> Vec<u8> {
 }
 
 /// Reads length-delimited frames from a byte stream.
+///
+/// [`FrameReader::read_frame`] is cancel-safe: dropping its future (in a
+/// `select!`) loses no bytes, even while an oversized frame is being
+/// skipped; the next call carries on where it stopped.
 #[derive(Debug)]
 pub struct FrameReader<R> {
     inner: R,
@@ -120,6 +124,8 @@ pub struct FrameReader<R> {
     /// Bytes read but not yet handed out. Never holds more than one frame
     /// of at most `max` bytes plus one chunk.
     buf: Vec<u8>,
+    /// The oversized frame being skipped: (declared length, bytes left).
+    skipping: Option<(u64, u64)>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -129,6 +135,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             inner,
             max,
             buf: Vec::new(),
+            skipping: None,
         }
     }
 
@@ -145,6 +152,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// frame after it.
     pub async fn read_frame(&mut self) -> Result<Option<Vec<u8>>, ReadError> {
         loop {
+            if let Some((len, _)) = self.skipping {
+                self.skip().await?;
+                self.skipping = None;
+                return Err(ReadError::Codec(CodecError::TooLarge {
+                    len,
+                    max: self.max,
+                }));
+            }
             match check(&self.buf, self.max) {
                 Ok((header_len, body_len)) => {
                     let end = header_len + body_len;
@@ -161,9 +176,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                         };
                     }
                 }
-                Err(CodecError::TooLarge { len, max }) => {
-                    self.skip(len).await?;
-                    return Err(ReadError::Codec(CodecError::TooLarge { len, max }));
+                Err(CodecError::TooLarge { len, .. }) => {
+                    // check() reported TooLarge, so the prefix is complete.
+                    let header_len = match header(&self.buf) {
+                        Ok(Some((header_len, _))) => header_len,
+                        _ => return Err(io::Error::other("lost frame header").into()),
+                    };
+                    self.buf.drain(..header_len);
+                    self.skipping = Some((len, len));
                 }
                 Err(CodecError::Malformed(reason)) => {
                     return Err(io::Error::new(io::ErrorKind::InvalidData, reason).into());
@@ -185,25 +205,20 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Ok(n)
     }
 
-    /// Drops the frame at the start of the buffer, whose body is `len`
-    /// bytes, reading and discarding what has not arrived yet.
-    async fn skip(&mut self, len: u64) -> io::Result<()> {
-        let header_len = match header(&self.buf) {
-            Ok(Some((header_len, _))) => header_len,
-            // check() reported TooLarge, so the header is complete.
-            _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "lost frame header",
-                ));
-            }
+    /// Discards the rest of the oversized frame in `skipping`: first what
+    /// is buffered, then what is still to come, one bounded chunk at a
+    /// time. Progress is recorded after every read, so a cancelled call
+    /// loses nothing.
+    async fn skip(&mut self) -> io::Result<()> {
+        let Some((len, mut remaining)) = self.skipping else {
+            return Ok(());
         };
-        self.buf.drain(..header_len);
-        let buffered = usize::try_from(len)
+        let buffered = usize::try_from(remaining)
             .unwrap_or(usize::MAX)
             .min(self.buf.len());
         self.buf.drain(..buffered);
-        let mut remaining = len - buffered as u64;
+        remaining -= buffered as u64;
+        self.skipping = Some((len, remaining));
         let mut chunk = [0u8; CHUNK];
         while remaining > 0 {
             let want = usize::try_from(remaining).unwrap_or(CHUNK).min(CHUNK);
@@ -212,6 +227,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 return Err(eof_in_frame());
             }
             remaining -= n as u64;
+            self.skipping = Some((len, remaining));
         }
         Ok(())
     }
@@ -315,6 +331,34 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(r.read_frame().await.expect("next"), Some(b"next".to_vec()));
+        assert!(r.read_frame().await.expect("eof").is_none());
+    }
+
+    #[tokio::test]
+    async fn reader_survives_cancellation_while_skipping() {
+        let (mut tx, rx) = tokio::io::duplex(1 << 16);
+        let mut r = FrameReader::new(rx, 100);
+        let mut first = encode(&[1u8; 1000]);
+        let rest = first.split_off(300);
+        tx.write_all(&first).await.expect("write");
+        // The reader is cancelled while it waits for the rest of the body.
+        let cancelled =
+            tokio::time::timeout(std::time::Duration::from_millis(20), r.read_frame()).await;
+        assert!(cancelled.is_err());
+        tx.write_all(&rest).await.expect("write");
+        tx.write_all(&encode(b"after")).await.expect("write");
+        drop(tx);
+        assert!(matches!(
+            r.read_frame().await,
+            Err(ReadError::Codec(CodecError::TooLarge {
+                len: 1000,
+                max: 100
+            }))
+        ));
+        assert_eq!(
+            r.read_frame().await.expect("after"),
+            Some(b"after".to_vec())
+        );
         assert!(r.read_frame().await.expect("eof").is_none());
     }
 
