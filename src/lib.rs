@@ -14,6 +14,7 @@
 //! - [`metrics`]: Prometheus metrics, `/healthz` and `/readyz`.
 //! - [`cli`]: command-line subcommands.
 //! - [`demo`]: the simulated validator and the local demo.
+//! - [`drill`]: failover drills against a running cluster.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod drill;
 pub mod grant;
 pub mod keys;
 pub mod metrics;

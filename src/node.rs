@@ -151,7 +151,7 @@ pub async fn run(
         None => None,
     };
     let mut ready_senders = Vec::new();
-    let mut cluster_node = None;
+    let mut cluster_node: Option<crate::cluster::Node> = None;
     let mut state_locks = Vec::new();
     let (granter, ready): (Arc<dyn Granter>, watch::Receiver<bool>) = match &config.cluster {
         None => {
@@ -216,7 +216,10 @@ pub async fn run(
             chain_id: chain.id.clone(),
             version: v.protocol_version,
             granter: granter.clone(),
-            signer: signer_for(&signers, &chain.id)?,
+            signer: match &cluster_node {
+                Some(node) => node.key_loss().guard(signer_for(&signers, &chain.id)?),
+                None => signer_for(&signers, &chain.id)?,
+            },
             max_height: chain.max_height,
             origin: chain.height_ownership.then(|| v.addr.clone()),
             max_frame: v.max_frame_bytes,

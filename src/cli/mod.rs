@@ -2,6 +2,7 @@
 //! `run` function. Only `main.rs` turns errors into an exit code.
 
 pub mod cluster;
+pub mod drill;
 pub mod init;
 pub mod softsign;
 pub mod start;
@@ -56,6 +57,10 @@ pub enum Command {
     /// Run a simulated validator node that asks signers to sign and checks
     /// every signature (for deployments and drills).
     ValidatorSim(validator_sim::Args),
+    /// Rehearse a failure against a running cluster (leader-kill,
+    /// follower-kill, partition-leader, partition-follower,
+    /// partition-split, sentry-loss, rolling-restart, hsm-loss, all).
+    Drill(drill::Args),
     /// Write node directories for a test deployment (shared soft key,
     /// cluster peers, validator addresses).
     TestnetConfig(testnet::Args),
@@ -78,6 +83,7 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Cluster(cmd) => cluster::run(&cmd),
         Command::State(cmd) => state::run(&cmd),
         Command::ValidatorSim(args) => validator_sim::run(&args),
+        Command::Drill(args) => drill::run(&args),
         Command::TestnetConfig(args) => testnet::run(&args),
         Command::Version => {
             println!("quorumkms {}", env!("CARGO_PKG_VERSION"));

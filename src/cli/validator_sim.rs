@@ -105,7 +105,7 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let expected = args.pubkey.as_deref().map(parse_pubkey).transpose()?;
     let names = match &args.signer_names {
-        Some(path) => read_names(&std::fs::read_to_string(path)?),
+        Some(path) => crate::demo::read_signer_names(&std::fs::read_to_string(path)?),
         None => BTreeMap::new(),
     };
     let runtime = tokio::runtime::Runtime::new()?;
@@ -117,28 +117,6 @@ fn parse_pubkey(hex_key: &str) -> Result<[u8; 32], String> {
     bytes
         .try_into()
         .map_err(|_| "--pubkey must be 32 bytes (64 hex characters)".to_string())
-}
-
-/// `NODE_ID NAME` lines; blank lines and `#` comments are skipped.
-fn read_names(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| {
-            let (id, name) = l.split_once(char::is_whitespace)?;
-            Some((id.to_lowercase(), name.trim().to_string()))
-        })
-        .collect()
-}
-
-async fn bind(listen: &str) -> Result<Listen, Box<dyn std::error::Error>> {
-    if let Some(path) = listen.strip_prefix("unix://") {
-        Ok(Listen::unix(PathBuf::from(path))?)
-    } else if let Some(addr) = listen.strip_prefix("tcp://") {
-        Ok(Listen::tcp(addr).await?)
-    } else {
-        Err(format!("--listen {listen:?}: expected tcp://host:port or unix://path").into())
-    }
 }
 
 fn unix_millis() -> u128 {
@@ -259,7 +237,7 @@ async fn run_async(
     expected: Option<[u8; 32]>,
     names: &BTreeMap<String, String>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let listen = bind(&args.listen).await?;
+    let listen = Listen::bind(&args.listen).await?;
     let checker = Checker::new();
     let timing = Timing {
         accept_timeout: Duration::from_secs(1),
@@ -311,7 +289,7 @@ mod tests {
 
     #[test]
     fn names_file() {
-        let names = read_names("# signers\nABCD node-1\n\nef01  node-2\nbad\n");
+        let names = crate::demo::read_signer_names("# signers\nABCD node-1\n\nef01  node-2\nbad\n");
         assert_eq!(names.get("abcd").map(String::as_str), Some("node-1"));
         assert_eq!(names.get("ef01").map(String::as_str), Some("node-2"));
         assert_eq!(names.len(), 2);

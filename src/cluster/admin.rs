@@ -89,6 +89,9 @@ pub struct Status {
     /// This node's validator connections (those it has dialled so far).
     #[serde(default)]
     pub validators: Vec<ValidatorStatus>,
+    /// Whether a drill has made this node's keys fail on purpose.
+    #[serde(default)]
+    pub key_loss_simulated: bool,
 }
 
 impl Status {
@@ -146,6 +149,7 @@ impl Status {
                     connected,
                 })
                 .collect(),
+            key_loss_simulated: shared.key_loss().is_lost(),
         }
     }
 }
@@ -283,6 +287,25 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::ChangeReply>, GrpcStatus> {
         require(&request, Role::Operator)?;
         changed(membership::snapshot(&self.shared).await)
+    }
+
+    async fn simulate_key_loss(
+        &self,
+        request: Request<pb::KeyLossRequest>,
+    ) -> Result<Response<pb::ChangeReply>, GrpcStatus> {
+        require(&request, Role::Operator)?;
+        let lost = request.into_inner().lost;
+        self.shared.key_loss().set(lost);
+        let message = if lost {
+            tracing::warn!("key loss simulated by an operator: this node signs nothing");
+            "key loss simulated: this node signs nothing until it is cleared"
+        } else {
+            tracing::info!("simulated key loss cleared");
+            "simulated key loss cleared"
+        };
+        Ok(Response::new(pb::ChangeReply {
+            message: message.to_string(),
+        }))
     }
 }
 
@@ -527,6 +550,24 @@ impl Client {
         self.change(
             |mut c| async move { c.transfer_leader(pb::TransferLeaderRequest { id }).await },
         )
+        .await
+    }
+
+    /// Makes this client's node fail every signature (`lost`) or sign
+    /// again.
+    ///
+    /// # Errors
+    ///
+    /// Unreachable or refused.
+    pub async fn simulate_key_loss(&self, lost: bool) -> Result<String, String> {
+        self.bounded(async {
+            let mut client = self.connect(&self.addr).await?;
+            let reply = client
+                .simulate_key_loss(pb::KeyLossRequest { lost })
+                .await
+                .map_err(|e| grpc_error(&self.addr, &e))?;
+            Ok(reply.into_inner().message)
+        })
         .await
     }
 

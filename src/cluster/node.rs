@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     // Set while this leader hands leadership over: new proposals wait, so
     // no replication traffic renews the followers' leader lease.
     transferring: AtomicBool,
+    // Flipped by the admin API to rehearse an HSM failure.
+    key_loss: crate::keys::loss::KeyLoss,
 }
 
 impl Shared {
@@ -92,6 +94,11 @@ impl Shared {
     /// Pauses (true) or resumes (false) local proposals.
     pub(crate) fn set_transferring(&self, on: bool) {
         self.transferring.store(on, Ordering::SeqCst);
+    }
+
+    /// The switch that simulates the loss of this node's keys.
+    pub(crate) fn key_loss(&self) -> &crate::keys::loss::KeyLoss {
+        &self.key_loss
     }
 
     /// The applied state machine.
@@ -410,6 +417,7 @@ pub async fn run_node(config: Config, deps: Deps) -> Result<Node, Error> {
         shutdown_tx,
         tasks: Mutex::new(Vec::new()),
         transferring: AtomicBool::new(false),
+        key_loss: crate::keys::loss::KeyLoss::default(),
     });
     let server = runtime::spawn(serve(shared.clone(), listener));
     let supervisor = runtime::spawn(supervise(shared.clone()));
@@ -671,6 +679,12 @@ impl Node {
     /// The storage failure that currently stops this node, if any.
     pub fn storage_fault(&self) -> Option<String> {
         self.shared.fault()
+    }
+
+    /// The switch that simulates the loss of this node's keys (set through
+    /// the admin API); wrap every key the node signs with in it.
+    pub fn key_loss(&self) -> crate::keys::loss::KeyLoss {
+        self.shared.key_loss().clone()
     }
 
     /// Whether this node can expect a grant to commit: it leads and heard

@@ -314,6 +314,20 @@ pub async fn produce_height(
     results
 }
 
+/// Reads `NODE_ID NAME` lines (as `testnet-config` writes them to
+/// `signers.txt`) into a map from lower-case SecretConnection node id to
+/// name; blank lines and `#` comments are skipped.
+pub fn read_signer_names(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let (id, name) = l.split_once(char::is_whitespace)?;
+            Some((id.to_lowercase(), name.trim().to_string()))
+        })
+        .collect()
+}
+
 /// The step name [`produce_height`] gives a double-sign attempt.
 pub const DOUBLE_SIGN_STEP: &str = "double-sign attempt";
 

@@ -49,6 +49,22 @@ impl Listen {
         ))
     }
 
+    /// Binds `tcp://host:port` or `unix://path`.
+    ///
+    /// # Errors
+    ///
+    /// Another scheme, or an address that cannot be bound.
+    pub async fn bind(addr: &str) -> Result<Listen, String> {
+        let bound = if let Some(path) = addr.strip_prefix("unix://") {
+            Listen::unix(PathBuf::from(path))
+        } else if let Some(host_port) = addr.strip_prefix("tcp://") {
+            Listen::tcp(host_port).await
+        } else {
+            return Err(format!("{addr:?}: expected tcp://host:port or unix://path"));
+        };
+        bound.map_err(|e| format!("cannot listen on {addr}: {e}"))
+    }
+
     /// Binds a unix socket at `path`.
     ///
     /// # Errors

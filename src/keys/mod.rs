@@ -32,5 +32,6 @@ pub trait ConsensusSigner: Send + Sync + fmt::Debug {
 }
 
 pub mod identity;
+pub mod loss;
 pub mod softsign;
 pub mod yubihsm;

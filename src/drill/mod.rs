@@ -1,0 +1,595 @@
+//! Failover drills against a running cluster: `quorumkms drill NAME`.
+//!
+//! A drill starts a canary validator ([`canary`]) that the signers serve
+//! on a chain of its own, checks that the cluster is healthy and signing,
+//! breaks one thing (a node, a link, a sentry, a key backend) through the
+//! plan's hooks ([`plan`], [`ops`]), holds the fault, heals it, and waits
+//! for signing and the cluster to recover. It reports the longest time
+//! without a signature, the signatures missed, the conflicting signatures
+//! (the only acceptable count is zero) and the cluster state after
+//! ([`timeline`] holds the arithmetic).
+//!
+//! Whatever happens, a fault the drill caused is healed before it returns.
+
+pub mod canary;
+pub mod ops;
+pub mod plan;
+pub mod timeline;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use canary::Canary;
+use ops::Nodes;
+use plan::{Hook, Plan};
+
+/// The drills.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Drill {
+    /// Stop the leader abruptly, hold, start it again.
+    LeaderKill,
+    /// Stop a follower abruptly, hold, start it again.
+    FollowerKill,
+    /// Cut the leader off from the other signers, hold, rejoin it.
+    PartitionLeader,
+    /// Cut a follower off from the other signers, hold, rejoin it.
+    PartitionFollower,
+    /// Cut a minority holding the leader off from the majority (on three
+    /// nodes, 2–1 with the leader alone), hold, rejoin it.
+    PartitionSplit,
+    /// Take one canary sentry down, hold, bring it back.
+    SentryLoss,
+    /// Restart every node in turn, followers first, waiting for the
+    /// cluster to be healthy between nodes.
+    RollingRestart,
+    /// Make the key backend of the node serving the canary fail, hold,
+    /// restore it.
+    HsmLoss,
+}
+
+impl Drill {
+    /// Every drill, in the order `drill all` runs them.
+    pub const ALL: [Drill; 8] = [
+        Drill::FollowerKill,
+        Drill::LeaderKill,
+        Drill::PartitionFollower,
+        Drill::PartitionLeader,
+        Drill::PartitionSplit,
+        Drill::SentryLoss,
+        Drill::HsmLoss,
+        Drill::RollingRestart,
+    ];
+
+    /// Its command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Drill::LeaderKill => "leader-kill",
+            Drill::FollowerKill => "follower-kill",
+            Drill::PartitionLeader => "partition-leader",
+            Drill::PartitionFollower => "partition-follower",
+            Drill::PartitionSplit => "partition-split",
+            Drill::SentryLoss => "sentry-loss",
+            Drill::RollingRestart => "rolling-restart",
+            Drill::HsmLoss => "hsm-loss",
+        }
+    }
+
+    fn hook(self) -> Option<Hook> {
+        match self {
+            Drill::LeaderKill | Drill::FollowerKill | Drill::RollingRestart => {
+                Some(Hook::StopStart)
+            }
+            Drill::PartitionLeader | Drill::PartitionFollower | Drill::PartitionSplit => {
+                Some(Hook::IsolateRejoin)
+            }
+            Drill::SentryLoss | Drill::HsmLoss => None,
+        }
+    }
+}
+
+/// What a drill found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Which drill.
+    pub drill: Drill,
+    /// What it did, in order.
+    pub actions: Vec<String>,
+    /// Longest time without a signature before the fault (the baseline).
+    #[serde(serialize_with = "seconds")]
+    pub baseline_gap: Duration,
+    /// Longest time without a signature from the fault to the end.
+    #[serde(serialize_with = "seconds")]
+    pub longest_gap: Duration,
+    /// Honest (height, step) positions asked for since the fault.
+    pub requested: usize,
+    /// Of those, the ones no sentry got a signature for.
+    pub missed: usize,
+    /// Double-sign attempts refused since the fault.
+    pub double_signs_refused: usize,
+    /// Signatures recorded over the whole drill.
+    pub signatures: usize,
+    /// Conflicting signatures (two payloads for one position) over the
+    /// whole drill, including signed double-sign attempts.
+    pub conflicts: usize,
+    /// Signatures that did not verify.
+    pub invalid: usize,
+    /// From healing to the first signature after it.
+    #[serde(serialize_with = "maybe_seconds")]
+    pub resumed_after: Option<Duration>,
+    /// From healing to a healthy cluster.
+    #[serde(serialize_with = "maybe_seconds")]
+    pub healthy_after: Option<Duration>,
+    /// One line per node, after the drill.
+    pub cluster_after: Vec<String>,
+    /// Why the drill failed; empty when it passed.
+    pub problems: Vec<String>,
+}
+
+impl Report {
+    /// Whether the cluster recovered with no conflict.
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = |d: Duration| format!("{:.2} s", d.as_secs_f64());
+        let after = |d: Option<Duration>| d.map_or_else(|| "not within the limit".into(), secs);
+        writeln!(f, "drill {}:", self.drill.name())?;
+        for action in &self.actions {
+            writeln!(f, "  - {action}")?;
+        }
+        writeln!(
+            f,
+            "  time without signatures   {} (before the fault: {})",
+            secs(self.longest_gap),
+            secs(self.baseline_gap)
+        )?;
+        writeln!(
+            f,
+            "  signatures missed         {} of {} requested",
+            self.missed, self.requested
+        )?;
+        writeln!(
+            f,
+            "  conflicting signatures    {} (of {} verified; {} invalid; {} double-sign attempts refused)",
+            self.conflicts, self.signatures, self.invalid, self.double_signs_refused
+        )?;
+        writeln!(
+            f,
+            "  after healing             signing resumed in {}, cluster healthy in {}",
+            after(self.resumed_after),
+            after(self.healthy_after)
+        )?;
+        writeln!(f, "  cluster after:")?;
+        for line in &self.cluster_after {
+            writeln!(f, "    {line}")?;
+        }
+        if self.passed() {
+            write!(f, "  PASSED")
+        } else {
+            write!(f, "  FAILED: {}", self.problems.join("; "))
+        }
+    }
+}
+
+/// A fault the drill injected, and how to heal it.
+enum Fault {
+    Stopped(usize),
+    Isolated(usize),
+    KeyLost(usize),
+    SentryDown(usize),
+}
+
+/// Runs `drill` against the cluster in `plan`. `target` names the node to
+/// break where the drill lets one choose (a follower, the key-loss node).
+///
+/// # Errors
+///
+/// When the drill cannot start: a plan missing hooks it needs, a node
+/// that does not answer, a cluster that is unhealthy or not signing the
+/// canary before the fault. Once a fault is injected, problems go into
+/// the report instead, after the fault has been healed.
+pub async fn run(plan: &Plan, drill: Drill, target: Option<&str>) -> Result<Report, String> {
+    if let Some(hook) = drill.hook()
+        && let Some(node) = plan.nodes.iter().find(|n| n.pair(hook).is_none())
+    {
+        let names = match hook {
+            Hook::StopStart => "stop and start",
+            Hook::IsolateRejoin => "isolate and rejoin",
+        };
+        return Err(format!(
+            "{} needs {names} commands for every node; node {} has none",
+            drill.name(),
+            node.name
+        ));
+    }
+    if drill == Drill::SentryLoss && plan.canary.sentries.len() < 2 {
+        return Err("sentry-loss needs two canary sentries (canary.sentries)".into());
+    }
+    let target = target
+        .map(|name| {
+            plan.node(name)
+                .ok_or_else(|| format!("--target {name}: no such node in the plan"))
+        })
+        .transpose()?;
+    let nodes = Nodes::connect(plan).await?;
+    let leader = nodes
+        .healthy()
+        .await
+        .map_err(|e| format!("the cluster is not healthy before the drill: {e}"))?;
+    let first_height = canary_watermark(&nodes, leader, &plan.canary.chain_id).await + 1;
+    let mut canary = Canary::start(&plan.canary, first_height, Duration::from_secs(30)).await?;
+    tokio::time::sleep(plan.timing.warmup).await;
+    let warmup_end = canary.now();
+    if timeline::first_signature_after(&canary.attempts(), Duration::ZERO).is_none() {
+        return Err(format!(
+            "the canary got no signature in {:?} of warm-up: check the signers' logs",
+            plan.timing.warmup
+        ));
+    }
+    let baseline = timeline::window(&canary.attempts(), Duration::ZERO, warmup_end);
+    // The leader may have changed while the canary started.
+    let leader = nodes
+        .healthy()
+        .await
+        .map_err(|e| format!("the cluster is not healthy before the drill: {e}"))?;
+
+    let mut report = Report {
+        drill,
+        actions: Vec::new(),
+        baseline_gap: baseline.longest_gap,
+        longest_gap: Duration::ZERO,
+        requested: 0,
+        missed: 0,
+        double_signs_refused: 0,
+        signatures: 0,
+        conflicts: 0,
+        invalid: 0,
+        resumed_after: None,
+        healthy_after: None,
+        cluster_after: Vec::new(),
+        problems: Vec::new(),
+    };
+    let fault_at = canary.now();
+    let healed_at = if drill == Drill::RollingRestart {
+        rolling_restart(plan, &nodes, leader, &canary, &mut report).await
+    } else {
+        let faults = choose(plan, &nodes, &canary, drill, leader, target)?;
+        let mut injected = Vec::new();
+        for fault in faults {
+            let result = inject(&nodes, &mut canary, &fault).await;
+            match result {
+                Ok(what) => {
+                    report
+                        .actions
+                        .push(format!("{} at {}", what, stamp(canary.now())));
+                    injected.push(fault);
+                }
+                Err(e) => {
+                    report
+                        .problems
+                        .push(format!("could not inject the fault: {e}"));
+                    break;
+                }
+            }
+        }
+        if report.problems.is_empty() {
+            hold(plan.timing.hold, &mut report).await;
+        }
+        for fault in injected.iter().rev() {
+            match heal(&nodes, &mut canary, fault).await {
+                Ok(what) => report
+                    .actions
+                    .push(format!("{} at {}", what, stamp(canary.now()))),
+                Err(e) => report.problems.push(format!("could not heal: {e}")),
+            }
+        }
+        canary.now()
+    };
+    recover(plan, &nodes, &canary, healed_at, &mut report).await;
+    tokio::time::sleep(plan.timing.settle).await;
+    let attempts = canary.attempts();
+    let since_fault = timeline::window(&attempts, fault_at, canary.now());
+    let checked = canary.checker().report();
+    report.longest_gap = since_fault.longest_gap;
+    report.requested = since_fault.requested;
+    report.missed = since_fault.missed;
+    report.double_signs_refused = since_fault.double_signs_refused;
+    report.signatures = checked.released;
+    report.conflicts = checked.conflicts;
+    report.invalid = checked.invalid;
+    if checked.conflicts > 0 {
+        report.problems.push(format!(
+            "{} conflicting signatures were released",
+            checked.conflicts
+        ));
+    }
+    if checked.invalid > 0 {
+        report
+            .problems
+            .push(format!("{} invalid signatures", checked.invalid));
+    }
+    canary.stop();
+    report.cluster_after = describe(&nodes).await;
+    Ok(report)
+}
+
+/// The canary chain's watermark height as the leader reports it (0 when
+/// nothing was signed yet).
+async fn canary_watermark(nodes: &Nodes, leader: usize, chain: &str) -> i64 {
+    let views = nodes.views().await;
+    views[leader]
+        .status
+        .as_ref()
+        .ok()
+        .and_then(|s| s.chains.get(chain))
+        .and_then(|c| c.position)
+        .map_or(0, |p| p.height)
+}
+
+/// The faults a drill injects, in order.
+fn choose(
+    plan: &Plan,
+    nodes: &Nodes,
+    canary: &Canary,
+    drill: Drill,
+    leader: usize,
+    target: Option<usize>,
+) -> Result<Vec<Fault>, String> {
+    let follower = match target {
+        Some(t)
+            if t == leader && matches!(drill, Drill::FollowerKill | Drill::PartitionFollower) =>
+        {
+            return Err(format!(
+                "--target {} is the leader now; {} needs a follower",
+                nodes.name(t),
+                drill.name()
+            ));
+        }
+        Some(t) => t,
+        None => usize::from(leader == 0),
+    };
+    Ok(match drill {
+        Drill::LeaderKill => vec![Fault::Stopped(leader)],
+        Drill::FollowerKill => vec![Fault::Stopped(follower)],
+        Drill::PartitionLeader => vec![Fault::Isolated(leader)],
+        Drill::PartitionFollower => vec![Fault::Isolated(follower)],
+        Drill::PartitionSplit => {
+            // The minority: the leader and as many followers as keep the
+            // rest a majority.
+            let minority = (nodes.len() - 1) / 2;
+            let mut cut = vec![leader];
+            cut.extend((0..nodes.len()).filter(|i| *i != leader).take(minority - 1));
+            cut.into_iter().map(Fault::Isolated).collect()
+        }
+        Drill::SentryLoss => vec![Fault::SentryDown(0)],
+        Drill::HsmLoss => {
+            vec![Fault::KeyLost(target.unwrap_or_else(|| {
+                serving_node(plan, nodes, canary).unwrap_or(leader)
+            }))]
+        }
+        Drill::RollingRestart => Vec::new(),
+    })
+}
+
+/// The node that signed the canary's last request, when the plan names
+/// the signers' SecretConnection ids.
+fn serving_node(plan: &Plan, nodes: &Nodes, canary: &Canary) -> Option<usize> {
+    let path = plan.canary.signer_names.as_ref()?;
+    let names = crate::demo::read_signer_names(&std::fs::read_to_string(path).ok()?);
+    let name = names.get(&canary.last_signer()?)?;
+    (0..nodes.len()).find(|i| nodes.name(*i) == name)
+}
+
+async fn inject(nodes: &Nodes, canary: &mut Canary, fault: &Fault) -> Result<String, String> {
+    match *fault {
+        Fault::Stopped(i) => {
+            let (stop, _) = nodes.plan(i).pair(Hook::StopStart).ok_or("no stop hook")?;
+            nodes.hook(i, "stop", stop).await?;
+            Ok(format!("stopped {}", nodes.name(i)))
+        }
+        Fault::Isolated(i) => {
+            let (isolate, _) = nodes
+                .plan(i)
+                .pair(Hook::IsolateRejoin)
+                .ok_or("no isolate hook")?;
+            nodes.hook(i, "isolate", isolate).await?;
+            Ok(format!("isolated {} from the other signers", nodes.name(i)))
+        }
+        Fault::KeyLost(i) => {
+            nodes.set_key_loss(i, true).await?;
+            Ok(format!("made the key backend of {} fail", nodes.name(i)))
+        }
+        Fault::SentryDown(i) => {
+            canary.stop_sentry(i);
+            Ok(format!("took canary sentry {} down", i + 1))
+        }
+    }
+}
+
+async fn heal(nodes: &Nodes, canary: &mut Canary, fault: &Fault) -> Result<String, String> {
+    match *fault {
+        Fault::Stopped(i) => {
+            let (_, start) = nodes.plan(i).pair(Hook::StopStart).ok_or("no start hook")?;
+            nodes.hook(i, "start", start).await?;
+            Ok(format!("started {}", nodes.name(i)))
+        }
+        Fault::Isolated(i) => {
+            let (_, rejoin) = nodes
+                .plan(i)
+                .pair(Hook::IsolateRejoin)
+                .ok_or("no rejoin hook")?;
+            nodes.hook(i, "rejoin", rejoin).await?;
+            Ok(format!("rejoined {}", nodes.name(i)))
+        }
+        Fault::KeyLost(i) => {
+            nodes.set_key_loss(i, false).await?;
+            Ok(format!("restored the key backend of {}", nodes.name(i)))
+        }
+        Fault::SentryDown(i) => {
+            canary.start_sentry(i).await?;
+            Ok(format!("brought canary sentry {} back", i + 1))
+        }
+    }
+}
+
+/// Waits `hold`, or less when the operator interrupts (the fault is then
+/// healed at once).
+async fn hold(hold: Duration, report: &mut Report) {
+    tokio::select! {
+        () = tokio::time::sleep(hold) => {}
+        _ = tokio::signal::ctrl_c() => {
+            report.problems.push("interrupted: healed early".into());
+        }
+    }
+}
+
+/// Restarts each node in turn, the leader last; returns when the last
+/// node was started.
+async fn rolling_restart(
+    plan: &Plan,
+    nodes: &Nodes,
+    leader: usize,
+    canary: &Canary,
+    report: &mut Report,
+) -> Duration {
+    let down =
+        (plan.timing.hold / u32::try_from(nodes.len()).unwrap_or(1)).max(Duration::from_secs(1));
+    let order: Vec<usize> = (0..nodes.len())
+        .filter(|i| *i != leader)
+        .chain([leader])
+        .collect();
+    for i in order {
+        let Some((stop, start)) = nodes.plan(i).pair(Hook::StopStart) else {
+            continue;
+        };
+        if let Err(e) = nodes.hook(i, "stop", stop).await {
+            report.problems.push(e);
+            return canary.now();
+        }
+        report.actions.push(format!(
+            "stopped {} at {}",
+            nodes.name(i),
+            stamp(canary.now())
+        ));
+        hold(down, report).await;
+        if let Err(e) = nodes.hook(i, "start", start).await {
+            report.problems.push(e);
+            return canary.now();
+        }
+        let started = canary.now();
+        report
+            .actions
+            .push(format!("started {} at {}", nodes.name(i), stamp(started)));
+        let deadline = tokio::time::Instant::now() + plan.timing.recover_within;
+        loop {
+            match nodes.healthy().await {
+                Ok(_) => break,
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    report.problems.push(format!(
+                        "after restarting {}: not healthy within {:?}: {e}",
+                        nodes.name(i),
+                        plan.timing.recover_within
+                    ));
+                    return canary.now();
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        report.actions.push(format!(
+            "cluster healthy again {:.2} s later",
+            (canary.now() - started).as_secs_f64()
+        ));
+    }
+    canary.now()
+}
+
+/// Waits until the canary is signed again and the cluster is healthy,
+/// recording how long each took after `healed_at`.
+async fn recover(
+    plan: &Plan,
+    nodes: &Nodes,
+    canary: &Canary,
+    healed_at: Duration,
+    report: &mut Report,
+) {
+    let deadline = tokio::time::Instant::now() + plan.timing.recover_within;
+    let mut last_problem = String::new();
+    loop {
+        if report.resumed_after.is_none()
+            && let Some(t) = timeline::first_signature_after(&canary.attempts(), healed_at)
+        {
+            report.resumed_after = Some(t.saturating_sub(healed_at));
+        }
+        if report.healthy_after.is_none() {
+            match nodes.healthy().await {
+                Ok(_) => report.healthy_after = Some(canary.now().saturating_sub(healed_at)),
+                Err(e) => last_problem = e,
+            }
+        }
+        if report.resumed_after.is_some() && report.healthy_after.is_some() {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let limit = plan.timing.recover_within;
+    if report.resumed_after.is_none() {
+        report
+            .problems
+            .push(format!("no signature within {limit:?} after healing"));
+    }
+    if report.healthy_after.is_none() {
+        report.problems.push(format!(
+            "the cluster was not healthy within {limit:?} after healing: {last_problem}"
+        ));
+    }
+}
+
+/// One line per node: role, term, leader, applied index.
+async fn describe(nodes: &Nodes) -> Vec<String> {
+    nodes
+        .views()
+        .await
+        .into_iter()
+        .map(|view| match view.status {
+            Ok(s) => format!(
+                "{}: {} (term {}, leader {}, applied {}){}",
+                view.name,
+                s.role,
+                s.term,
+                s.leader
+                    .and_then(|l| nodes.index_of(l))
+                    .map_or("none", |i| nodes.name(i)),
+                s.applied_index.map_or("-".into(), |i| i.to_string()),
+                if s.has_quorum_leader {
+                    ""
+                } else {
+                    ", NO QUORUM"
+                }
+            ),
+            Err(e) => format!("{}: does not answer ({e})", view.name),
+        })
+        .collect()
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+fn maybe_seconds<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+fn stamp(at: Duration) -> String {
+    format!("t+{:.2}s", at.as_secs_f64())
+}
