@@ -3,7 +3,9 @@
 //! signer node, a fresh identity key each, the validator nodes to dial and
 //! a `[cluster]` section with the given peer addresses. Written with the
 //! demo's [`write_node`], plus `signers.txt` (`NODE_ID NAME` lines, for
-//! `validator-sim --signer-names`) and `consensus.pub` (the key, hex).
+//! `validator-sim --signer-names` and drill plans) and `consensus.pub` (the
+//! key, hex). With `--canary`, every signer also serves the drill's canary
+//! chain.
 
 use std::path::PathBuf;
 
@@ -23,6 +25,14 @@ pub struct Args {
     /// A validator node every signer dials (repeat): `tcp://[ID@]host:port`.
     #[arg(long = "validator", required = true)]
     pub validators: Vec<String>,
+    /// Where `quorumkms drill` listens for its canary validator (repeat,
+    /// one per canary sentry): every signer also serves the canary chain
+    /// there.
+    #[arg(long = "canary")]
+    pub canaries: Vec<String>,
+    /// The canary chain id.
+    #[arg(long, default_value = crate::drill::plan::CANARY_CHAIN)]
+    pub canary_chain: String,
     /// Cluster address of each signer node, in node order (repeat; none
     /// for one node in single-node mode).
     #[arg(long = "peer")]
@@ -57,10 +67,24 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let key = softsign::SoftSigner::generate();
+    let mut chains = vec![args.chain.clone()];
+    if !args.canaries.is_empty() {
+        if args.canary_chain == args.chain {
+            return Err(
+                "--canary-chain must differ from --chain: drills never sign a real chain".into(),
+            );
+        }
+        chains.push(args.canary_chain.clone());
+    }
     let validators: Vec<(String, String)> = args
         .validators
         .iter()
         .map(|addr| (args.chain.clone(), addr.clone()))
+        .chain(
+            args.canaries
+                .iter()
+                .map(|addr| (args.canary_chain.clone(), addr.clone())),
+        )
         .collect();
     let mut signers = String::from("# signer node id, name\n");
     for i in 1..=nodes {
@@ -77,7 +101,7 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             &args.dir,
             i,
             key.seed(),
-            std::slice::from_ref(&args.chain),
+            &chains,
             &validators,
             args.protocol,
             &extra,

@@ -144,7 +144,8 @@ impl AsyncWrite for ServerIo {
 }
 
 /// One lazily connected tonic channel per peer address, shared by Raft
-/// replication and forwarding. A tonic channel reconnects by itself.
+/// replication and forwarding. A tonic channel reconnects by itself after
+/// a connection error; after a timeout the channel is replaced.
 #[derive(Clone)]
 pub struct Channels {
     transport: Arc<dyn Transport>,
@@ -185,6 +186,18 @@ impl Channels {
         map.insert(addr.to_string(), channel.clone());
         Ok(ClusterClient::new(channel))
     }
+
+    /// Forgets the channel to `addr`, closing its connection; the next call
+    /// dials afresh. After a call timed out, the connection may be
+    /// black-holed (a partition drops packets without a reset): TCP's
+    /// retransmission backoff would keep it stuck for seconds after the
+    /// network heals, while a fresh connection works at once.
+    fn evict(&self, addr: &str) {
+        self.by_addr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(addr);
+    }
 }
 
 /// Why a call to a peer got no answer.
@@ -217,9 +230,12 @@ where
             status.code(),
             status.message()
         ))),
-        Err(_) => Err(CallError::Unreachable(format!(
-            "{addr}: no answer within {timeout:?}"
-        ))),
+        Err(_) => {
+            channels.evict(addr);
+            Err(CallError::Unreachable(format!(
+                "{addr}: no answer within {timeout:?}"
+            )))
+        }
     }
 }
 

@@ -485,20 +485,13 @@ async fn rolling_restart(
         report
             .actions
             .push(format!("started {} at {}", nodes.name(i), stamp(started)));
-        let deadline = tokio::time::Instant::now() + plan.timing.recover_within;
-        loop {
-            match nodes.healthy().await {
-                Ok(_) => break,
-                Err(e) if tokio::time::Instant::now() >= deadline => {
-                    report.problems.push(format!(
-                        "after restarting {}: not healthy within {:?}: {e}",
-                        nodes.name(i),
-                        plan.timing.recover_within
-                    ));
-                    return canary.now();
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
+        if let Err(e) = wait_healthy(nodes, plan.timing.recover_within).await {
+            report.problems.push(format!(
+                "after restarting {}: not healthy within {:?}: {e}",
+                nodes.name(i),
+                plan.timing.recover_within
+            ));
+            return canary.now();
         }
         report.actions.push(format!(
             "cluster healthy again {:.2} s later",
@@ -508,8 +501,32 @@ async fn rolling_restart(
     canary.now()
 }
 
-/// Waits until the canary is signed again and the cluster is healthy,
-/// recording how long each took after `healed_at`.
+/// How long the cluster must stay healthy to count as recovered: a node
+/// that just rejoined can look healthy for a moment and then call an
+/// election.
+const STABLE: Duration = Duration::from_secs(1);
+
+/// Waits until the cluster has been healthy for [`STABLE`].
+async fn wait_healthy(nodes: &Nodes, within: Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut since = None;
+    loop {
+        match nodes.healthy().await {
+            Ok(_) => {
+                let start = *since.get_or_insert_with(tokio::time::Instant::now);
+                if start.elapsed() >= STABLE {
+                    return Ok(());
+                }
+            }
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => since = None,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the canary is signed again and the cluster is healthy (for
+/// [`STABLE`]), recording how long each took after `healed_at`.
 async fn recover(
     plan: &Plan,
     nodes: &Nodes,
@@ -519,6 +536,7 @@ async fn recover(
 ) {
     let deadline = tokio::time::Instant::now() + plan.timing.recover_within;
     let mut last_problem = String::new();
+    let mut healthy_since = None;
     loop {
         if report.resumed_after.is_none()
             && let Some(t) = timeline::first_signature_after(&canary.attempts(), healed_at)
@@ -526,9 +544,18 @@ async fn recover(
             report.resumed_after = Some(t.saturating_sub(healed_at));
         }
         if report.healthy_after.is_none() {
+            let now = canary.now();
             match nodes.healthy().await {
-                Ok(_) => report.healthy_after = Some(canary.now().saturating_sub(healed_at)),
-                Err(e) => last_problem = e,
+                Ok(_) => {
+                    let since = *healthy_since.get_or_insert(now);
+                    if now - since >= STABLE {
+                        report.healthy_after = Some(since.saturating_sub(healed_at));
+                    }
+                }
+                Err(e) => {
+                    healthy_since = None;
+                    last_problem = e;
+                }
             }
         }
         if report.resumed_after.is_some() && report.healthy_after.is_some() {
