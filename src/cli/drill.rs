@@ -67,3 +67,20 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         Err(format!("drill failed: {}", failed.join(", ")).into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drill_names() {
+        assert_eq!(parse_drills("all").map(|d| d.0.len()).ok(), Some(8));
+        let one = parse_drills("partition-split").expect("known");
+        assert_eq!(one.0, vec![Drill::PartitionSplit]);
+        for d in Drill::ALL {
+            assert_eq!(parse_drills(d.name()).expect("known").0, vec![d]);
+        }
+        let err = parse_drills("meteor-strike").unwrap_err();
+        assert!(err.contains("leader-kill") && err.contains("all"), "{err}");
+    }
+}
