@@ -19,6 +19,7 @@ pub mod timeline;
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::signal::unix::Signal;
 
 use canary::Canary;
 use ops::Nodes;
@@ -216,6 +217,10 @@ pub async fn run(plan: &Plan, drill: Drill, target: Option<&str>) -> Result<Repo
                 .ok_or_else(|| format!("--target {name}: no such node in the plan"))
         })
         .transpose()?;
+    // From here on Ctrl-C is the drill's: before the fault it stops the
+    // drill, during the hold it heals at once, otherwise it waits.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
     let nodes = Nodes::connect(plan).await?;
     let leader = nodes
         .healthy()
@@ -223,7 +228,10 @@ pub async fn run(plan: &Plan, drill: Drill, target: Option<&str>) -> Result<Repo
         .map_err(|e| format!("the cluster is not healthy before the drill: {e}"))?;
     let first_height = canary_watermark(&nodes, leader, &plan.canary.chain_id).await + 1;
     let mut canary = Canary::start(&plan.canary, first_height, Duration::from_secs(30)).await?;
-    tokio::time::sleep(plan.timing.warmup).await;
+    tokio::select! {
+        () = tokio::time::sleep(plan.timing.warmup) => {}
+        _ = interrupt.recv() => return Err("interrupted before the fault".into()),
+    }
     let warmup_end = canary.now();
     if timeline::first_signature_after(&canary.attempts(), Duration::ZERO).is_none() {
         return Err(format!(
@@ -256,7 +264,7 @@ pub async fn run(plan: &Plan, drill: Drill, target: Option<&str>) -> Result<Repo
     };
     let fault_at = canary.now();
     let healed_at = if drill == Drill::RollingRestart {
-        rolling_restart(plan, &nodes, leader, &canary, &mut report).await
+        rolling_restart(plan, &nodes, leader, &canary, &mut interrupt, &mut report).await
     } else {
         let faults = choose(plan, &nodes, &canary, drill, leader, target)?;
         let mut injected = Vec::new();
@@ -278,7 +286,7 @@ pub async fn run(plan: &Plan, drill: Drill, target: Option<&str>) -> Result<Repo
             }
         }
         if report.problems.is_empty() {
-            hold(plan.timing.hold, &mut report).await;
+            hold(plan.timing.hold, &mut interrupt, &mut report).await;
         }
         for fault in injected.iter().rev() {
             match heal(&nodes, &mut canary, fault).await {
@@ -439,11 +447,12 @@ async fn heal(nodes: &Nodes, canary: &mut Canary, fault: &Fault) -> Result<Strin
 
 /// Waits `hold`, or less when the operator interrupts (the fault is then
 /// healed at once).
-async fn hold(hold: Duration, report: &mut Report) {
+async fn hold(hold: Duration, interrupt: &mut Signal, report: &mut Report) -> bool {
     tokio::select! {
-        () = tokio::time::sleep(hold) => {}
-        _ = tokio::signal::ctrl_c() => {
+        () = tokio::time::sleep(hold) => false,
+        _ = interrupt.recv() => {
             report.problems.push("interrupted: healed early".into());
+            true
         }
     }
 }
@@ -455,6 +464,7 @@ async fn rolling_restart(
     nodes: &Nodes,
     leader: usize,
     canary: &Canary,
+    interrupt: &mut Signal,
     report: &mut Report,
 ) -> Duration {
     let down =
@@ -476,7 +486,7 @@ async fn rolling_restart(
             nodes.name(i),
             stamp(canary.now())
         ));
-        hold(down, report).await;
+        let interrupted = hold(down, interrupt, report).await;
         if let Err(e) = nodes.hook(i, "start", start).await {
             report.problems.push(e);
             return canary.now();
@@ -497,6 +507,9 @@ async fn rolling_restart(
             "cluster healthy again {:.2} s later",
             (canary.now() - started).as_secs_f64()
         ));
+        if interrupted {
+            break;
+        }
     }
     canary.now()
 }
