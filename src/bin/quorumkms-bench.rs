@@ -635,14 +635,12 @@ fn ms_or_dash(d: Duration, decimals: usize) -> String {
 
 fn print_topologies(topologies: &[Topology], spacing: Duration) {
     println!(
-        "{:<18} {:<8} {:<18} {:>17} {:>17} {:>12} {:>9}",
+        "{:<18} {:<8} {:<18} {:>17} {:>17}",
         "",
         "",
         "",
         "back to back",
-        format!("{} ms apart", spacing.as_millis()),
-        "",
-        ""
+        format!("{} ms apart", spacing.as_millis())
     );
     println!(
         "{:<18} {:<8} {:<18} {:>8} {:>8} {:>8} {:>8} {:>12} {:>9}",
@@ -668,7 +666,7 @@ fn print_topologies(topologies: &[Topology], spacing: Duration) {
             } else {
                 (String::new(), String::new())
             };
-            println!(
+            let row = format!(
                 "{:<18} {:<8} {:<18} {:>8} {:>8} {:>8} {:>8} {:>12} {:>9}",
                 t.sites,
                 t.timeouts,
@@ -680,6 +678,7 @@ fn print_topologies(topologies: &[Topology], spacing: Duration) {
                 failover,
                 verified
             );
+            println!("{}", row.trim_end());
         }
     }
     println!(
