@@ -9,6 +9,12 @@
 //!
 //! Run: `scripts/bench` (release build), or
 //! `cargo run --release --bin quorumkms-bench -- --requests 1000`.
+//!
+//! With `--netns`, it measures topologies instead: each node in a network
+//! namespace of its own, in simulated regions with delays between them
+//! (set up by `scripts/regions`, which runs the bench in the validators'
+//! namespace): sign latency through the leader and through a follower near
+//! the validators, and failover after kill -9 of the leader.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -36,7 +42,78 @@ struct Args {
     /// The quorumkms binary to run (default: next to this one).
     #[arg(long)]
     exe: Option<PathBuf>,
+    /// Measure `--topology`s instead, each node in network namespace
+    /// PREFIX-SITE as scripts/regions sets them up (run the bench in the
+    /// validators' namespace).
+    #[arg(long, value_name = "PREFIX", requires = "topology")]
+    netns: Option<String>,
+    /// With --netns: a topology as its nodes' sites, e.g. `a1,a2,b1,b2,c1`
+    /// (region letter and index; the node's address is 10.98.R.K, R = 1
+    /// for region a). Repeat for several. Topologies spanning regions use
+    /// the WAN timeouts of cluster/examples/regions-5.
+    #[arg(long, requires = "netns")]
+    topology: Vec<String>,
+    /// With --netns: the address the validators listen on (10.98.R.x puts
+    /// them in region R).
+    #[arg(long, default_value = "10.98.1.100")]
+    validator_ip: String,
+    /// With --netns: also measure latency with requests this many
+    /// milliseconds apart, as a validator's are (0: back to back only).
+    #[arg(long, default_value_t = 100)]
+    spacing_ms: u64,
 }
+
+/// Where a node runs in multi-region mode: namespace `PREFIX-NAME`,
+/// address 10.98.R.K, as scripts/regions lays them out.
+#[derive(Clone, Debug)]
+struct Site {
+    name: String,
+    region: char,
+    ip: String,
+}
+
+impl std::str::FromStr for Site {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Site, String> {
+        let region = name.chars().next().filter(char::is_ascii_lowercase);
+        let index = name.get(1..).and_then(|k| k.parse::<u8>().ok());
+        match (region, index) {
+            (Some(region), Some(k @ 1..=99)) => Ok(Site {
+                name: name.to_string(),
+                region,
+                ip: format!("10.98.{}.{k}", region as u8 - b'a' + 1),
+            }),
+            _ => Err(format!(
+                "site {name:?}: expected a region letter and an index, e.g. b2"
+            )),
+        }
+    }
+}
+
+/// The region of an address 10.98.R.x.
+fn region_of(ip: &str) -> Option<char> {
+    let octet: u8 = ip.strip_prefix("10.98.")?.split('.').next()?.parse().ok()?;
+    (1..=26)
+        .contains(&octet)
+        .then(|| (b'a' + octet - 1) as char)
+}
+
+/// Where the nodes and the validators run.
+enum Layout<'a> {
+    /// Everything on loopback.
+    Loopback,
+    /// Each node in its own network namespace (see [`Site`]).
+    Netns {
+        prefix: &'a str,
+        sites: &'a [Site],
+        validator_ip: &'a str,
+    },
+}
+
+/// The WAN timeouts of cluster/examples/regions-5.
+const WAN_TIMEOUTS: &str = "election_timeout_min_ms = 1000\nelection_timeout_max_ms = 2000\n\
+                            heartbeat_interval_ms = 250\ngrant_timeout_ms = 3000\n";
 
 const SEED: [u8; 32] = [9u8; 32];
 
@@ -86,13 +163,20 @@ fn rss_mib(child: &Child) -> f64 {
 }
 
 /// Signer nodes (1 = single-node mode) serving `chains`, each chain with
-/// one validator that every node dials.
+/// one validator that every node dials, or one per node.
 struct Bench {
     _dir: tempfile::TempDir,
+    exe: PathBuf,
     nodes: Vec<NodeFiles>,
     children: Vec<Option<Child>>,
-    validators: Vec<Validator>,
-    ports: Vec<u16>,
+    validators: Vec<Option<Validator>>,
+    checker: Checker,
+    /// Each node's cluster (and admin) address; empty in single-node mode.
+    admin: Vec<String>,
+    /// Each node's site and namespace, in multi-region mode.
+    sites: Vec<(Site, String)>,
+    /// The validators' region, in multi-region mode.
+    validator_region: Option<char>,
 }
 
 impl Bench {
@@ -102,6 +186,7 @@ impl Bench {
         chains: usize,
         link: Link,
         per_node_validators: bool,
+        layout: &Layout<'_>,
     ) -> Result<Bench, Box<dyn std::error::Error>> {
         let dir = match tmp_root() {
             Some(root) => tempfile::tempdir_in(root)?,
@@ -115,19 +200,36 @@ impl Bench {
         } else {
             chains
         };
+        let (validator_ip, sites) = match layout {
+            Layout::Loopback => ("127.0.0.1", Vec::new()),
+            Layout::Netns {
+                prefix,
+                sites,
+                validator_ip,
+            } => {
+                let named = sites
+                    .iter()
+                    .map(|s| (s.clone(), format!("{prefix}-{}", s.name)));
+                (*validator_ip, named.collect())
+            }
+        };
         let mut listens = Vec::new();
         for l in 0..listeners {
             listens.push(match link {
                 Link::Unix => Listen::unix(dir.path().join(format!("v{l}.sock")))?,
-                Link::SecretConnection => Listen::tcp("127.0.0.1:0").await?,
+                Link::SecretConnection => Listen::tcp(&format!("{validator_ip}:0")).await?,
             });
         }
         let cluster = nodes >= 3;
-        let ports = if cluster {
-            demo::free_ports(nodes)?
-        } else {
-            Vec::new()
+        let admin: Vec<String> = match layout {
+            _ if !cluster => Vec::new(),
+            Layout::Loopback => demo::free_ports(nodes)?
+                .iter()
+                .map(|p| format!("127.0.0.1:{p}"))
+                .collect(),
+            Layout::Netns { sites, .. } => sites.iter().map(|s| format!("{}:7100", s.ip)).collect(),
         };
+        let regions: std::collections::BTreeSet<char> = sites.iter().map(|s| s.0.region).collect();
         let mut files = Vec::new();
         for i in 1..=nodes {
             let validators: Vec<(String, String)> = (0..listeners)
@@ -139,11 +241,13 @@ impl Bench {
                     )
                 })
                 .collect();
-            let extra = if cluster {
-                demo::cluster_section(i, &ports)
-            } else {
-                String::new()
-            };
+            let mut extra = String::new();
+            if cluster {
+                extra = demo::cluster_section_at(i, &admin[i - 1], &admin);
+            }
+            if regions.len() > 1 {
+                extra.push_str(WAN_TIMEOUTS);
+            }
             files.push(demo::write_node(
                 dir.path(),
                 i,
@@ -154,41 +258,92 @@ impl Bench {
                 &extra,
             )?);
         }
-        let mut children = Vec::new();
-        for node in &files {
-            children.push(Some(demo::spawn_node(exe, node)?));
+        let mut bench = Bench {
+            _dir: dir,
+            exe: exe.to_path_buf(),
+            nodes: files,
+            children: Vec::new(),
+            validators: Vec::new(),
+            checker: Checker::new(),
+            admin,
+            sites,
+            validator_region: region_of(validator_ip),
+        };
+        for i in 1..=nodes {
+            let child = bench.spawn(i)?;
+            bench.children.push(Some(child));
         }
         if cluster {
-            demo::initialize_cluster(&ports, Duration::from_secs(30)).await?;
+            demo::initialize_cluster_at(&bench.admin[0], Duration::from_secs(30)).await?;
         }
         let timing = Timing {
             accept_timeout: Duration::from_secs(30),
             ping_interval: Duration::from_millis(500),
             ..Timing::default()
         };
-        let checker = Checker::new();
-        let validators = listens
+        bench.validators = listens
             .into_iter()
             .enumerate()
             .map(|(l, listen)| {
                 let chain = &chain_ids[l / if per_node_validators { nodes } else { 1 }];
-                Validator::new(
+                Some(Validator::new(
                     listen,
                     chain,
                     Version::V0_38,
                     public_key(),
                     timing.clone(),
-                    checker.clone(),
-                )
+                    bench.checker.clone(),
+                ))
             })
             .collect();
-        Ok(Bench {
-            _dir: dir,
-            nodes: files,
-            children,
-            validators,
-            ports,
-        })
+        Ok(bench)
+    }
+
+    /// Starts node `i` (1-based), in its namespace in multi-region mode.
+    fn spawn(&self, i: usize) -> std::io::Result<Child> {
+        let netns = self.sites.get(i - 1).map(|s| s.1.as_str());
+        demo::spawn_node_in(&self.exe, &self.nodes[i - 1], netns)
+    }
+
+    /// Node `i`'s name: its site in multi-region mode.
+    fn name(&self, i: usize) -> String {
+        self.sites
+            .get(i - 1)
+            .map_or_else(|| format!("node-{i}"), |s| s.0.name.clone())
+    }
+
+    fn region(&self, i: usize) -> Option<char> {
+        self.sites.get(i - 1).map(|s| s.0.region)
+    }
+
+    /// A follower, in the validators' region when one is.
+    fn follower_near_validators(&self, leader: usize) -> usize {
+        (1..=self.nodes.len())
+            .filter(|&i| i != leader)
+            .min_by_key(|&i| self.region(i) != self.validator_region)
+            .unwrap_or(1)
+    }
+
+    /// The leader, moved into the validators' region when it is elsewhere
+    /// and a node there can take over (best effort).
+    async fn leader_near_validators(&self) -> Result<usize, String> {
+        let leader = wait_for_leader(&self.admin)
+            .await
+            .ok_or("no leader within 20 s")? as usize;
+        let near = (1..=self.nodes.len()).find(|&i| self.region(i) == self.validator_region);
+        match near {
+            Some(target) if self.region(leader) != self.validator_region => {
+                let client = quorumkms::cluster::admin::Client::new(
+                    self.admin[leader - 1].clone(),
+                    Duration::from_secs(10),
+                );
+                let _ = client.transfer_leader(target as u64).await;
+                Ok(wait_for_leader(&self.admin)
+                    .await
+                    .ok_or("no leader within 20 s")? as usize)
+            }
+            _ => Ok(leader),
+        }
     }
 
     async fn stop(mut self) {
@@ -229,6 +384,23 @@ async fn sign_run(
     Ok((validator, latencies))
 }
 
+/// [`sign_run`] with a pause of `spacing` before each request.
+async fn sign_spaced(
+    mut validator: Validator,
+    start: i64,
+    count: usize,
+    spacing: Duration,
+) -> Result<(Validator, Vec<Duration>), String> {
+    let mut latencies = Vec::with_capacity(count);
+    for h in 0..count as i64 {
+        tokio::time::sleep(spacing).await;
+        let (next, latency) = sign_run(validator, start + h, 1).await?;
+        validator = next;
+        latencies.extend(latency);
+    }
+    Ok((validator, latencies))
+}
+
 async fn throughput(
     exe: &Path,
     nodes: usize,
@@ -236,10 +408,10 @@ async fn throughput(
     link: Link,
     requests: usize,
 ) -> Result<Figures, Box<dyn std::error::Error>> {
-    let mut bench = Bench::start(exe, nodes, chains, link, false).await?;
+    let mut bench = Bench::start(exe, nodes, chains, link, false, &Layout::Loopback).await?;
     // Warm up each chain (connections, first grants) outside the figures.
     let mut warm = Vec::new();
-    for validator in bench.validators.drain(..) {
+    for validator in bench.validators.drain(..).flatten() {
         warm.push(tokio::spawn(sign_run(validator, 1, WARMUP)));
     }
     let mut validators = Vec::new();
@@ -281,63 +453,248 @@ async fn throughput(
     })
 }
 
-/// Kills the leader of a 3-node cluster `runs` times while a validator
-/// served by a follower keeps signing; returns the time from each kill to
-/// the next signature.
-async fn failover(exe: &Path, runs: usize) -> Result<Vec<Duration>, Box<dyn std::error::Error>> {
-    let mut bench = Bench::start(exe, 3, 1, Link::Unix, true).await?;
-    let mut validators: Vec<Option<Validator>> = bench.validators.drain(..).map(Some).collect();
-    let mut height = 1i64;
+/// Kills the leader `runs` times (in single-node mode: the node, restarted
+/// at once) while a validator keeps signing, served by a follower (in the
+/// validators' region when one is), which keeps its connection. Returns the
+/// node killed and the time from the kill to the next signature, for each
+/// run. Each killed node is restarted and rejoins before the next run.
+async fn failover(
+    bench: &mut Bench,
+    runs: usize,
+    height: &mut i64,
+) -> Result<Vec<(usize, Duration)>, Box<dyn std::error::Error>> {
+    let single = bench.admin.is_empty();
     let mut gaps = Vec::new();
     for _ in 0..runs {
-        let leader = wait_for_leader(&bench.ports)
-            .await
-            .ok_or("no leader within 20 s")?;
-        let leader = leader as usize;
-        let follower = if leader == 1 { 2 } else { 1 };
-        let validator = validators[follower - 1].take().ok_or("validator in use")?;
-        // Sign through the follower until it is warm, then kill the leader
-        // from another task while signing continues.
-        let (validator, _) = sign_run(validator, height, 5).await?;
-        height += 5;
-        let mut child = bench.children[leader - 1]
+        let (victim, server) = if single {
+            (1, 1)
+        } else {
+            let leader = wait_for_leader(&bench.admin)
+                .await
+                .ok_or("no leader within 20 s")? as usize;
+            (leader, bench.follower_near_validators(leader))
+        };
+        let validator = bench.validators[server - 1]
             .take()
-            .ok_or("leader not running")?;
+            .ok_or("validator in use")?;
+        // Sign until warm, then kill while the validator keeps asking.
+        let (validator, _) = sign_run(validator, *height, 5).await?;
+        *height += 5;
+        let mut child = bench.children[victim - 1]
+            .take()
+            .ok_or("node not running")?;
         let killed_at = Instant::now();
         let _ = child.start_kill();
         let _ = child.wait().await;
-        let (validator, _) = sign_run(validator, height, 1).await?;
-        gaps.push(killed_at.elapsed());
-        height += 1;
-        validators[follower - 1] = Some(validator);
-        bench.children[leader - 1] = Some(demo::spawn_node(exe, &bench.nodes[leader - 1])?);
-        // Wait until the restarted node follows a leader again.
-        let addr = format!("127.0.0.1:{}", bench.ports[leader - 1]);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let status = quorumkms::cluster::admin::status(&addr, Duration::from_millis(500)).await;
-            if status.is_ok_and(|s| s.has_quorum_leader && s.leader.is_some()) {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err("restarted node did not rejoin".into());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if single {
+            bench.children[0] = Some(bench.spawn(1)?);
+        }
+        let (validator, _) = sign_run(validator, *height, 1).await?;
+        gaps.push((victim, killed_at.elapsed()));
+        *height += 1;
+        bench.validators[server - 1] = Some(validator);
+        if !single {
+            bench.children[victim - 1] = Some(bench.spawn(victim)?);
+            wait_rejoined(&bench.admin[victim - 1]).await?;
         }
     }
-    bench.stop().await;
     Ok(gaps)
 }
 
-async fn wait_for_leader(ports: &[u16]) -> Option<u64> {
+/// Waits until the node at `addr` follows a leader that has a quorum.
+async fn wait_rejoined(addr: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = quorumkms::cluster::admin::status(addr, Duration::from_millis(500)).await;
+        if status.is_ok_and(|s| s.has_quorum_leader && s.leader.is_some()) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("restarted node {addr} did not rejoin"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_for_leader(admin: &[String]) -> Option<u64> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if let Some((leader, _)) = demo::find_leader(ports).await {
+        if let Some((leader, _)) = demo::find_leader_at(admin).await {
             return Some(leader);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     None
+}
+
+/// One topology's figures in multi-region mode.
+struct Topology {
+    sites: String,
+    timeouts: &'static str,
+    /// Node that served, its role, p50 and p99 back to back, and p50 and
+    /// p99 with requests spaced apart.
+    latency: Vec<(String, &'static str, [Duration; 4])>,
+    /// (node killed, time to the next signature)
+    failovers: Vec<(String, Duration)>,
+    signatures: usize,
+}
+
+/// Measures one topology: sign latency through the leader (moved into the
+/// validators' region when possible) and through a follower near the
+/// validators, then failover.
+async fn topology(
+    exe: &Path,
+    layout: &Layout<'_>,
+    requests: usize,
+    spacing: Duration,
+    failovers: usize,
+) -> Result<Topology, Box<dyn std::error::Error>> {
+    let Layout::Netns { sites, .. } = layout else {
+        return Err("topologies run in network namespaces".into());
+    };
+    if sites.len() == 2 {
+        return Err("a topology has 1 node (single-node mode) or 3 or more".into());
+    }
+    let mut bench = Bench::start(exe, sites.len(), 1, Link::SecretConnection, true, layout).await?;
+    let servers = if bench.admin.is_empty() {
+        vec![(1, "single node")]
+    } else {
+        let leader = bench.leader_near_validators().await?;
+        vec![
+            (leader, "leader"),
+            (bench.follower_near_validators(leader), "follower"),
+        ]
+    };
+    let mut height = 1i64;
+    let mut latency = Vec::new();
+    for (node, role) in servers {
+        let validator = bench.validators[node - 1]
+            .take()
+            .ok_or("validator in use")?;
+        let (validator, _) = sign_run(validator, height, WARMUP).await?;
+        height += WARMUP as i64;
+        let (validator, mut times) = sign_run(validator, height, requests).await?;
+        height += requests as i64;
+        times.sort();
+        let mut spaced = Vec::new();
+        let mut validator = validator;
+        if !spacing.is_zero() {
+            (validator, spaced) = sign_spaced(validator, height, requests, spacing).await?;
+            height += requests as i64;
+            spaced.sort();
+        }
+        bench.validators[node - 1] = Some(validator);
+        latency.push((
+            bench.name(node),
+            role,
+            [
+                percentile(&times, 0.5),
+                percentile(&times, 0.99),
+                percentile(&spaced, 0.5),
+                percentile(&spaced, 0.99),
+            ],
+        ));
+    }
+    let gaps = failover(&mut bench, failovers, &mut height).await?;
+    let report = bench.checker.report();
+    if report.conflicts > 0 || report.invalid > 0 {
+        return Err(format!("conflicting or invalid signatures: {report:?}").into());
+    }
+    let regions: std::collections::BTreeSet<char> = sites.iter().map(|s| s.region).collect();
+    let figures = Topology {
+        sites: sites
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        timeouts: match (sites.len(), regions.len()) {
+            (1, _) => "-",
+            (_, 1) => "LAN",
+            _ => "WAN",
+        },
+        latency,
+        failovers: gaps.iter().map(|(i, gap)| (bench.name(*i), *gap)).collect(),
+        signatures: report.released,
+    };
+    bench.stop().await;
+    Ok(figures)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Milliseconds with `decimals`, or "-" for a figure not measured (zero).
+fn ms_or_dash(d: Duration, decimals: usize) -> String {
+    if d.is_zero() {
+        "-".to_string()
+    } else {
+        format!("{:.decimals$}", ms(d))
+    }
+}
+
+fn print_topologies(topologies: &[Topology], spacing: Duration) {
+    println!(
+        "{:<18} {:<8} {:<18} {:>17} {:>17}",
+        "",
+        "",
+        "",
+        "back to back",
+        format!("{} ms apart", spacing.as_millis())
+    );
+    println!(
+        "{:<18} {:<8} {:<18} {:>8} {:>8} {:>8} {:>8} {:>12} {:>9}",
+        "topology",
+        "timeouts",
+        "signed via",
+        "p50 ms",
+        "p99 ms",
+        "p50 ms",
+        "p99 ms",
+        "failover ms",
+        "verified"
+    );
+    for t in topologies {
+        let mut gaps: Vec<Duration> = t.failovers.iter().map(|f| f.1).collect();
+        gaps.sort();
+        for (i, (node, role, [p50, p99, spaced50, spaced99])) in t.latency.iter().enumerate() {
+            let (failover, verified) = if i == 0 {
+                (
+                    ms_or_dash(percentile(&gaps, 0.5), 0),
+                    t.signatures.to_string(),
+                )
+            } else {
+                (String::new(), String::new())
+            };
+            let row = format!(
+                "{:<18} {:<8} {:<18} {:>8} {:>8} {:>8} {:>8} {:>12} {:>9}",
+                t.sites,
+                t.timeouts,
+                format!("{node} ({role})"),
+                ms_or_dash(*p50, 1),
+                ms_or_dash(*p99, 1),
+                ms_or_dash(*spaced50, 1),
+                ms_or_dash(*spaced99, 1),
+                failover,
+                verified
+            );
+            println!("{}", row.trim_end());
+        }
+    }
+    println!(
+        "failover: median over the runs; each run (node killed: ms from kill -9 to the next signature):"
+    );
+    for t in topologies {
+        let runs: Vec<String> = t
+            .failovers
+            .iter()
+            .map(|(node, gap)| format!("{node}:{:.0}", ms(*gap)))
+            .collect();
+        println!("  {:<18} {}", t.sites, runs.join(" "));
+    }
+    println!(
+        "0 conflicting and 0 invalid signatures in every topology (the bench fails otherwise)"
+    );
 }
 
 fn print(figures: &[Figures]) {
@@ -377,6 +734,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => std::env::current_exe()?.with_file_name("quorumkms"),
     };
     let runtime = tokio::runtime::Runtime::new()?;
+    if let Some(prefix) = &args.netns {
+        return runtime.block_on(async {
+            let mut figures = Vec::new();
+            for topology_arg in &args.topology {
+                let sites = topology_arg
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<Vec<Site>, String>>()?;
+                let layout = Layout::Netns {
+                    prefix,
+                    sites: &sites,
+                    validator_ip: &args.validator_ip,
+                };
+                let spacing = Duration::from_millis(args.spacing_ms);
+                figures
+                    .push(topology(&exe, &layout, args.requests, spacing, args.failovers).await?);
+            }
+            print_topologies(&figures, Duration::from_millis(args.spacing_ms));
+            Ok(())
+        });
+    }
     runtime.block_on(async {
         let mut figures = Vec::new();
         for (nodes, chains, link) in [
@@ -391,7 +769,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         print(&figures);
         if args.failovers > 0 {
-            let mut gaps = failover(&exe, args.failovers).await?;
+            let mut bench = Bench::start(&exe, 3, 1, Link::Unix, true, &Layout::Loopback).await?;
+            let runs = failover(&mut bench, args.failovers, &mut 1).await?;
+            bench.stop().await;
+            let mut gaps: Vec<Duration> = runs.into_iter().map(|r| r.1).collect();
             gaps.sort();
             let ms: Vec<String> = gaps.iter().map(|g| format!("{:.0}", g.as_secs_f64() * 1e3)).collect();
             println!(

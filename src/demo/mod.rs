@@ -137,11 +137,29 @@ pub fn write_node(
 ///
 /// When the process cannot be spawned.
 pub fn spawn_node(exe: &Path, node: &NodeFiles) -> std::io::Result<Child> {
+    spawn_node_in(exe, node, None)
+}
+
+/// [`spawn_node`], inside network namespace `netns` (through `ip netns
+/// exec`, which execs the node: the child is the node itself) when given.
+///
+/// # Errors
+///
+/// When the process cannot be spawned.
+pub fn spawn_node_in(exe: &Path, node: &NodeFiles, netns: Option<&str>) -> std::io::Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(node.dir.join("node.log"))?;
-    Command::new(exe)
+    let mut command = match netns {
+        Some(netns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", netns]).arg(exe);
+            command
+        }
+        None => Command::new(exe),
+    };
+    command
         .arg("start")
         .arg("-c")
         .arg(&node.config)
@@ -197,10 +215,19 @@ pub fn free_ports(count: usize) -> std::io::Result<Vec<u16>> {
 ///
 /// When node 1 does not answer within `within`.
 pub async fn initialize_cluster(ports: &[u16], within: Duration) -> Result<(), String> {
+    initialize_cluster_at(&format!("127.0.0.1:{}", ports[0]), within).await
+}
+
+/// Bootstraps a cluster through the admin API of the node at `addr`
+/// (host:port), retrying while the node starts.
+///
+/// # Errors
+///
+/// When the node does not answer within `within`.
+pub async fn initialize_cluster_at(addr: &str, within: Duration) -> Result<(), String> {
     let deadline = Instant::now() + within;
-    let addr = format!("127.0.0.1:{}", ports[0]);
     loop {
-        match crate::cluster::admin::initialize(&addr, Duration::from_secs(2)).await {
+        match crate::cluster::admin::initialize(addr, Duration::from_secs(2)).await {
             Ok(_) => return Ok(()),
             Err(e) if Instant::now() >= deadline => return Err(e),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -210,9 +237,15 @@ pub async fn initialize_cluster(ports: &[u16], within: Duration) -> Result<(), S
 
 /// The leader as the first reachable node reports it.
 pub async fn find_leader(ports: &[u16]) -> Option<(u64, u64)> {
-    for port in ports {
-        let addr = format!("127.0.0.1:{port}");
-        if let Ok(status) = crate::cluster::admin::status(&addr, Duration::from_millis(500)).await
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    find_leader_at(&addrs).await
+}
+
+/// The leader (and term) as the first reachable node at `addrs`
+/// (host:port) reports it.
+pub async fn find_leader_at(addrs: &[String]) -> Option<(u64, u64)> {
+    for addr in addrs {
+        if let Ok(status) = crate::cluster::admin::status(addr, Duration::from_millis(500)).await
             && let Some(leader) = status.leader
         {
             return Some((leader, status.term));
