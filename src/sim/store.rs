@@ -8,7 +8,7 @@
 //! - a planted bug can make the disk forget its last acknowledged log
 //!   entries on restart, like an fsync that never happened.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::EntryPayload;
 use sha2::{Digest, Sha256};
@@ -30,6 +30,10 @@ pub struct SimStore {
     trace: Trace,
     /// Planted bug: log entries forgotten on every restart (0 = none).
     forget_tail: u64,
+    /// The applied state last persisted, once read or written: what
+    /// `disk` holds under `MetaKey::Applied`, kept decoded because every
+    /// persisted batch is compared with the one before.
+    persisted: Arc<Mutex<Option<AppliedState>>>,
 }
 
 impl std::fmt::Debug for SimStore {
@@ -87,6 +91,7 @@ impl SimStore {
             disk: MemBackend::new(),
             trace,
             forget_tail,
+            persisted: Arc::default(),
         }
     }
 
@@ -123,6 +128,15 @@ impl SimStore {
             Ok(Some(bytes)) => decode(&bytes).unwrap_or_default(),
             _ => AppliedState::default(),
         }
+    }
+
+    /// [`SimStore::applied_state`], from the copy kept since the last
+    /// write.
+    fn last_persisted(&self) -> AppliedState {
+        let mut persisted = self.persisted.lock().unwrap_or_else(|p| p.into_inner());
+        persisted
+            .get_or_insert_with(|| self.applied_state())
+            .clone()
     }
 
     /// Replays a persisted batch through `apply` and reports each entry.
@@ -206,10 +220,11 @@ impl Backend for SimStore {
             .find(|(k, _)| *k == MetaKey::Applied)
             .and_then(|(_, bytes)| decode::<AppliedState>(bytes).ok());
         let snapshot = records.iter().any(|(k, _)| *k == MetaKey::Snapshot);
-        let prev = applied.as_ref().map(|_| self.applied_state());
+        let prev = applied.as_ref().map(|_| self.last_persisted());
         self.disk.meta_put(records)?;
         if let (Some(next), Some(prev)) = (applied, prev) {
             self.observe(prev, &next, snapshot);
+            *self.persisted.lock().unwrap_or_else(|p| p.into_inner()) = Some(next);
         }
         Ok(())
     }
