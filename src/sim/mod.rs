@@ -11,14 +11,15 @@
 //! - several validator clients per chain ([`validator`]) that dial the
 //!   signers, fail over between them, and send conflicting requests;
 //! - a seeded fault schedule ([`faults`]): partitions of the leader or a
-//!   follower, crash and restart, held links, latency spikes.
+//!   follower, crash and restart, held links, latency spikes, a full disk.
 //!
 //! Checks ([`RunReport::violations`]): no two payloads signed for one
 //! (chain, height, round, step); every node applies the same entries with
 //! the same outcomes in the same order; no signature a validator received
 //! is above or different from the final watermark on any node, and the
 //! final states agree; one validator node advances per height; signing
-//! resumes within a bound after each fault and the run finishes in time.
+//! resumes within a bound after each fault and the run finishes in time;
+//! a node whose disk filled up serves again once it has room.
 //!
 //! The same seed gives the same trace digest. Two planted bugs
 //! ([`Bug`]) prove the checks bite.
@@ -62,6 +63,10 @@ const MAX_ANSWER_GAP: Duration = Duration::from_secs(15);
 const RESUME_BOUND: Duration = Duration::from_secs(10);
 /// Time the run may take after the fault window before it is a stall.
 const FINISH_GRACE: Duration = Duration::from_secs(60);
+/// Time after the validators finish (and the last fault heals) within
+/// which every node must be serving again and hold the same state. A node
+/// whose disk filled up retries its rebuild with a backoff of up to 5 s.
+const SETTLE_BOUND: Duration = Duration::from_secs(15);
 
 /// A planted bug, switched on for one run to show the checks catch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -291,6 +296,39 @@ fn set_slot(slot: &Slot, node: Option<Node>) {
     *slot.lock().unwrap_or_else(|p| p.into_inner()) = node;
 }
 
+/// Nodes that are down or refuse to grant (a storage fault stands), with
+/// why.
+fn unserving(slots: &[Slot]) -> Vec<(usize, String)> {
+    slots
+        .iter()
+        .enumerate()
+        .filter_map(|(i, slot)| match slot_node(slot) {
+            None => Some((i + 1, "not running".to_string())),
+            Some(node) => node
+                .storage_fault()
+                .map(|fault| (i + 1, format!("storage fault: {fault}"))),
+        })
+        .collect()
+}
+
+/// Traces each node that starts or stops refusing to grant because of a
+/// storage fault; `seen` holds who refused at the last look.
+fn note_storage_faults(slots: &[Slot], seen: &mut [bool], trace: &Trace, now: Duration) {
+    for (i, slot) in slots.iter().enumerate() {
+        let Some(node) = slot_node(slot) else {
+            continue;
+        };
+        let fault = node.storage_fault();
+        if fault.is_some() != seen[i] {
+            seen[i] = fault.is_some();
+            match fault {
+                Some(fault) => trace.event(now, format!("n{} refuses: {fault}", i + 1)),
+                None => trace.event(now, format!("n{} serves again", i + 1)),
+            }
+        }
+    }
+}
+
 /// The node that leads with the highest term, if any.
 fn current_leader(slots: &[Slot]) -> Option<u64> {
     slots
@@ -307,7 +345,7 @@ fn run_inner(seed: u64, settings: &Settings, trace: &Trace, report: &mut RunRepo
     let duration = settings.fault_window + FINISH_GRACE;
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
-        .simulation_duration(duration + Duration::from_secs(10))
+        .simulation_duration(duration + SETTLE_BOUND + Duration::from_secs(10))
         .tick_duration(Duration::from_millis(1))
         .min_message_latency(Duration::from_millis(1))
         .max_message_latency(Duration::from_millis(20))
@@ -419,20 +457,21 @@ fn run_inner(seed: u64, settings: &Settings, trace: &Trace, report: &mut RunRepo
     let mut plan = Plan::new(seed, Duration::from_secs(1), settings.fault_window);
     let mut active: Option<Active> = None;
     let mut last_heal = Duration::ZERO;
+    let mut storage_faults = vec![false; slots.len()];
     let finished = loop {
         let now = sim.elapsed();
         report.sim_time = now;
         if let Some(fault) = active.as_ref()
             && now >= fault.until
         {
-            heal(&mut sim, fault, &hosts, trace, now);
+            heal(&mut sim, fault, &hosts, &stores, trace, now);
             last_heal = now;
             active = None;
             plan.rest(now);
         }
         if active.is_none() && now >= plan.next_at && now < plan.window_end {
             let fault = plan.draw(now, nodes, current_leader(&slots));
-            inject(&mut sim, &fault, &hosts, &slots, trace, now);
+            inject(&mut sim, &fault, &hosts, &slots, &stores, trace, now);
             *report.faults.entry(fault.kind.name()).or_default() += 1;
             active = Some(fault);
         }
@@ -449,6 +488,9 @@ fn run_inner(seed: u64, settings: &Settings, trace: &Trace, report: &mut RunRepo
                 break false;
             }
         }
+        if now.as_millis().is_multiple_of(16) {
+            note_storage_faults(&slots, &mut storage_faults, trace, now);
+        }
         if now.as_millis().is_multiple_of(64) && !trace.violations().is_empty() {
             break false;
         }
@@ -459,22 +501,32 @@ fn run_inner(seed: u64, settings: &Settings, trace: &Trace, report: &mut RunRepo
     };
     if let Some(fault) = active.take() {
         let now = sim.elapsed();
-        heal(&mut sim, &fault, &hosts, trace, now);
+        heal(&mut sim, &fault, &hosts, &stores, trace, now);
         last_heal = now;
     }
 
     if finished {
-        // Let every node catch up, then compare them.
-        let settle_until = sim.elapsed() + Duration::from_secs(5);
+        // Let every node come back and catch up, then compare them.
+        let settle_until = sim.elapsed() + SETTLE_BOUND;
         while sim.elapsed() < settle_until {
             let states: Vec<_> = stores.iter().map(SimStore::applied_state).collect();
-            if states.iter().all(|s| *s == states[0]) {
+            if states.iter().all(|s| *s == states[0]) && unserving(&slots).is_empty() {
                 break;
+            }
+            let now = sim.elapsed();
+            if now.as_millis().is_multiple_of(16) {
+                note_storage_faults(&slots, &mut storage_faults, trace, now);
             }
             if let Err(e) = sim.step() {
                 trace.violation(sim.elapsed(), format!("host failed while settling: {e}"));
                 break;
             }
+        }
+        for (id, why) in unserving(&slots) {
+            trace.violation(
+                sim.elapsed(),
+                format!("n{id} does not serve after every fault healed: {why}"),
+            );
         }
         final_checks(
             settings,
@@ -505,6 +557,7 @@ fn inject(
     fault: &Active,
     hosts: &[String],
     slots: &[Slot],
+    stores: &[SimStore],
     trace: &Trace,
     now: Duration,
 ) {
@@ -538,6 +591,7 @@ fn inject(
                 sim.set_link_max_message_latency(target.as_str(), other.as_str(), fault.latency);
             }
         }
+        Kind::DiskFull => stores[(fault.node - 1) as usize].set_full(true),
     }
 }
 
@@ -545,6 +599,7 @@ fn heal(
     sim: &mut turmoil::Sim<'_>,
     fault: &Active,
     hosts: &[String],
+    stores: &[SimStore],
     trace: &Trace,
     now: Duration,
 ) {
@@ -571,6 +626,7 @@ fn heal(
                 );
             }
         }
+        Kind::DiskFull => stores[(fault.node - 1) as usize].set_full(false),
     }
 }
 

@@ -6,8 +6,12 @@
 //!   checks that all nodes apply the same entries, with the same outcomes,
 //!   in the same order;
 //! - a planted bug can make the disk forget its last acknowledged log
-//!   entries on restart, like an fsync that never happened.
+//!   entries on restart, like an fsync that never happened;
+//! - the disk can fill up: while it is full every write fails with an I/O
+//!   error and changes nothing (reads still work), as a full disk does to
+//!   the production store.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use openraft::EntryPayload;
@@ -34,6 +38,8 @@ pub struct SimStore {
     /// `disk` holds under `MetaKey::Applied`, kept decoded because every
     /// persisted batch is compared with the one before.
     persisted: Arc<Mutex<Option<AppliedState>>>,
+    /// The disk is full: writes fail.
+    full: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for SimStore {
@@ -92,7 +98,22 @@ impl SimStore {
             trace,
             forget_tail,
             persisted: Arc::default(),
+            full: Arc::default(),
         }
+    }
+
+    /// Fills the disk (`true`: every write fails from now on) or frees
+    /// space again (`false`).
+    pub fn set_full(&self, full: bool) {
+        self.full.store(full, Ordering::SeqCst);
+    }
+
+    /// Fails a write while the disk is full.
+    fn writable(&self) -> Result<(), BackendError> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(BackendError("No space left on device (os error 28)".into()));
+        }
+        Ok(())
     }
 
     /// This disk as the node's backend.
@@ -199,14 +220,17 @@ impl Backend for SimStore {
     }
 
     fn log_append(&self, entries: Vec<(u64, Vec<u8>)>) -> Result<(), BackendError> {
+        self.writable()?;
         self.disk.log_append(entries)
     }
 
     fn log_truncate(&self, from: u64) -> Result<(), BackendError> {
+        self.writable()?;
         self.disk.log_truncate(from)
     }
 
     fn log_purge(&self, upto: u64, purged: Vec<u8>) -> Result<(), BackendError> {
+        self.writable()?;
         self.disk.log_purge(upto, purged)
     }
 
@@ -215,6 +239,7 @@ impl Backend for SimStore {
     }
 
     fn meta_put(&self, records: Vec<(MetaKey, Vec<u8>)>) -> Result<(), BackendError> {
+        self.writable()?;
         let applied = records
             .iter()
             .find(|(k, _)| *k == MetaKey::Applied)
