@@ -11,7 +11,10 @@
 //! - several validator clients per chain ([`validator`]) that dial the
 //!   signers, fail over between them, and send conflicting requests;
 //! - a seeded fault schedule ([`faults`]): partitions of the leader or a
-//!   follower, crash and restart, held links, latency spikes, a full disk.
+//!   follower, crash and restart, held links, latency spikes, a full disk;
+//! - an operator ([`operator`]) that adds a spare signer node as a learner,
+//!   promotes it and removes it again through the admin API, while the
+//!   faults go on; the harness stops the spare once it is removed.
 //!
 //! Checks ([`RunReport::violations`]): no two payloads signed for one
 //! (chain, height, round, step); every node applies the same entries with
@@ -27,6 +30,7 @@
 pub mod faults;
 pub mod granter;
 pub mod net;
+pub mod operator;
 pub mod store;
 pub mod trace;
 pub mod validator;
@@ -35,8 +39,12 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use crate::cluster::{self, Deps, Node, Peer, StoreChoice, runtime};
 use crate::demo::checker::Checker;
@@ -51,6 +59,8 @@ use store::SimStore;
 use trace::{Trace, hash_json, short};
 use validator::{Ledger, Spec};
 
+/// The host of the simulated operator.
+const OPERATOR_HOST: &str = "operator";
 /// The cluster's Raft port on every signer host.
 const RAFT_PORT: u16 = 7000;
 /// The privval port of chain `i` is `PRIVVAL_PORT + i`.
@@ -93,8 +103,10 @@ impl std::str::FromStr for Bug {
 /// The shape of a run.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Signer nodes.
+    /// Signer nodes in the initial cluster.
     pub nodes: u64,
+    /// Add a spare node (id `nodes + 1`), promote it and remove it again.
+    pub membership: bool,
     /// Chains, each with its own key and privval port.
     pub chains: usize,
     /// Validator nodes per chain.
@@ -113,6 +125,7 @@ impl Default for Settings {
     fn default() -> Settings {
         Settings {
             nodes: 3,
+            membership: true,
             chains: 2,
             validators_per_chain: 2,
             heights: 40,
@@ -250,10 +263,12 @@ fn chain_key(chain: usize) -> Arc<SoftSigner> {
 }
 
 fn node_config(settings: &Settings, id: u64) -> cluster::Config {
+    // The spare lists the initial members and itself; it joins through a
+    // membership change, never through `initialize`.
     cluster::Config {
         node_id: id,
         listen: format!("{}:{RAFT_PORT}", signer_host(id)),
-        peers: (1..=settings.nodes)
+        peers: (1..=settings.nodes.max(id))
             .map(|p| Peer {
                 id: p,
                 addr: format!("{}:{RAFT_PORT}", signer_host(p)),
@@ -357,13 +372,15 @@ fn run_inner(seed: u64, settings: &Settings, trace: &Trace, report: &mut RunRepo
     } else {
         0
     };
-    let stores: Vec<SimStore> = (1..=nodes)
+    // Signer hosts: the initial members, then the spare, if any.
+    let all = nodes + u64::from(settings.membership);
+    let stores: Vec<SimStore> = (1..=all)
         .map(|id| SimStore::new(id, trace.clone(), forget))
         .collect();
-    let slots: Vec<Slot> = (1..=nodes).map(|_| Slot::default()).collect();
+    let slots: Vec<Slot> = (1..=all).map(|_| Slot::default()).collect();
     let keys: Vec<Arc<SoftSigner>> = (0..settings.chains).map(chain_key).collect();
 
-    for id in 1..=nodes {
+    for id in 1..=all {
         let store = stores[(id - 1) as usize].clone();
         let slot = slots[(id - 1) as usize].clone();
         let config = node_config(settings, id);
@@ -448,10 +465,29 @@ fn run_inner(seed: u64, settings: &Settings, trace: &Trace, report: &mut RunRepo
             );
         }
     }
-    let hosts: Vec<String> = (1..=nodes)
-        .map(signer_host)
-        .chain(validator_hosts.iter().cloned())
-        .collect();
+    let removed = operator::Removed::default();
+    let mut other_hosts = validator_hosts;
+    if settings.membership {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x0be7_a70e_0000_0002);
+        let plan = operator::Plan {
+            nodes: (1..=nodes)
+                .map(|id| format!("{}:{RAFT_PORT}", signer_host(id)))
+                .collect(),
+            spare: all,
+            spare_addr: format!("{}:{RAFT_PORT}", signer_host(all)),
+            others: (1..=nodes).collect(),
+            add_at: Duration::from_millis(rng.gen_range(1_500..6_000)),
+            keep_for: Duration::from_millis(rng.gen_range(500..4_000)),
+        };
+        sim.client(
+            OPERATOR_HOST,
+            operator::run(plan, removed.clone(), trace.clone()),
+        );
+        other_hosts.push(OPERATOR_HOST.to_string());
+    }
+    let hosts: Vec<String> = (1..=all).map(signer_host).chain(other_hosts).collect();
+    // Nodes stopped for good (the spare, once removed).
+    let mut retired: BTreeSet<u64> = BTreeSet::new();
 
     // The step loop: inject and heal faults, stop at the first violation.
     let mut plan = Plan::new(seed, Duration::from_secs(1), settings.fault_window);
@@ -461,10 +497,20 @@ fn run_inner(seed: u64, settings: &Settings, trace: &Trace, report: &mut RunRepo
     let finished = loop {
         let now = sim.elapsed();
         report.sim_time = now;
+        retire_removed(
+            &mut sim,
+            &removed,
+            all,
+            &mut retired,
+            active.as_ref(),
+            &slots,
+            trace,
+            now,
+        );
         if let Some(fault) = active.as_ref()
             && now >= fault.until
         {
-            heal(&mut sim, fault, &hosts, &stores, trace, now);
+            heal(&mut sim, fault, &hosts, &stores, &retired, trace, now);
             last_heal = now;
             active = None;
             plan.rest(now);
@@ -499,14 +545,35 @@ fn run_inner(seed: u64, settings: &Settings, trace: &Trace, report: &mut RunRepo
             break false;
         }
     };
+    let now = sim.elapsed();
+    retire_removed(
+        &mut sim,
+        &removed,
+        all,
+        &mut retired,
+        active.as_ref(),
+        &slots,
+        trace,
+        now,
+    );
     if let Some(fault) = active.take() {
         let now = sim.elapsed();
-        heal(&mut sim, &fault, &hosts, &stores, trace, now);
+        heal(&mut sim, &fault, &hosts, &stores, &retired, trace, now);
         last_heal = now;
     }
 
     if finished {
-        // Let every node come back and catch up, then compare them.
+        // Let every node still in the cluster come back and catch up, then
+        // compare them.
+        let live = |id: &u64| !retired.contains(id);
+        let stores: Vec<SimStore> = (1..=all)
+            .filter(live)
+            .map(|id| stores[(id - 1) as usize].clone())
+            .collect();
+        let slots: Vec<Slot> = (1..=all)
+            .filter(live)
+            .map(|id| slots[(id - 1) as usize].clone())
+            .collect();
         let settle_until = sim.elapsed() + SETTLE_BOUND;
         while sim.elapsed() < settle_until {
             let states: Vec<_> = stores.iter().map(SimStore::applied_state).collect();
@@ -595,11 +662,38 @@ fn inject(
     }
 }
 
+/// Stops the spare node for good once the operator has removed it (an
+/// operator stops a removed node's process).
+#[allow(clippy::too_many_arguments)]
+fn retire_removed(
+    sim: &mut turmoil::Sim<'_>,
+    removed: &operator::Removed,
+    spare: u64,
+    retired: &mut BTreeSet<u64>,
+    active: Option<&Active>,
+    slots: &[Slot],
+    trace: &Trace,
+    now: Duration,
+) {
+    if !removed.load(Ordering::SeqCst) || !retired.insert(spare) {
+        return;
+    }
+    let host = signer_host(spare);
+    trace.event(now, format!("stop {host}: removed from the cluster"));
+    set_slot(&slots[(spare - 1) as usize], None);
+    let down = active
+        .is_some_and(|f| f.node == spare && matches!(f.kind, Kind::CrashLeader | Kind::CrashNode));
+    if !down {
+        sim.crash(host.as_str());
+    }
+}
+
 fn heal(
     sim: &mut turmoil::Sim<'_>,
     fault: &Active,
     hosts: &[String],
     stores: &[SimStore],
+    retired: &BTreeSet<u64>,
     trace: &Trace,
     now: Duration,
 ) {
@@ -612,7 +706,11 @@ fn heal(
                 sim.release(target.as_str(), other.as_str());
             }
         }
-        Kind::CrashLeader | Kind::CrashNode => sim.bounce(target.as_str()),
+        Kind::CrashLeader | Kind::CrashNode => {
+            if !retired.contains(&fault.node) {
+                sim.bounce(target.as_str());
+            }
+        }
         Kind::Hold => {
             let other = others[fault.other % others.len()];
             sim.release(target.as_str(), other.as_str());
