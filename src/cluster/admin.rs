@@ -319,6 +319,8 @@ pub struct Client {
     addr: String,
     timeout: Duration,
     tls: Option<TlsConnector>,
+    /// Carries plaintext connections (TLS always runs over TCP).
+    transport: Arc<dyn Transport>,
 }
 
 impl std::fmt::Debug for Client {
@@ -338,7 +340,14 @@ impl Client {
             addr: addr.into(),
             timeout,
             tls: None,
+            transport: Arc::new(TcpTransport),
         }
+    }
+
+    /// Makes plaintext connections through `transport` instead of TCP.
+    pub fn with_transport(mut self, transport: Arc<dyn Transport>) -> Client {
+        self.transport = transport;
+        self
     }
 
     /// Uses mutual TLS with the operator certificate in `config`.
@@ -376,14 +385,16 @@ impl Client {
             .connect_timeout(self.timeout)
             .timeout(self.timeout);
         let tls = self.tls.clone();
+        let transport = self.transport.clone();
         let target = addr.to_string();
         let connector = tower::service_fn(move |_| {
             let tls = tls.clone();
+            let transport = transport.clone();
             let target = target.clone();
             async move {
                 let io = match tls {
                     Some(tls) => super::tls::connect(&tls, &target).await?,
-                    None => TcpTransport.connect(target).await?,
+                    None => transport.connect(target).await?,
                 };
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(io))
             }

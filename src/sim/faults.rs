@@ -28,17 +28,21 @@ pub enum Kind {
     Hold,
     /// Raise the latency of a node's links to up to a second.
     LatencySpike,
+    /// Fill a node's disk: every write fails until the fault ends. The
+    /// node must stop signing and come back once it has room.
+    DiskFull,
 }
 
 impl Kind {
     /// Every kind, for reports.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::PartitionLeader,
         Kind::PartitionFollower,
         Kind::CrashLeader,
         Kind::CrashNode,
         Kind::Hold,
         Kind::LatencySpike,
+        Kind::DiskFull,
     ];
 
     /// Short name for traces and reports.
@@ -50,6 +54,7 @@ impl Kind {
             Kind::CrashNode => "crash-node",
             Kind::Hold => "hold",
             Kind::LatencySpike => "latency-spike",
+            Kind::DiskFull => "disk-full",
         }
     }
 }
@@ -92,12 +97,13 @@ impl Plan {
     pub fn draw(&mut self, now: Duration, nodes: u64, leader: Option<u64>) -> Active {
         let roll = self.rng.gen_range(0..100u32);
         let mut kind = match roll {
-            0..25 => Kind::PartitionLeader,
-            25..40 => Kind::PartitionFollower,
-            40..60 => Kind::CrashLeader,
-            60..75 => Kind::CrashNode,
-            75..90 => Kind::Hold,
-            _ => Kind::LatencySpike,
+            0..22 => Kind::PartitionLeader,
+            22..35 => Kind::PartitionFollower,
+            35..53 => Kind::CrashLeader,
+            53..66 => Kind::CrashNode,
+            66..79 => Kind::Hold,
+            79..88 => Kind::LatencySpike,
+            _ => Kind::DiskFull,
         };
         let any = self.rng.gen_range(1..=nodes);
         let node = match (kind, leader) {

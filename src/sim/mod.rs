@@ -11,14 +11,18 @@
 //! - several validator clients per chain ([`validator`]) that dial the
 //!   signers, fail over between them, and send conflicting requests;
 //! - a seeded fault schedule ([`faults`]): partitions of the leader or a
-//!   follower, crash and restart, held links, latency spikes.
+//!   follower, crash and restart, held links, latency spikes, a full disk;
+//! - an operator ([`operator`]) that adds a spare signer node as a learner,
+//!   promotes it and removes it again through the admin API, while the
+//!   faults go on; the harness stops the spare once it is removed.
 //!
 //! Checks ([`RunReport::violations`]): no two payloads signed for one
 //! (chain, height, round, step); every node applies the same entries with
 //! the same outcomes in the same order; no signature a validator received
 //! is above or different from the final watermark on any node, and the
 //! final states agree; one validator node advances per height; signing
-//! resumes within a bound after each fault and the run finishes in time.
+//! resumes within a bound after each fault and the run finishes in time;
+//! a node whose disk filled up serves again once it has room.
 //!
 //! The same seed gives the same trace digest. Two planted bugs
 //! ([`Bug`]) prove the checks bite.
@@ -26,6 +30,7 @@
 pub mod faults;
 pub mod granter;
 pub mod net;
+pub mod operator;
 pub mod store;
 pub mod trace;
 pub mod validator;
@@ -34,8 +39,12 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use crate::cluster::{self, Deps, Node, Peer, StoreChoice, runtime};
 use crate::demo::checker::Checker;
@@ -50,6 +59,8 @@ use store::SimStore;
 use trace::{Trace, hash_json, short};
 use validator::{Ledger, Spec};
 
+/// The host of the simulated operator.
+const OPERATOR_HOST: &str = "operator";
 /// The cluster's Raft port on every signer host.
 const RAFT_PORT: u16 = 7000;
 /// The privval port of chain `i` is `PRIVVAL_PORT + i`.
@@ -62,6 +73,10 @@ const MAX_ANSWER_GAP: Duration = Duration::from_secs(15);
 const RESUME_BOUND: Duration = Duration::from_secs(10);
 /// Time the run may take after the fault window before it is a stall.
 const FINISH_GRACE: Duration = Duration::from_secs(60);
+/// Time after the validators finish (and the last fault heals) within
+/// which every node must be serving again and hold the same state. A node
+/// whose disk filled up retries its rebuild with a backoff of up to 5 s.
+const SETTLE_BOUND: Duration = Duration::from_secs(15);
 
 /// A planted bug, switched on for one run to show the checks catch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,8 +103,10 @@ impl std::str::FromStr for Bug {
 /// The shape of a run.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Signer nodes.
+    /// Signer nodes in the initial cluster.
     pub nodes: u64,
+    /// Add a spare node (id `nodes + 1`), promote it and remove it again.
+    pub membership: bool,
     /// Chains, each with its own key and privval port.
     pub chains: usize,
     /// Validator nodes per chain.
@@ -108,6 +125,7 @@ impl Default for Settings {
     fn default() -> Settings {
         Settings {
             nodes: 3,
+            membership: true,
             chains: 2,
             validators_per_chain: 2,
             heights: 40,
@@ -245,10 +263,12 @@ fn chain_key(chain: usize) -> Arc<SoftSigner> {
 }
 
 fn node_config(settings: &Settings, id: u64) -> cluster::Config {
+    // The spare lists the initial members and itself; it joins through a
+    // membership change, never through `initialize`.
     cluster::Config {
         node_id: id,
         listen: format!("{}:{RAFT_PORT}", signer_host(id)),
-        peers: (1..=settings.nodes)
+        peers: (1..=settings.nodes.max(id))
             .map(|p| Peer {
                 id: p,
                 addr: format!("{}:{RAFT_PORT}", signer_host(p)),
@@ -291,6 +311,39 @@ fn set_slot(slot: &Slot, node: Option<Node>) {
     *slot.lock().unwrap_or_else(|p| p.into_inner()) = node;
 }
 
+/// Nodes that are down or refuse to grant (a storage fault stands), with
+/// why.
+fn unserving(slots: &[Slot]) -> Vec<(usize, String)> {
+    slots
+        .iter()
+        .enumerate()
+        .filter_map(|(i, slot)| match slot_node(slot) {
+            None => Some((i + 1, "not running".to_string())),
+            Some(node) => node
+                .storage_fault()
+                .map(|fault| (i + 1, format!("storage fault: {fault}"))),
+        })
+        .collect()
+}
+
+/// Traces each node that starts or stops refusing to grant because of a
+/// storage fault; `seen` holds who refused at the last look.
+fn note_storage_faults(slots: &[Slot], seen: &mut [bool], trace: &Trace, now: Duration) {
+    for (i, slot) in slots.iter().enumerate() {
+        let Some(node) = slot_node(slot) else {
+            continue;
+        };
+        let fault = node.storage_fault();
+        if fault.is_some() != seen[i] {
+            seen[i] = fault.is_some();
+            match fault {
+                Some(fault) => trace.event(now, format!("n{} refuses: {fault}", i + 1)),
+                None => trace.event(now, format!("n{} serves again", i + 1)),
+            }
+        }
+    }
+}
+
 /// The node that leads with the highest term, if any.
 fn current_leader(slots: &[Slot]) -> Option<u64> {
     slots
@@ -307,7 +360,7 @@ fn run_inner(seed: u64, settings: &Settings, trace: &Trace, report: &mut RunRepo
     let duration = settings.fault_window + FINISH_GRACE;
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
-        .simulation_duration(duration + Duration::from_secs(10))
+        .simulation_duration(duration + SETTLE_BOUND + Duration::from_secs(10))
         .tick_duration(Duration::from_millis(1))
         .min_message_latency(Duration::from_millis(1))
         .max_message_latency(Duration::from_millis(20))
@@ -319,13 +372,15 @@ fn run_inner(seed: u64, settings: &Settings, trace: &Trace, report: &mut RunRepo
     } else {
         0
     };
-    let stores: Vec<SimStore> = (1..=nodes)
+    // Signer hosts: the initial members, then the spare, if any.
+    let all = nodes + u64::from(settings.membership);
+    let stores: Vec<SimStore> = (1..=all)
         .map(|id| SimStore::new(id, trace.clone(), forget))
         .collect();
-    let slots: Vec<Slot> = (1..=nodes).map(|_| Slot::default()).collect();
+    let slots: Vec<Slot> = (1..=all).map(|_| Slot::default()).collect();
     let keys: Vec<Arc<SoftSigner>> = (0..settings.chains).map(chain_key).collect();
 
-    for id in 1..=nodes {
+    for id in 1..=all {
         let store = stores[(id - 1) as usize].clone();
         let slot = slots[(id - 1) as usize].clone();
         let config = node_config(settings, id);
@@ -410,29 +465,59 @@ fn run_inner(seed: u64, settings: &Settings, trace: &Trace, report: &mut RunRepo
             );
         }
     }
-    let hosts: Vec<String> = (1..=nodes)
-        .map(signer_host)
-        .chain(validator_hosts.iter().cloned())
-        .collect();
+    let removed = operator::Removed::default();
+    let mut other_hosts = validator_hosts;
+    if settings.membership {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x0be7_a70e_0000_0002);
+        let plan = operator::Plan {
+            nodes: (1..=nodes)
+                .map(|id| format!("{}:{RAFT_PORT}", signer_host(id)))
+                .collect(),
+            spare: all,
+            spare_addr: format!("{}:{RAFT_PORT}", signer_host(all)),
+            others: (1..=nodes).collect(),
+            add_at: Duration::from_millis(rng.gen_range(1_500..6_000)),
+            keep_for: Duration::from_millis(rng.gen_range(500..4_000)),
+        };
+        sim.client(
+            OPERATOR_HOST,
+            operator::run(plan, removed.clone(), trace.clone()),
+        );
+        other_hosts.push(OPERATOR_HOST.to_string());
+    }
+    let hosts: Vec<String> = (1..=all).map(signer_host).chain(other_hosts).collect();
+    // Nodes stopped for good (the spare, once removed).
+    let mut retired: BTreeSet<u64> = BTreeSet::new();
 
     // The step loop: inject and heal faults, stop at the first violation.
     let mut plan = Plan::new(seed, Duration::from_secs(1), settings.fault_window);
     let mut active: Option<Active> = None;
     let mut last_heal = Duration::ZERO;
+    let mut storage_faults = vec![false; slots.len()];
     let finished = loop {
         let now = sim.elapsed();
         report.sim_time = now;
+        retire_removed(
+            &mut sim,
+            &removed,
+            all,
+            &mut retired,
+            active.as_ref(),
+            &slots,
+            trace,
+            now,
+        );
         if let Some(fault) = active.as_ref()
             && now >= fault.until
         {
-            heal(&mut sim, fault, &hosts, trace, now);
+            heal(&mut sim, fault, &hosts, &stores, &retired, trace, now);
             last_heal = now;
             active = None;
             plan.rest(now);
         }
         if active.is_none() && now >= plan.next_at && now < plan.window_end {
             let fault = plan.draw(now, nodes, current_leader(&slots));
-            inject(&mut sim, &fault, &hosts, &slots, trace, now);
+            inject(&mut sim, &fault, &hosts, &slots, &stores, trace, now);
             *report.faults.entry(fault.kind.name()).or_default() += 1;
             active = Some(fault);
         }
@@ -449,6 +534,9 @@ fn run_inner(seed: u64, settings: &Settings, trace: &Trace, report: &mut RunRepo
                 break false;
             }
         }
+        if now.as_millis().is_multiple_of(16) {
+            note_storage_faults(&slots, &mut storage_faults, trace, now);
+        }
         if now.as_millis().is_multiple_of(64) && !trace.violations().is_empty() {
             break false;
         }
@@ -457,24 +545,55 @@ fn run_inner(seed: u64, settings: &Settings, trace: &Trace, report: &mut RunRepo
             break false;
         }
     };
+    let now = sim.elapsed();
+    retire_removed(
+        &mut sim,
+        &removed,
+        all,
+        &mut retired,
+        active.as_ref(),
+        &slots,
+        trace,
+        now,
+    );
     if let Some(fault) = active.take() {
         let now = sim.elapsed();
-        heal(&mut sim, &fault, &hosts, trace, now);
+        heal(&mut sim, &fault, &hosts, &stores, &retired, trace, now);
         last_heal = now;
     }
 
     if finished {
-        // Let every node catch up, then compare them.
-        let settle_until = sim.elapsed() + Duration::from_secs(5);
+        // Let every node still in the cluster come back and catch up, then
+        // compare them.
+        let live = |id: &u64| !retired.contains(id);
+        let stores: Vec<SimStore> = (1..=all)
+            .filter(live)
+            .map(|id| stores[(id - 1) as usize].clone())
+            .collect();
+        let slots: Vec<Slot> = (1..=all)
+            .filter(live)
+            .map(|id| slots[(id - 1) as usize].clone())
+            .collect();
+        let settle_until = sim.elapsed() + SETTLE_BOUND;
         while sim.elapsed() < settle_until {
             let states: Vec<_> = stores.iter().map(SimStore::applied_state).collect();
-            if states.iter().all(|s| *s == states[0]) {
+            if states.iter().all(|s| *s == states[0]) && unserving(&slots).is_empty() {
                 break;
+            }
+            let now = sim.elapsed();
+            if now.as_millis().is_multiple_of(16) {
+                note_storage_faults(&slots, &mut storage_faults, trace, now);
             }
             if let Err(e) = sim.step() {
                 trace.violation(sim.elapsed(), format!("host failed while settling: {e}"));
                 break;
             }
+        }
+        for (id, why) in unserving(&slots) {
+            trace.violation(
+                sim.elapsed(),
+                format!("n{id} does not serve after every fault healed: {why}"),
+            );
         }
         final_checks(
             settings,
@@ -505,6 +624,7 @@ fn inject(
     fault: &Active,
     hosts: &[String],
     slots: &[Slot],
+    stores: &[SimStore],
     trace: &Trace,
     now: Duration,
 ) {
@@ -538,6 +658,33 @@ fn inject(
                 sim.set_link_max_message_latency(target.as_str(), other.as_str(), fault.latency);
             }
         }
+        Kind::DiskFull => stores[(fault.node - 1) as usize].set_full(true),
+    }
+}
+
+/// Stops the spare node for good once the operator has removed it (an
+/// operator stops a removed node's process).
+#[allow(clippy::too_many_arguments)]
+fn retire_removed(
+    sim: &mut turmoil::Sim<'_>,
+    removed: &operator::Removed,
+    spare: u64,
+    retired: &mut BTreeSet<u64>,
+    active: Option<&Active>,
+    slots: &[Slot],
+    trace: &Trace,
+    now: Duration,
+) {
+    if !removed.load(Ordering::SeqCst) || !retired.insert(spare) {
+        return;
+    }
+    let host = signer_host(spare);
+    trace.event(now, format!("stop {host}: removed from the cluster"));
+    set_slot(&slots[(spare - 1) as usize], None);
+    let down = active
+        .is_some_and(|f| f.node == spare && matches!(f.kind, Kind::CrashLeader | Kind::CrashNode));
+    if !down {
+        sim.crash(host.as_str());
     }
 }
 
@@ -545,6 +692,8 @@ fn heal(
     sim: &mut turmoil::Sim<'_>,
     fault: &Active,
     hosts: &[String],
+    stores: &[SimStore],
+    retired: &BTreeSet<u64>,
     trace: &Trace,
     now: Duration,
 ) {
@@ -557,7 +706,11 @@ fn heal(
                 sim.release(target.as_str(), other.as_str());
             }
         }
-        Kind::CrashLeader | Kind::CrashNode => sim.bounce(target.as_str()),
+        Kind::CrashLeader | Kind::CrashNode => {
+            if !retired.contains(&fault.node) {
+                sim.bounce(target.as_str());
+            }
+        }
         Kind::Hold => {
             let other = others[fault.other % others.len()];
             sim.release(target.as_str(), other.as_str());
@@ -571,6 +724,7 @@ fn heal(
                 );
             }
         }
+        Kind::DiskFull => stores[(fault.node - 1) as usize].set_full(false),
     }
 }
 

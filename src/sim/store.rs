@@ -6,9 +6,13 @@
 //!   checks that all nodes apply the same entries, with the same outcomes,
 //!   in the same order;
 //! - a planted bug can make the disk forget its last acknowledged log
-//!   entries on restart, like an fsync that never happened.
+//!   entries on restart, like an fsync that never happened;
+//! - the disk can fill up: while it is full every write fails with an I/O
+//!   error and changes nothing (reads still work), as a full disk does to
+//!   the production store.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use openraft::EntryPayload;
 use sha2::{Digest, Sha256};
@@ -30,6 +34,12 @@ pub struct SimStore {
     trace: Trace,
     /// Planted bug: log entries forgotten on every restart (0 = none).
     forget_tail: u64,
+    /// The applied state last persisted, once read or written: what
+    /// `disk` holds under `MetaKey::Applied`, kept decoded because every
+    /// persisted batch is compared with the one before.
+    persisted: Arc<Mutex<Option<AppliedState>>>,
+    /// The disk is full: writes fail.
+    full: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for SimStore {
@@ -87,7 +97,23 @@ impl SimStore {
             disk: MemBackend::new(),
             trace,
             forget_tail,
+            persisted: Arc::default(),
+            full: Arc::default(),
         }
+    }
+
+    /// Fills the disk (`true`: every write fails from now on) or frees
+    /// space again (`false`).
+    pub fn set_full(&self, full: bool) {
+        self.full.store(full, Ordering::SeqCst);
+    }
+
+    /// Fails a write while the disk is full.
+    fn writable(&self) -> Result<(), BackendError> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(BackendError("No space left on device (os error 28)".into()));
+        }
+        Ok(())
     }
 
     /// This disk as the node's backend.
@@ -123,6 +149,15 @@ impl SimStore {
             Ok(Some(bytes)) => decode(&bytes).unwrap_or_default(),
             _ => AppliedState::default(),
         }
+    }
+
+    /// [`SimStore::applied_state`], from the copy kept since the last
+    /// write.
+    fn last_persisted(&self) -> AppliedState {
+        let mut persisted = self.persisted.lock().unwrap_or_else(|p| p.into_inner());
+        persisted
+            .get_or_insert_with(|| self.applied_state())
+            .clone()
     }
 
     /// Replays a persisted batch through `apply` and reports each entry.
@@ -185,14 +220,17 @@ impl Backend for SimStore {
     }
 
     fn log_append(&self, entries: Vec<(u64, Vec<u8>)>) -> Result<(), BackendError> {
+        self.writable()?;
         self.disk.log_append(entries)
     }
 
     fn log_truncate(&self, from: u64) -> Result<(), BackendError> {
+        self.writable()?;
         self.disk.log_truncate(from)
     }
 
     fn log_purge(&self, upto: u64, purged: Vec<u8>) -> Result<(), BackendError> {
+        self.writable()?;
         self.disk.log_purge(upto, purged)
     }
 
@@ -201,15 +239,17 @@ impl Backend for SimStore {
     }
 
     fn meta_put(&self, records: Vec<(MetaKey, Vec<u8>)>) -> Result<(), BackendError> {
+        self.writable()?;
         let applied = records
             .iter()
             .find(|(k, _)| *k == MetaKey::Applied)
             .and_then(|(_, bytes)| decode::<AppliedState>(bytes).ok());
         let snapshot = records.iter().any(|(k, _)| *k == MetaKey::Snapshot);
-        let prev = applied.as_ref().map(|_| self.applied_state());
+        let prev = applied.as_ref().map(|_| self.last_persisted());
         self.disk.meta_put(records)?;
         if let (Some(next), Some(prev)) = (applied, prev) {
             self.observe(prev, &next, snapshot);
+            *self.persisted.lock().unwrap_or_else(|p| p.into_inner()) = Some(next);
         }
         Ok(())
     }
