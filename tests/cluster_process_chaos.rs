@@ -171,7 +171,8 @@ async fn validate(
     }
 }
 
-/// The leader as a majority of reachable nodes report it.
+/// The leader, as the first of `up` that follows a leader with quorum
+/// reports it.
 async fn leader(c: &Procs, up: &[usize]) -> Option<usize> {
     for s in c.statuses(up).await.into_iter().flatten() {
         if s.has_quorum_leader
@@ -319,9 +320,7 @@ fn random_kills_restarts_and_partitions_never_double_sign_or_regress() {
             addrs.push(addr);
         }
         c.write(&|_| addrs.clone());
-        c.spawn_all();
-        c.initialize(1).await;
-        c.wait_ready(&[1, 2, 3], Duration::from_secs(30)).await;
+        c.start(Duration::from_secs(30)).await;
 
         let history = Arc::new(Mutex::new(History::default()));
         let until = Arc::new(Mutex::new(None));

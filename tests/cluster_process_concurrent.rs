@@ -25,9 +25,7 @@ async fn start(checker: &Checker) -> (Procs, Vec<Validator>) {
         addrs.push(addr);
     }
     c.write(&|i| vec![addrs[i - 1].clone()]);
-    c.spawn_all();
-    c.initialize(1).await;
-    c.wait_ready(&[1, 2, 3], Duration::from_secs(20)).await;
+    c.start(Duration::from_secs(20)).await;
     for (i, v) in validators.iter_mut().enumerate() {
         c.make_active(v, i + 1, Duration::from_secs(15)).await;
     }

@@ -53,9 +53,7 @@ fn kill_9_the_leader_mid_stream() {
         let (mut v, addr) =
             cluster_procs::validator(&c.validator_host(), &checker, fast_timing()).await;
         c.write(&|_| vec![addr.clone()]);
-        c.spawn_all();
-        c.initialize(1).await;
-        let leader = c.wait_ready(&[1, 2, 3], Duration::from_secs(20)).await;
+        let leader = c.start(Duration::from_secs(20)).await;
         // The worst case: the leader is also the validator's signer.
         c.make_active(&mut v, leader, Duration::from_secs(15)).await;
         let mut times = sign_heights(&c, &mut v, 1..=10).await;
@@ -89,9 +87,7 @@ fn kill_9_the_leader_while_a_follower_serves() {
         let (mut v, addr) =
             cluster_procs::validator(&c.validator_host(), &checker, fast_timing()).await;
         c.write(&|_| vec![addr.clone()]);
-        c.spawn_all();
-        c.initialize(1).await;
-        let leader = c.wait_ready(&[1, 2, 3], Duration::from_secs(20)).await;
+        let leader = c.start(Duration::from_secs(20)).await;
         let follower = (1..=3).find(|&i| i != leader).expect("a follower");
         c.make_active(&mut v, follower, Duration::from_secs(15))
             .await;
@@ -128,11 +124,7 @@ fn five_nodes_keep_signing_with_two_down() {
         let (mut v, addr) =
             cluster_procs::validator(&c.validator_host(), &checker, fast_timing()).await;
         c.write(&|_| vec![addr.clone()]);
-        c.spawn_all();
-        c.initialize(1).await;
-        let leader = c
-            .wait_ready(&[1, 2, 3, 4, 5], Duration::from_secs(20))
-            .await;
+        let leader = c.start(Duration::from_secs(20)).await;
         c.connect(&mut v, Duration::from_secs(15)).await;
         let mut times = sign_heights(&c, &mut v, 1..=5).await;
         // Kill the validator's signer and the leader (another node when
@@ -177,9 +169,7 @@ fn a_node_dying_with_a_fresh_grant_is_covered_by_the_retry() {
         // signs or replies.
         let victim = 2;
         c.set_env(victim, DIE_AFTER_GRANT_ENV, &DIE_AT.to_string());
-        c.spawn_all();
-        c.initialize(1).await;
-        c.wait_ready(&[1, 2, 3], Duration::from_secs(20)).await;
+        c.start(Duration::from_secs(20)).await;
         c.make_active(&mut v, victim, Duration::from_secs(15)).await;
         let before = sign_heights(&c, &mut v, 1..=DIE_AT - 1).await;
         assert!(before.iter().all(|t| t.1 == Some(victim)));

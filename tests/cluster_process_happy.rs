@@ -27,9 +27,7 @@ fn three_nodes_sign_for_one_validator() {
         let (mut v, addr) =
             cluster_procs::validator(&c.validator_host(), &checker, fast_timing()).await;
         c.write(&|_| vec![addr.clone()]);
-        c.spawn_all();
-        c.initialize(1).await;
-        c.wait_ready(&[1, 2, 3], Duration::from_secs(20)).await;
+        c.start(Duration::from_secs(20)).await;
 
         let started = Instant::now();
         let mut refused = 0;

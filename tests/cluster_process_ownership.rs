@@ -32,9 +32,7 @@ fn only_the_height_owner_is_signed() {
         let (mut b, addr_b) =
             cluster_procs::validator(&c.validator_host(), &checker, fast_timing()).await;
         c.write(&|_| vec![addr_a.clone(), addr_b.clone()]);
-        c.spawn_all();
-        c.initialize(1).await;
-        c.wait_ready(&[1, 2, 3], Duration::from_secs(20)).await;
+        c.start(Duration::from_secs(20)).await;
         c.connect(&mut a, Duration::from_secs(15)).await;
         c.connect(&mut b, Duration::from_secs(15)).await;
 

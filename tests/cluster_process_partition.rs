@@ -39,9 +39,7 @@ fn a_cut_off_node_cannot_sign_and_its_validator_fails_over() {
             }
             addrs
         });
-        c.spawn_all();
-        c.initialize(1).await;
-        c.wait_ready(&[1, 2, 3], Duration::from_secs(20)).await;
+        c.start(Duration::from_secs(20)).await;
         c.make_active(&mut a, CUT, Duration::from_secs(15)).await;
         c.connect(&mut b, Duration::from_secs(10)).await;
         for h in 1..=5 {

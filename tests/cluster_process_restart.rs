@@ -26,9 +26,7 @@ fn full_restart_keeps_every_watermark() {
         let (mut v, addr) =
             cluster_procs::validator(&c.validator_host(), &checker, fast_timing()).await;
         c.write(&|_| vec![addr.clone()]);
-        c.spawn_all();
-        c.initialize(1).await;
-        c.wait_ready(&[1, 2, 3], Duration::from_secs(20)).await;
+        c.start(Duration::from_secs(20)).await;
         let mut last = None;
         for h in 1..=10 {
             for o in [

@@ -524,6 +524,16 @@ impl Procs {
         }
     }
 
+    /// Starts every node, bootstraps the cluster through node 1 and waits
+    /// (up to `within`) until all of them follow one leader with quorum.
+    /// Returns the leader.
+    pub async fn start(&mut self, within: Duration) -> usize {
+        self.spawn_all();
+        self.initialize(1).await;
+        let all: Vec<usize> = (1..=self.len()).collect();
+        self.wait_ready(&all, within).await
+    }
+
     /// kill -9 node `i` and reaps it.
     pub async fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.children[i - 1].take() {
