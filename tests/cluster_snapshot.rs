@@ -29,9 +29,21 @@ async fn lagging_node_catches_up_from_a_snapshot() {
         assert!(matches!(verdict, Verdict::Sign(_)), "height {height}");
     }
     let leader = cluster.wait_leader(Duration::from_secs(5)).await;
-    let metrics = cluster.node(leader).metrics();
-    assert!(metrics.snapshot.is_some(), "no snapshot: {metrics:?}");
-    assert!(metrics.purged.is_some(), "log not purged: {metrics:?}");
+    // The leader builds the snapshot and purges the log behind it in the
+    // background, and delays the purge while a replication request to the
+    // stopped node still covers those entries; so wait for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = cluster.node(leader).metrics();
+        if metrics.snapshot.is_some() && metrics.purged.is_some() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "log not compacted: {metrics:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     cluster.restart(3).await;
     let top = Position {
