@@ -29,6 +29,10 @@ use quorumkms::watermark::Position;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+#[path = "timing.rs"]
+mod timing;
+pub use timing::fast_timing;
+
 /// The consensus key every node holds.
 pub const SEED: [u8; 32] = [42; 32];
 /// The protocol every validator speaks.
@@ -80,17 +84,6 @@ pub fn expected_signature(sign_bytes: &[u8]) -> Vec<u8> {
         .sign(sign_bytes)
         .to_bytes()
         .to_vec()
-}
-
-/// CometBFT's behaviour, shorter waits.
-pub fn fast_timing() -> Timing {
-    Timing {
-        io_timeout: Duration::from_secs(5),
-        ping_interval: Duration::from_millis(500),
-        retry_interval: Duration::from_millis(100),
-        retries: 50,
-        accept_timeout: Duration::from_secs(15),
-    }
 }
 
 /// For a validator whose requests are expected to fail: gives up quickly.

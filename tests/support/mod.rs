@@ -4,28 +4,19 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use quorumkms::demo::checker::Checker;
-use quorumkms::demo::validator::{Listen, Timing, Validator};
+use quorumkms::demo::validator::{Listen, Validator};
 use quorumkms::demo::{self, CHAIN_ID, NodeFiles, consensus};
 use quorumkms::privval::{Proposal, Version, Vote};
 use tokio::process::Child;
 
+mod timing;
+pub use timing::fast_timing;
+
 /// The binary under test.
 pub fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_quorumkms"))
-}
-
-/// Timing for tests: CometBFT's behaviour, shorter waits.
-pub fn fast_timing() -> Timing {
-    Timing {
-        io_timeout: Duration::from_secs(5),
-        ping_interval: Duration::from_millis(500),
-        retry_interval: Duration::from_millis(100),
-        retries: 50,
-        accept_timeout: Duration::from_secs(15),
-    }
 }
 
 /// A single-node signer and the validator it serves.
