@@ -9,6 +9,7 @@
 
 pub mod checker;
 pub mod consensus;
+mod ports;
 pub mod validator;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ use tokio::time::Instant;
 use crate::keys::{ConsensusSigner, identity, softsign};
 use crate::privval::Version;
 use checker::Checker;
+pub use ports::free_ports;
 use validator::{Listen, Outcome, Timing, Validator};
 
 /// The demo's chain id.
@@ -191,21 +193,6 @@ pub fn cluster_section_at(i: usize, listen: &str, peers: &[String]) -> String {
         "[cluster]\nnode_id = {i}\nlisten = \"{listen}\"\ndata_dir = \"raft\"\npeers = [{}]\n",
         peers.join(", ")
     )
-}
-
-/// Ports free on 127.0.0.1 right now (bound, then released).
-///
-/// # Errors
-///
-/// When no port can be bound.
-pub fn free_ports(count: usize) -> std::io::Result<Vec<u16>> {
-    let listeners = (0..count)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
 }
 
 /// Bootstraps a loopback cluster through node 1's admin API, retrying

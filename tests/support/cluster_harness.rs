@@ -29,16 +29,13 @@ pub fn init_tracing() {
     });
 }
 
-/// `n` distinct free ports on 127.0.0.1. All listeners are held until every
-/// port is picked, so the ports differ; a later collision with another
-/// process is possible but unlikely.
+/// `n` distinct free addresses on 127.0.0.1, out of the way of ports the
+/// kernel hands out on its own (see `demo::free_ports`).
 pub fn free_addrs(n: usize) -> Vec<String> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr").to_string())
+    quorumkms::demo::free_ports(n)
+        .expect("free ports")
+        .into_iter()
+        .map(|port| format!("127.0.0.1:{port}"))
         .collect()
 }
 
