@@ -2,8 +2,8 @@
 //! namespace on one bridge; node 3 is cut off from nodes 1 and 2 by
 //! iptables rules inside its namespace (the validators stay reachable).
 //! Node 3 cannot sign; the validator it served fails over to the majority
-//! side and keeps getting signatures; after the cut heals, node 3 signs
-//! again.
+//! side and keeps getting signatures; an export asked of node 3 is never
+//! its stale state; after the cut heals, node 3 signs again.
 //!
 //! Needs root (namespaces, iptables); see the harness docs.
 
@@ -15,8 +15,11 @@ use std::time::Duration;
 use cluster_procs::{
     Layout, Procs, assert_no_conflicts, fast_timing, precommit, prevote, short_timing,
 };
+use quorumkms::cluster::admin;
+use quorumkms::demo::CHAIN_ID;
 use quorumkms::demo::checker::Checker;
 use quorumkms::demo::validator::Outcome;
+use quorumkms::watermark::{Position, Step};
 use tokio::time::Instant;
 
 #[test]
@@ -81,6 +84,21 @@ fn a_cut_off_node_cannot_sign_and_its_validator_fails_over() {
             .await
             .expect("node 3 answers on its admin port");
         assert!(!status.has_quorum_leader, "{status:?}");
+        // Node 3's own state stops at height 6; an export asked of it must
+        // not hand that out as the watermark: it comes from the leader, or
+        // fails.
+        let signed = Position {
+            height: 15,
+            round: 0,
+            step: Step::Precommit,
+        };
+        if let Ok(states) = admin::export(&c.admin[CUT - 1], Duration::from_secs(5)).await {
+            let exported = states.get(CHAIN_ID).and_then(|s| s.position);
+            assert!(
+                exported >= Some(signed),
+                "stale export through the cut-off node: {exported:?}"
+            );
+        }
 
         c.net.as_ref().expect("netns").heal(CUT);
         c.wait_ready(&[1, 2, 3], Duration::from_secs(15)).await;

@@ -242,7 +242,10 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::ExportRequest>,
     ) -> Result<Response<pb::ExportReply>, GrpcStatus> {
         require(&request, Role::Operator)?;
-        let chains_json = serde_json::to_vec(&self.shared.applied().chains)
+        let applied = membership::read_committed(&self.shared)
+            .await
+            .map_err(change_status)?;
+        let chains_json = serde_json::to_vec(&applied.chains)
             .map_err(|e| GrpcStatus::internal(format!("encode: {e}")))?;
         Ok(Response::new(pb::ExportReply { chains_json }))
     }
@@ -472,18 +475,17 @@ impl Client {
         })
     }
 
-    /// Every chain's applied sign state.
+    /// Every chain's sign state as the cluster has committed it (read on
+    /// the leader, following leader hints).
     ///
     /// # Errors
     ///
-    /// The node is unreachable or its answer does not decode.
+    /// No leader answers with a quorum behind it, or the answer does not
+    /// decode.
     pub async fn export(&self) -> Result<BTreeMap<String, SignState>, String> {
-        let mut client = self.connect(&self.addr).await?;
-        let reply = client
-            .export(pb::ExportRequest {})
-            .await
-            .map_err(|e| grpc_error(&self.addr, &e))?
-            .into_inner();
+        let reply = self
+            .on_leader(|mut client| async move { client.export(pb::ExportRequest {}).await })
+            .await?;
         serde_json::from_slice(&reply.chains_json).map_err(|e| format!("{}: {e}", self.addr))
     }
 
@@ -493,11 +495,20 @@ impl Client {
         F: Fn(AdminClient<Channel>) -> Fut,
         Fut: Future<Output = Result<Response<pb::ChangeReply>, GrpcStatus>>,
     {
+        Ok(self.on_leader(call).await?.message)
+    }
+
+    /// Runs a call that only the leader answers, following leader hints.
+    async fn on_leader<F, Fut, R>(&self, call: F) -> Result<R, String>
+    where
+        F: Fn(AdminClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<Response<R>, GrpcStatus>>,
+    {
         let mut addr = self.addr.clone();
         for _ in 0..MAX_HOPS {
             let client = self.connect(&addr).await?;
             match call(client).await {
-                Ok(reply) => return Ok(reply.into_inner().message),
+                Ok(reply) => return Ok(reply.into_inner()),
                 Err(status) => {
                     let next = status
                         .metadata()
@@ -654,7 +665,8 @@ pub async fn raise(
     Client::new(addr, timeout).raise(chain_id, state).await
 }
 
-/// Every chain's applied sign state at the node at `addr` (plaintext).
+/// Every chain's committed sign state, asked of the node at `addr`
+/// (plaintext).
 ///
 /// # Errors
 ///

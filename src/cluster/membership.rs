@@ -1,6 +1,7 @@
 //! Membership changes, run on the leader: add a learner, promote it once
 //! caught up, remove a node without losing a healthy majority, move
-//! leadership, and take a snapshot.
+//! leadership, and take a snapshot; also the operator's linearizable read
+//! of the watermarks.
 //!
 //! Safe by default:
 //! - a new node joins as a learner and becomes a voter only when its
@@ -24,11 +25,14 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use openraft::ChangeMembers;
-use openraft::error::{ClientWriteError, RaftError};
+use std::sync::Arc;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use tokio::time::Instant;
 
 use super::network;
 use super::node::Shared;
+use super::state_machine::AppliedState;
 use super::types::typ::RaftMetrics;
 use super::types::{Member, NodeId};
 
@@ -352,5 +356,36 @@ pub(crate) async fn snapshot(shared: &Shared) -> Result<String, ChangeError> {
                 shared.id()
             )));
         }
+    }
+}
+
+/// Every chain's watermark as of now: read on the leader after it has
+/// confirmed its leadership with a quorum and applied everything committed
+/// before the read. A follower's applied state may lag, and an export that
+/// lagged would hand the next signer a watermark below what the cluster
+/// already signed.
+///
+/// # Errors
+///
+/// This node does not lead, or cannot confirm it within the grant timeout.
+pub(crate) async fn read_committed(shared: &Shared) -> Result<Arc<AppliedState>, ChangeError> {
+    leading(shared)?;
+    let timeout = Duration::from_millis(shared.config().grant_timeout_ms);
+    match tokio::time::timeout(timeout, shared.raft().ensure_linearizable()).await {
+        Ok(Ok(_)) => Ok(shared.applied()),
+        Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+            Err(ChangeError::NotLeader {
+                leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+            })
+        }
+        Ok(Err(e)) => Err(ChangeError::Failed(format!(
+            "node {}: cannot confirm the watermarks are current: {e}",
+            shared.id()
+        ))),
+        Err(_) => Err(ChangeError::Failed(format!(
+            "node {}: no quorum confirmed the read within {} ms",
+            shared.id(),
+            timeout.as_millis()
+        ))),
     }
 }
