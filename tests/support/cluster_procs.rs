@@ -572,16 +572,10 @@ impl Procs {
 
     /// Bootstraps the cluster through node `i`.
     pub async fn initialize(&self, i: usize) {
-        let addr = &self.admin[i - 1];
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match admin::initialize(addr, Duration::from_secs(2)).await {
-                Ok(_) => return,
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "initialize via node {i}: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
+        if let Err(e) =
+            demo::initialize_cluster_at(&self.admin[i - 1], Duration::from_secs(20)).await
+        {
+            panic!("initialize via node {i}: {e}");
         }
     }
 
