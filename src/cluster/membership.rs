@@ -22,12 +22,11 @@
 //! result says so.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::ChangeMembers;
-use std::sync::Arc;
-
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use tokio::time::Instant;
 
 use super::network;
@@ -93,11 +92,16 @@ fn lag(m: &RaftMetrics, id: NodeId) -> Option<u64> {
     Some(last.saturating_sub(matched))
 }
 
+/// Raft's not-the-leader answer, with the leader's address when known.
+fn not_leader(f: ForwardToLeader<NodeId, Member>) -> ChangeError {
+    ChangeError::NotLeader {
+        leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+    }
+}
+
 fn raft_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> ChangeError {
     match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ChangeError::NotLeader {
-            leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
-        },
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(f),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
             ChangeError::Refused(e.to_string())
         }
@@ -369,15 +373,10 @@ pub(crate) async fn snapshot(shared: &Shared) -> Result<String, ChangeError> {
 ///
 /// This node does not lead, or cannot confirm it within the grant timeout.
 pub(crate) async fn read_committed(shared: &Shared) -> Result<Arc<AppliedState>, ChangeError> {
-    leading(shared)?;
     let timeout = Duration::from_millis(shared.config().grant_timeout_ms);
     match tokio::time::timeout(timeout, shared.raft().ensure_linearizable()).await {
         Ok(Ok(_)) => Ok(shared.applied()),
-        Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-            Err(ChangeError::NotLeader {
-                leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
-            })
-        }
+        Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => Err(not_leader(f)),
         Ok(Err(e)) => Err(ChangeError::Failed(format!(
             "node {}: cannot confirm the watermarks are current: {e}",
             shared.id()

@@ -9,7 +9,7 @@
 //! "address in use". Ports below the ephemeral range are only ever taken
 //! by someone asking for them by number.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::ops::Range;
 use std::sync::Mutex;
@@ -25,7 +25,7 @@ const EPHEMERAL_START_DEFAULT: u16 = 32_768;
 
 /// Ports already handed out by this process, so that concurrent callers
 /// (tests running in parallel threads) never get the same one.
-static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
 /// `count` distinct ports free on 127.0.0.1 right now, from below the
 /// kernel's ephemeral range.
@@ -38,7 +38,6 @@ pub fn free_ports(count: usize) -> std::io::Result<Vec<u16>> {
     let span = u32::from(range.end - range.start);
     let offset = rand::thread_rng().gen_range(0..span);
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-    let handed_out = handed_out.get_or_insert_with(HashSet::new);
     let mut ports = Vec::with_capacity(count);
     for step in 0..span {
         if ports.len() == count {
@@ -94,7 +93,7 @@ mod tests {
         let start = ephemeral_start();
         let first = free_ports(8).expect("ports");
         let second = free_ports(8).expect("ports");
-        let all: HashSet<u16> = first.iter().chain(&second).copied().collect();
+        let all: BTreeSet<u16> = first.iter().chain(&second).copied().collect();
         assert_eq!(all.len(), 16, "{first:?} {second:?}");
         for port in all {
             assert!(candidate_range(start).contains(&port), "{port}");

@@ -557,7 +557,6 @@ fn run_inner(seed: u64, settings: &Settings, trace: &Trace, report: &mut RunRepo
         now,
     );
     if let Some(fault) = active.take() {
-        let now = sim.elapsed();
         heal(&mut sim, &fault, &hosts, &stores, &retired, trace, now);
         last_heal = now;
     }
