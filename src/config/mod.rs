@@ -55,7 +55,8 @@ pub struct ChainConfig {
     /// Refuse to sign above this height (an operator's brake for upgrades).
     pub max_height: Option<i64>,
     /// With several validator nodes, the first to be granted a new position
-    /// at a height owns that height (DESIGN.md). On by default.
+    /// at a height owns that height (ARCHITECTURE.md, "Height ownership").
+    /// On by default.
     #[serde(default = "default_true")]
     pub height_ownership: bool,
 }

@@ -2,8 +2,8 @@
 //! CometBFT's privval listener does and asks them to sign.
 //!
 //! The demo drives it, and the integration tests use it as their mock
-//! validator. It behaves as CometBFT v0.38 and v1.0 do (DESIGN.md, "How
-//! CometBFT treats signer connections"):
+//! validator. It behaves as CometBFT v0.38 and v1.0 do (ARCHITECTURE.md, "What
+//! CometBFT does with signer connections"):
 //! - it holds one signer connection; other signers wait in the kernel's
 //!   accept queue until the active one is dropped;
 //! - it drops the connection only on a read/write timeout, or when a ping
