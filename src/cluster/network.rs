@@ -36,7 +36,7 @@ use super::pb::cluster_client::ClusterClient;
 use super::tls::PeerInfo;
 use super::types::typ::{RPCError, RaftError};
 use super::types::{Command, Member, NodeId, Outcome, TypeConfig};
-use crate::grant::BoxFuture;
+use futures_util::future::BoxFuture;
 
 /// A byte stream between two nodes.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}

@@ -33,7 +33,9 @@ use super::store::{Backend, LogStore, MetaKey};
 use super::types::typ::{Raft, RaftMetrics};
 use super::types::{Command, Member, NodeId, Outcome};
 use super::{Config, Deps, Error, StoreChoice, pb, runtime};
-use crate::grant::{BoxFuture, GrantError, Granter};
+use futures_util::future::BoxFuture;
+
+use crate::grant::{GrantError, Granter};
 use crate::watermark::{Attempt, Refusal, SignState, Verdict};
 
 /// Entries between snapshots. Snapshots are a few hundred bytes, so this

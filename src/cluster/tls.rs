@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::network::{BoxIo, Listener, TcpTransport, Transport};
-use crate::grant::BoxFuture;
+use futures_util::future::BoxFuture;
 
 /// The DNS name every node certificate carries.
 pub const NODE_NAME: &str = "node.quorumkms.internal";

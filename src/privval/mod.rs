@@ -14,11 +14,21 @@ pub mod canonical;
 pub mod codec;
 pub mod sign_bytes;
 
-mod v0_34;
-mod v0_37;
-mod v0_38;
 mod v1;
 mod wire;
+
+// The tendermint-proto versions, each mapped to and from the
+// version-neutral form by one macro; v0.34 and v0.37 votes carry no
+// extension fields.
+mod v0_34 {
+    super::wire::tendermint_codec!(v0_34);
+}
+mod v0_37 {
+    super::wire::tendermint_codec!(v0_37);
+}
+mod v0_38 {
+    super::wire::tendermint_codec!(v0_38, extension, extension_signature);
+}
 
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,9 @@
 //! signs before its grant commits. Never used outside the simulation.
 
 use crate::cluster::Node;
-use crate::grant::{BoxFuture, GrantError, Granter};
+use futures_util::future::BoxFuture;
+
+use crate::grant::{GrantError, Granter};
 use crate::watermark::{Attempt, Verdict};
 
 /// Signs new positions before the cluster commits them (a bug).

@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::cluster::network::{BoxIo, Listener, Transport};
-use crate::grant::BoxFuture;
+use futures_util::future::BoxFuture;
 
 /// How long a simulated connect may take before it counts as failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
