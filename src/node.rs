@@ -195,6 +195,11 @@ pub async fn run(
         }
     };
 
+    // Debug builds only: a process test may ask this node to die after a
+    // grant (see `grant::test_hook`).
+    #[cfg(debug_assertions)]
+    let granter = crate::grant::test_hook::install(granter);
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     for v in &config.validator {

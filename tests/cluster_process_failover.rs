@@ -15,7 +15,7 @@ use cluster_procs::{
 };
 use quorumkms::demo::checker::Checker;
 use quorumkms::demo::validator::{Outcome, Validator};
-use quorumkms::session::DIE_AFTER_GRANT_ENV;
+use quorumkms::grant::test_hook::DIE_AFTER_GRANT_ENV;
 use tokio::time::Instant;
 
 /// Signs prevote and precommit at `heights`, asserting each is signed;

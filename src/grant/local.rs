@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::{BoxFuture, GrantError, Granter};
+use futures_util::future::BoxFuture;
+
+use super::{GrantError, Granter};
 use crate::keys::ConsensusSigner;
 use crate::watermark::{self, Attempt, SignState, StateFile, Verdict};
 

@@ -12,16 +12,14 @@
 //! `bytes` is durable (fsync'd locally, or committed and applied by Raft).
 
 mod local;
+#[cfg(debug_assertions)]
+pub mod test_hook;
 
 pub use local::LocalGranter;
 
-use std::future::Future;
-use std::pin::Pin;
+use futures_util::future::BoxFuture;
 
 use crate::watermark::{Attempt, Verdict};
-
-/// A boxed future, so granters can be used as trait objects.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Why no verdict could be had. Unlike a refusal these are transient: the
 /// answer may differ later, so the validator should retry or fail over.

@@ -10,15 +10,6 @@
 //! connection stays open. Transient failures (no quorum, storage, key
 //! backend) are never answered with an error: the session ends so the
 //! validator drops this signer and fails over to another one.
-//!
-//! # Test hook
-//!
-//! With `QUORUMKMS_TEST_DIE_AFTER_GRANT=H` in its environment, the process
-//! aborts right after a sign request at height `H` or above is granted,
-//! before it signs or replies: a node dying while holding a fresh grant.
-//! The real-process tests use it to check that the validator's retry on
-//! another node gets the identical signature. Unset (always, outside those
-//! tests), it does nothing.
 
 mod supervisor;
 
@@ -163,28 +154,6 @@ fn wrong_chain(ctx: &Context, request: &Request, chain_id: &str) -> Option<Respo
     })
 }
 
-/// The environment variable of the test hook (see the module docs).
-pub const DIE_AFTER_GRANT_ENV: &str = "QUORUMKMS_TEST_DIE_AFTER_GRANT";
-
-/// The test hook: aborts the process when `DIE_AFTER_GRANT_ENV` names a
-/// height at or below `position`'s. Inert when the variable is unset.
-fn die_after_grant_if_asked(chain_id: &str, position: crate::watermark::Position) {
-    static AT: std::sync::OnceLock<Option<i64>> = std::sync::OnceLock::new();
-    let at = AT.get_or_init(|| {
-        std::env::var(DIE_AFTER_GRANT_ENV)
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-    });
-    if let Some(at) = *at
-        && position.height >= at
-    {
-        eprintln!(
-            "{DIE_AFTER_GRANT_ENV}: granted {chain_id} {position}; aborting before the reply"
-        );
-        std::process::abort();
-    }
-}
-
 async fn sign_request(ctx: &Context, request: &Request, sign: &SignRequest) -> Next {
     let kind = sign.position.step.to_string();
     let next = decide(ctx, request, sign).await;
@@ -217,10 +186,7 @@ async fn decide(ctx: &Context, request: &Request, sign: &SignRequest) -> (Next, 
     let verdict = ctx.granter.grant(&ctx.chain_id, attempt).await;
     crate::metrics::global().grant_time(&ctx.chain_id, started.elapsed());
     let granted = match verdict {
-        Ok(Verdict::Sign(bytes)) => {
-            die_after_grant_if_asked(&ctx.chain_id, position);
-            bytes
-        }
+        Ok(Verdict::Sign(bytes)) => bytes,
         Ok(Verdict::Refuse(refusal)) => {
             info!(chain_id = %ctx.chain_id, %position, %refusal, "refused");
             let reply = privval::error_reply(request, code::DOUBLE_SIGN, &refusal.to_string());
