@@ -153,6 +153,9 @@ pub async fn run(
     let mut ready_senders = Vec::new();
     let mut cluster_node: Option<crate::cluster::Node> = None;
     let mut state_locks = Vec::new();
+    // The signer each chain's sessions use: in single-node mode, one that
+    // reuses the signature the granter made for the state file.
+    let mut session_signers = signers.clone();
     let (granter, ready): (Arc<dyn Granter>, watch::Receiver<bool>) = match &config.cluster {
         None => {
             let mut local = LocalGranter::new();
@@ -172,6 +175,9 @@ pub async fn run(
                     state,
                     signer,
                 );
+                if let Some(signer) = local.signer(&chain.id) {
+                    session_signers.insert(chain.id.clone(), signer);
+                }
             }
             // Single-node mode is always ready to sign.
             crate::metrics::global().set_ready(true);
@@ -222,8 +228,10 @@ pub async fn run(
             version: v.protocol_version,
             granter: granter.clone(),
             signer: match &cluster_node {
-                Some(node) => node.key_loss().guard(signer_for(&signers, &chain.id)?),
-                None => signer_for(&signers, &chain.id)?,
+                Some(node) => node
+                    .key_loss()
+                    .guard(signer_for(&session_signers, &chain.id)?),
+                None => signer_for(&session_signers, &chain.id)?,
             },
             max_height: chain.max_height,
             origin: chain.height_ownership.then(|| v.addr.clone()),

@@ -3,6 +3,12 @@
 //! Like CometBFT's FilePV, each advance is written durably (with the
 //! signature, so the file stays valid for FilePV and tmkms) before the
 //! verdict is returned.
+//!
+//! Signing once per grant: the granter must sign a new position to write
+//! the file, so the session signs through [`LocalGranter::signer`], which
+//! answers with that same signature when asked for those bytes and asks the
+//! key otherwise (vote extensions, a state loaded from a file, or a state
+//! that moved on meanwhile).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +25,10 @@ struct Chain {
     file: StateFile,
     state: Mutex<SignState>,
     signer: Arc<dyn ConsensusSigner>,
+    /// The last signature this process made for the state file, with its
+    /// sign bytes. A signature read from a file is never reused: it may
+    /// have come from another key or a hand-edited file.
+    signed_here: Mutex<Option<(Vec<u8>, [u8; 64])>>,
 }
 
 /// Grants from local state files, one per chain.
@@ -46,8 +56,16 @@ impl LocalGranter {
             file,
             state: Mutex::new(state),
             signer,
+            signed_here: Mutex::new(None),
         };
         self.chains.insert(chain_id.into(), Arc::new(chain));
+    }
+
+    /// The signer sessions of `chain_id` use: the chain's key, except that
+    /// the sign bytes it last signed for the state file get that signature.
+    pub fn signer(&self, chain_id: &str) -> Option<Arc<dyn ConsensusSigner>> {
+        let chain = self.chains.get(chain_id)?;
+        Some(Arc::new(StateSigner(chain.clone())))
     }
 
     /// The current watermark of `chain_id`.
@@ -57,12 +75,34 @@ impl LocalGranter {
     }
 }
 
-fn lock(state: &Mutex<SignState>) -> std::sync::MutexGuard<'_, SignState> {
+fn lock<T>(state: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave a half-updated state: the
     // in-memory state is only replaced after the file write succeeded.
     state
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Signs with the chain's key, reusing the signature made for the state
+/// file when asked for the same bytes.
+#[derive(Debug)]
+struct StateSigner(Arc<Chain>);
+
+impl ConsensusSigner for StateSigner {
+    fn public_key(&self) -> [u8; 32] {
+        self.0.signer.public_key()
+    }
+
+    fn sign(&self, msg: &[u8]) -> Result<[u8; 64], crate::keys::Error> {
+        let stored = match &*lock(&self.0.signed_here) {
+            Some((bytes, signature)) if bytes == msg => Some(*signature),
+            _ => None,
+        };
+        match stored {
+            Some(signature) => Ok(signature),
+            None => self.0.signer.sign(msg),
+        }
+    }
 }
 
 /// Decides and persists under the chain's lock. Blocking (fsync).
@@ -79,6 +119,7 @@ fn grant_blocking(chain: &Chain, attempt: &Attempt) -> Result<Verdict, GrantErro
             .file
             .save(&next)
             .map_err(|e| GrantError::Storage(e.to_string()))?;
+        *lock(&chain.signed_here) = Some((next.sign_bytes.clone(), signature));
         *current = next;
     }
     Ok(verdict)
@@ -100,5 +141,103 @@ impl Granter for LocalGranter {
                 .await
                 .map_err(|e| GrantError::Storage(format!("grant task failed: {e}")))?
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::keys::softsign::SoftSigner;
+    use crate::watermark::{Position, Step};
+
+    /// A soft key that counts its signatures.
+    #[derive(Debug)]
+    struct Counting {
+        key: SoftSigner,
+        count: AtomicUsize,
+    }
+
+    impl ConsensusSigner for Counting {
+        fn public_key(&self) -> [u8; 32] {
+            self.key.public_key()
+        }
+
+        fn sign(&self, msg: &[u8]) -> Result<[u8; 64], crate::keys::Error> {
+            self.count.fetch_add(1, Ordering::SeqCst);
+            self.key.sign(msg)
+        }
+    }
+
+    fn attempt(height: i64, bytes: &[u8]) -> Attempt {
+        Attempt {
+            position: Position {
+                height,
+                round: 0,
+                step: Step::Prevote,
+            },
+            sign_bytes: bytes.to_vec(),
+            origin: None,
+        }
+    }
+
+    fn granter(dir: &tempfile::TempDir, state: SignState) -> (LocalGranter, Arc<Counting>) {
+        let key = Arc::new(Counting {
+            key: SoftSigner::from_seed([7; 32]),
+            count: AtomicUsize::new(0),
+        });
+        let mut granter = LocalGranter::new();
+        let file = StateFile::new(dir.path().join("state.json"));
+        granter.add_chain("c", file, state, key.clone());
+        (granter, key)
+    }
+
+    #[tokio::test]
+    async fn a_new_position_costs_one_signature() {
+        let dir = tempfile::tempdir().unwrap();
+        let (granter, key) = granter(&dir, SignState::default());
+        let session_signer = granter.signer("c").unwrap();
+        for height in 1..=3 {
+            let bytes = format!("vote at {height}").into_bytes();
+            let verdict = granter.grant("c", attempt(height, &bytes)).await.unwrap();
+            assert_eq!(verdict, Verdict::Sign(bytes.clone()));
+            let signature = session_signer.sign(&bytes).unwrap();
+            assert_eq!(
+                signature,
+                SoftSigner::from_seed([7; 32]).sign(&bytes).unwrap()
+            );
+            let stored = granter.state("c").unwrap().signature.unwrap();
+            assert_eq!(
+                stored,
+                signature.to_vec(),
+                "the state file holds the reply's signature"
+            );
+        }
+        assert_eq!(key.count.load(Ordering::SeqCst), 3);
+        // Other bytes (a vote extension) still go to the key.
+        session_signer.sign(b"extension").unwrap();
+        assert_eq!(key.count.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_signature_read_from_a_file_is_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = SignState {
+            position: Some(Position {
+                height: 5,
+                round: 0,
+                step: Step::Prevote,
+            }),
+            sign_bytes: b"loaded".to_vec(),
+            signature: Some(vec![0; 64]),
+            ..SignState::default()
+        };
+        let (granter, key) = granter(&dir, loaded);
+        let verdict = granter.grant("c", attempt(5, b"loaded")).await.unwrap();
+        assert_eq!(verdict, Verdict::Sign(b"loaded".to_vec()));
+        let signature = granter.signer("c").unwrap().sign(b"loaded").unwrap();
+        assert_ne!(signature, [0; 64]);
+        assert_eq!(key.count.load(Ordering::SeqCst), 1);
     }
 }

@@ -1,8 +1,11 @@
 //! Key backends behind one trait.
 //!
 //! A backend holds a chain's consensus key and signs what it is given. It
-//! knows nothing of watermarks: `session` only hands it bytes that a
-//! committed grant allowed.
+//! knows nothing of watermarks: it is only handed bytes that a grant
+//! allowed, by `session` (after the grant) or, in single-node mode, by the
+//! local granter, which must write the signature into the state file before
+//! the grant is returned; the session then reuses that signature, so each
+//! new position costs one signature.
 
 use std::fmt;
 
