@@ -6,6 +6,7 @@
 
 mod support;
 
+use base64::Engine as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -43,8 +44,10 @@ fn cometbft_file(height: i64, round: i32) -> String {
   "height": "{height}",
   "round": {round},
   "step": 3,
+  "signature": "{}",
   "signbytes": "{}"
 }}"#,
+        base64::engine::general_purpose::STANDARD.encode([7u8; 64]),
         hex::encode_upper(precommit_bytes(height, round))
     )
 }
@@ -429,6 +432,8 @@ async fn cluster_import_is_raise_only_and_exports_what_was_imported() {
             value["signbytes"],
             hex::encode_upper(precommit_bytes(200, 2))
         );
+        // FilePV panics on sign bytes without their signature.
+        assert!(value["signature"].is_string(), "export via node {}", i + 1);
     }
     // The interchange export round-trips into a single-node signer.
     let (ok, interchange, _) = run(vec![

@@ -127,10 +127,23 @@ pub fn render(chains: &[ChainState], format: Format) -> Result<String, String> {
     };
     match format {
         Format::Auto => Err("choose an export format".into()),
-        Format::Cometbft => Ok(state_file::render(one()?)),
+        Format::Cometbft => Ok(state_file::render(&filepv_safe(one()?))),
         Format::Tmkms => tmkms::render(one()?),
         Format::Interchange => interchange::render(chains),
     }
+}
+
+/// `state` as CometBFT's FilePV can load it: sign bytes only with their
+/// signature. FilePV panics on a repeat request at a position whose file
+/// holds sign bytes but no signature, and a cluster keeps none (every node
+/// re-derives it). Without sign bytes the next signer refuses that exact
+/// position again, which is safe.
+fn filepv_safe(state: &SignState) -> SignState {
+    let mut state = state.clone();
+    if state.signature.is_none() {
+        state.sign_bytes.clear();
+    }
+    state
 }
 
 #[cfg(test)]
@@ -224,11 +237,56 @@ mod tests {
             let text = render(std::slice::from_ref(&chain), format).unwrap();
             let back = parse(&text, Format::Auto, Some("c")).unwrap();
             assert_eq!(back[0].state.position, chain.state.position, "{format}");
-            if format != Format::Tmkms {
+            if format == Format::Interchange {
                 assert_eq!(back[0].state.sign_bytes, chain.state.sign_bytes, "{format}");
             }
         }
         let two = [chain.clone(), chain];
         assert!(render(&two, Format::Cometbft).is_err());
+    }
+
+    /// FilePV (CometBFT's `privval/file.go`) panics with "Signature is nil
+    /// but SignBytes is not" on a repeat request at a position whose file
+    /// holds sign bytes without a signature.
+    fn filepv_accepts(text: &str) -> bool {
+        let json: serde_json::Value = serde_json::from_str(text).unwrap();
+        let present = |key: &str| {
+            json.get(key)
+                .and_then(|v| v.as_str())
+                .is_some_and(|s| !s.is_empty())
+        };
+        !present("signbytes") || present("signature")
+    }
+
+    #[test]
+    fn a_cometbft_export_never_holds_sign_bytes_without_a_signature() {
+        let bytes = inspect::tests::sign_bytes("c", 9, 0, Step::Prevote, true);
+        let mut chain = ChainState {
+            chain_id: "c".into(),
+            public_key: None,
+            state: SignState {
+                position: Some(Position {
+                    height: 9,
+                    round: 0,
+                    step: Step::Prevote,
+                }),
+                sign_bytes: bytes.clone(),
+                signature: None,
+                owner: None,
+            },
+        };
+        // A cluster watermark: sign bytes, no signature.
+        let text = render(std::slice::from_ref(&chain), Format::Cometbft).unwrap();
+        assert!(filepv_accepts(&text), "{text}");
+        let back = parse(&text, Format::Cometbft, Some("c")).unwrap();
+        assert_eq!(back[0].state.position, chain.state.position);
+        assert!(back[0].state.sign_bytes.is_empty());
+        // A single-node watermark keeps both.
+        chain.state.signature = Some(vec![7; 64]);
+        let text = render(std::slice::from_ref(&chain), Format::Cometbft).unwrap();
+        assert!(filepv_accepts(&text), "{text}");
+        let back = parse(&text, Format::Cometbft, Some("c")).unwrap();
+        assert_eq!(back[0].state.sign_bytes, bytes);
+        assert_eq!(back[0].state.signature, Some(vec![7; 64]));
     }
 }
