@@ -195,6 +195,22 @@ enum Fault {
 /// canary before the fault. Once a fault is injected, problems go into
 /// the report instead, after the fault has been healed.
 pub async fn run(plan: &Plan, drill: Drill, target: Option<&str>) -> Result<Report, String> {
+    let target = preflight(plan, drill, target)?;
+    let interrupt = install_ctrl_c()?;
+    let mut run = DrillRun::warm_up(plan, drill, interrupt).await?;
+    let healed_at = if drill == Drill::RollingRestart {
+        run.rolling_restart().await
+    } else {
+        let injected = run.break_cluster(target).await?;
+        run.hold().await;
+        run.heal(&injected).await
+    };
+    Ok(run.report(healed_at).await)
+}
+
+/// Checks what the drill needs from the plan before touching the cluster,
+/// and resolves `--target` to a node index.
+fn preflight(plan: &Plan, drill: Drill, target: Option<&str>) -> Result<Option<usize>, String> {
     if let Some(hook) = drill.hook()
         && let Some(node) = plan.nodes.iter().find(|n| n.pair(hook).is_none())
     {
@@ -211,119 +227,202 @@ pub async fn run(plan: &Plan, drill: Drill, target: Option<&str>) -> Result<Repo
     if drill == Drill::SentryLoss && plan.canary.sentries.len() < 2 {
         return Err("sentry-loss needs two canary sentries (canary.sentries)".into());
     }
-    let target = target
+    target
         .map(|name| {
             plan.node(name)
                 .ok_or_else(|| format!("--target {name}: no such node in the plan"))
         })
-        .transpose()?;
-    // From here on Ctrl-C is the drill's: before the fault it stops the
-    // drill, during the hold it heals at once, otherwise it waits.
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .map_err(|e| format!("cannot handle Ctrl-C: {e}"))?;
-    let nodes = Nodes::connect(plan).await?;
-    let leader = nodes
-        .healthy()
-        .await
-        .map_err(|e| format!("the cluster is not healthy before the drill: {e}"))?;
-    let first_height = canary_watermark(&nodes, leader, &plan.canary.chain_id).await + 1;
-    let mut canary = Canary::start(&plan.canary, first_height, Duration::from_secs(30)).await?;
-    tokio::select! {
-        () = tokio::time::sleep(plan.timing.warmup) => {}
-        _ = interrupt.recv() => return Err("interrupted before the fault".into()),
-    }
-    let warmup_end = canary.now();
-    if timeline::first_signature_after(&canary.attempts(), Duration::ZERO).is_none() {
-        return Err(format!(
-            "the canary got no signature in {:?} of warm-up: check the signers' logs",
-            plan.timing.warmup
-        ));
-    }
-    let baseline = timeline::window(&canary.attempts(), Duration::ZERO, warmup_end);
-    // The leader may have changed while the canary started.
-    let leader = nodes
-        .healthy()
-        .await
-        .map_err(|e| format!("the cluster is not healthy before the drill: {e}"))?;
+        .transpose()
+}
 
-    let mut report = Report {
-        drill,
-        actions: Vec::new(),
-        baseline_gap: baseline.longest_gap,
-        longest_gap: Duration::ZERO,
-        requested: 0,
-        missed: 0,
-        double_signs_refused: 0,
-        signatures: 0,
-        conflicts: 0,
-        invalid: 0,
-        resumed_after: None,
-        healthy_after: None,
-        cluster_after: Vec::new(),
-        problems: Vec::new(),
-    };
-    let fault_at = canary.now();
-    let healed_at = if drill == Drill::RollingRestart {
-        rolling_restart(plan, &nodes, leader, &canary, &mut interrupt, &mut report).await
-    } else {
-        let faults = choose(plan, &nodes, &canary, drill, leader, target)?;
+/// From here on Ctrl-C is the drill's: before the fault it stops the
+/// drill, during the hold it heals at once, otherwise it waits.
+fn install_ctrl_c() -> Result<Signal, String> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| format!("cannot handle Ctrl-C: {e}"))
+}
+
+/// A drill in progress: the cluster, the canary, Ctrl-C and the report so
+/// far. Its steps run in order: warm up, break, hold, heal (or a rolling
+/// restart instead of those three), report.
+struct DrillRun<'a> {
+    plan: &'a Plan,
+    drill: Drill,
+    nodes: Nodes,
+    canary: Canary,
+    interrupt: Signal,
+    /// The leader when the fault starts.
+    leader: usize,
+    /// When the fault starts, on the canary's clock.
+    fault_at: Duration,
+    report: Report,
+}
+
+impl<'a> DrillRun<'a> {
+    /// Connects to the nodes, checks the cluster is healthy, starts the
+    /// canary and checks it gets signatures; measures the baseline.
+    async fn warm_up(
+        plan: &'a Plan,
+        drill: Drill,
+        mut interrupt: Signal,
+    ) -> Result<DrillRun<'a>, String> {
+        let nodes = Nodes::connect(plan).await?;
+        let leader = nodes
+            .healthy()
+            .await
+            .map_err(|e| format!("the cluster is not healthy before the drill: {e}"))?;
+        let first_height = canary_watermark(&nodes, leader, &plan.canary.chain_id).await + 1;
+        let canary = Canary::start(&plan.canary, first_height, Duration::from_secs(30)).await?;
+        tokio::select! {
+            () = tokio::time::sleep(plan.timing.warmup) => {}
+            _ = interrupt.recv() => return Err("interrupted before the fault".into()),
+        }
+        let warmup_end = canary.now();
+        if timeline::first_signature_after(&canary.attempts(), Duration::ZERO).is_none() {
+            return Err(format!(
+                "the canary got no signature in {:?} of warm-up: check the signers' logs",
+                plan.timing.warmup
+            ));
+        }
+        let baseline = timeline::window(&canary.attempts(), Duration::ZERO, warmup_end);
+        // The leader may have changed while the canary started.
+        let leader = nodes
+            .healthy()
+            .await
+            .map_err(|e| format!("the cluster is not healthy before the drill: {e}"))?;
+        let report = Report {
+            drill,
+            actions: Vec::new(),
+            baseline_gap: baseline.longest_gap,
+            longest_gap: Duration::ZERO,
+            requested: 0,
+            missed: 0,
+            double_signs_refused: 0,
+            signatures: 0,
+            conflicts: 0,
+            invalid: 0,
+            resumed_after: None,
+            healthy_after: None,
+            cluster_after: Vec::new(),
+            problems: Vec::new(),
+        };
+        let fault_at = canary.now();
+        Ok(DrillRun {
+            plan,
+            drill,
+            nodes,
+            canary,
+            interrupt,
+            leader,
+            fault_at,
+            report,
+        })
+    }
+
+    /// Injects the drill's faults in order; returns those injected. Stops
+    /// at the first that fails (a problem in the report).
+    ///
+    /// # Errors
+    ///
+    /// When the drill cannot choose its faults (a `--target` that leads
+    /// now where a follower is needed); nothing is injected then.
+    async fn break_cluster(&mut self, target: Option<usize>) -> Result<Vec<Fault>, String> {
+        let faults = choose(
+            self.plan,
+            &self.nodes,
+            &self.canary,
+            self.drill,
+            self.leader,
+            target,
+        )?;
         let mut injected = Vec::new();
         for fault in faults {
-            let result = inject(&nodes, &mut canary, &fault).await;
-            match result {
+            match inject(&self.nodes, &mut self.canary, &fault).await {
                 Ok(what) => {
-                    report
-                        .actions
-                        .push(format!("{} at {}", what, stamp(canary.now())));
+                    self.act(what);
                     injected.push(fault);
                 }
                 Err(e) => {
-                    report
+                    self.report
                         .problems
                         .push(format!("could not inject the fault: {e}"));
                     break;
                 }
             }
         }
-        if report.problems.is_empty() {
-            hold(plan.timing.hold, &mut interrupt, &mut report).await;
+        Ok(injected)
+    }
+
+    /// Holds the fault for the plan's time, unless injecting it failed.
+    async fn hold(&mut self) {
+        if self.report.problems.is_empty() {
+            hold(self.plan.timing.hold, &mut self.interrupt, &mut self.report).await;
         }
+    }
+
+    /// Heals `injected` in reverse order; returns when it was healed.
+    async fn heal(&mut self, injected: &[Fault]) -> Duration {
         for fault in injected.iter().rev() {
-            match heal(&nodes, &mut canary, fault).await {
-                Ok(what) => report
-                    .actions
-                    .push(format!("{} at {}", what, stamp(canary.now()))),
-                Err(e) => report.problems.push(format!("could not heal: {e}")),
+            match heal(&self.nodes, &mut self.canary, fault).await {
+                Ok(what) => self.act(what),
+                Err(e) => self.report.problems.push(format!("could not heal: {e}")),
             }
         }
-        canary.now()
-    };
-    recover(plan, &nodes, &canary, healed_at, &mut report).await;
-    tokio::time::sleep(plan.timing.settle).await;
-    let attempts = canary.attempts();
-    let since_fault = timeline::window(&attempts, fault_at, canary.now());
-    let checked = canary.checker().report();
-    report.longest_gap = since_fault.longest_gap;
-    report.requested = since_fault.requested;
-    report.missed = since_fault.missed;
-    report.double_signs_refused = since_fault.double_signs_refused;
-    report.signatures = checked.released;
-    report.conflicts = checked.conflicts;
-    report.invalid = checked.invalid;
-    if checked.conflicts > 0 {
-        report.problems.push(format!(
-            "{} conflicting signatures were released",
-            checked.conflicts
-        ));
+        self.canary.now()
     }
-    if checked.invalid > 0 {
-        report
-            .problems
-            .push(format!("{} invalid signatures", checked.invalid));
+
+    /// Restarts every node in turn (the drill's break, hold and heal in
+    /// one); returns when the last node was started.
+    async fn rolling_restart(&mut self) -> Duration {
+        rolling_restart(
+            self.plan,
+            &self.nodes,
+            self.leader,
+            &self.canary,
+            &mut self.interrupt,
+            &mut self.report,
+        )
+        .await
     }
-    canary.stop();
-    report.cluster_after = describe(&nodes).await;
-    Ok(report)
+
+    /// Waits for recovery after `healed_at` and the plan's settle time,
+    /// stops the canary and fills in the report.
+    async fn report(mut self, healed_at: Duration) -> Report {
+        let report = &mut self.report;
+        recover(self.plan, &self.nodes, &self.canary, healed_at, report).await;
+        tokio::time::sleep(self.plan.timing.settle).await;
+        let attempts = self.canary.attempts();
+        let since_fault = timeline::window(&attempts, self.fault_at, self.canary.now());
+        let checked = self.canary.checker().report();
+        report.longest_gap = since_fault.longest_gap;
+        report.requested = since_fault.requested;
+        report.missed = since_fault.missed;
+        report.double_signs_refused = since_fault.double_signs_refused;
+        report.signatures = checked.released;
+        report.conflicts = checked.conflicts;
+        report.invalid = checked.invalid;
+        if checked.conflicts > 0 {
+            report.problems.push(format!(
+                "{} conflicting signatures were released",
+                checked.conflicts
+            ));
+        }
+        if checked.invalid > 0 {
+            report
+                .problems
+                .push(format!("{} invalid signatures", checked.invalid));
+        }
+        self.canary.stop();
+        report.cluster_after = describe(&self.nodes).await;
+        self.report
+    }
+
+    /// Records an action, stamped with the canary's clock.
+    fn act(&mut self, what: String) {
+        self.report
+            .actions
+            .push(format!("{} at {}", what, stamp(self.canary.now())));
+    }
 }
 
 /// The canary chain's watermark height as the leader reports it (0 when

@@ -1,0 +1,296 @@
+//! The measurements: sign latency and throughput per configuration,
+//! failover after kill -9 of the leader, and the figures of one
+//! multi-region topology.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use quorumkms::demo::consensus;
+use quorumkms::demo::validator::{Outcome, Validator};
+use quorumkms::privval::Version;
+
+use crate::cluster::{self, Bench, Layout, Link, public_key, rss_mib, wait_for_leader};
+
+/// Requests each validator signs before the figures start.
+const WARMUP: usize = 20;
+
+/// One loopback configuration's figures.
+pub struct Figures {
+    /// The configuration, e.g. `3-node cluster, 1 chain(s), unix`.
+    pub name: String,
+    /// Sign latency, median.
+    pub p50: Duration,
+    /// Sign latency, 99th percentile.
+    pub p99: Duration,
+    /// Signatures per second over every chain.
+    pub per_second: f64,
+    /// Each node's resident memory at the end.
+    pub rss_mib: Vec<f64>,
+}
+
+/// One topology's figures in multi-region mode.
+pub struct Topology {
+    /// Its nodes' sites, comma-separated.
+    pub sites: String,
+    /// `LAN`, `WAN` or `-` (single node).
+    pub timeouts: &'static str,
+    /// Node that served, its role, p50 and p99 back to back, and p50 and
+    /// p99 with requests spaced apart.
+    pub latency: Vec<(String, &'static str, [Duration; 4])>,
+    /// (node killed, time to the next signature)
+    pub failovers: Vec<(String, Duration)>,
+    /// Signatures the checker verified.
+    pub signatures: usize,
+}
+
+/// The `p` quantile of sorted durations (zero for none).
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// Signs `count` prevotes at consecutive heights from `start`; returns the
+/// latency of each.
+async fn sign_run(
+    mut validator: Validator,
+    start: i64,
+    count: usize,
+) -> Result<(Validator, Vec<Duration>), String> {
+    let address = consensus::address(&public_key());
+    let mut latencies = Vec::with_capacity(count);
+    for h in 0..count as i64 {
+        let height = start + h;
+        let vote = consensus::vote(
+            Version::V0_38,
+            false,
+            height,
+            0,
+            Some(consensus::block_id(height, 0)),
+            &address,
+            0,
+        );
+        let t0 = Instant::now();
+        match validator.sign_vote(vote).await {
+            Outcome::Signed { .. } => latencies.push(t0.elapsed()),
+            other => return Err(format!("height {height}: {other:?}")),
+        }
+    }
+    Ok((validator, latencies))
+}
+
+/// [`sign_run`] with a pause of `spacing` before each request.
+async fn sign_spaced(
+    mut validator: Validator,
+    start: i64,
+    count: usize,
+    spacing: Duration,
+) -> Result<(Validator, Vec<Duration>), String> {
+    let mut latencies = Vec::with_capacity(count);
+    for h in 0..count as i64 {
+        tokio::time::sleep(spacing).await;
+        let (next, latency) = sign_run(validator, start + h, 1).await?;
+        validator = next;
+        latencies.extend(latency);
+    }
+    Ok((validator, latencies))
+}
+
+/// Latency and throughput of `nodes` on loopback serving `chains`, each
+/// chain's validator signing `requests` back to back, all at once.
+pub async fn throughput(
+    exe: &Path,
+    nodes: usize,
+    chains: usize,
+    link: Link,
+    requests: usize,
+) -> Result<Figures, Box<dyn std::error::Error>> {
+    let mut bench = Bench::start(exe, nodes, chains, link, false, &Layout::Loopback).await?;
+    // Warm up each chain (connections, first grants) outside the figures.
+    let mut warm = Vec::new();
+    for validator in bench.validators.drain(..).flatten() {
+        warm.push(tokio::spawn(sign_run(validator, 1, WARMUP)));
+    }
+    let mut validators = Vec::new();
+    for task in warm {
+        validators.push(task.await??.0);
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for validator in validators {
+        tasks.push(tokio::spawn(sign_run(
+            validator,
+            WARMUP as i64 + 1,
+            requests,
+        )));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??.1);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let rss_mib = bench.children.iter().flatten().map(rss_mib).collect();
+    bench.stop().await;
+    let mode = if nodes == 1 {
+        "single node".to_string()
+    } else {
+        format!("{nodes}-node cluster")
+    };
+    let link = match link {
+        Link::Unix => "unix",
+        Link::SecretConnection => "secret conn",
+    };
+    Ok(Figures {
+        name: format!("{mode}, {chains} chain(s), {link}"),
+        p50: percentile(&latencies, 0.5),
+        p99: percentile(&latencies, 0.99),
+        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        rss_mib,
+    })
+}
+
+/// Failover on a 3-node loopback cluster: the time from each of `runs`
+/// kills of the leader to the next signature, sorted.
+pub async fn loopback_failover(
+    exe: &Path,
+    runs: usize,
+) -> Result<Vec<Duration>, Box<dyn std::error::Error>> {
+    let mut bench = Bench::start(exe, 3, 1, Link::Unix, true, &Layout::Loopback).await?;
+    let runs = failover(&mut bench, runs, &mut 1).await?;
+    bench.stop().await;
+    let mut gaps: Vec<Duration> = runs.into_iter().map(|r| r.1).collect();
+    gaps.sort();
+    Ok(gaps)
+}
+
+/// Kills the leader `runs` times (in single-node mode: the node, restarted
+/// at once) while a validator keeps signing, served by a follower (in the
+/// validators' region when one is), which keeps its connection. Returns the
+/// node killed and the time from the kill to the next signature, for each
+/// run. Each killed node is restarted and rejoins before the next run.
+async fn failover(
+    bench: &mut Bench,
+    runs: usize,
+    height: &mut i64,
+) -> Result<Vec<(usize, Duration)>, Box<dyn std::error::Error>> {
+    let single = bench.admin.is_empty();
+    let mut gaps = Vec::new();
+    for _ in 0..runs {
+        let (victim, server) = if single {
+            (1, 1)
+        } else {
+            let leader = wait_for_leader(&bench.admin)
+                .await
+                .ok_or("no leader within 20 s")? as usize;
+            (leader, bench.follower_near_validators(leader))
+        };
+        let validator = bench.validators[server - 1]
+            .take()
+            .ok_or("validator in use")?;
+        // Sign until warm, then kill while the validator keeps asking.
+        let (validator, _) = sign_run(validator, *height, 5).await?;
+        *height += 5;
+        let mut child = bench.children[victim - 1]
+            .take()
+            .ok_or("node not running")?;
+        let killed_at = Instant::now();
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        if single {
+            bench.children[0] = Some(bench.spawn(1)?);
+        }
+        let (validator, _) = sign_run(validator, *height, 1).await?;
+        gaps.push((victim, killed_at.elapsed()));
+        *height += 1;
+        bench.validators[server - 1] = Some(validator);
+        if !single {
+            bench.children[victim - 1] = Some(bench.spawn(victim)?);
+            cluster::wait_rejoined(&bench.admin[victim - 1]).await?;
+        }
+    }
+    Ok(gaps)
+}
+
+/// Measures one topology: sign latency through the leader (moved into the
+/// validators' region when possible) and through a follower near the
+/// validators, then failover.
+pub async fn topology(
+    exe: &Path,
+    layout: &Layout<'_>,
+    requests: usize,
+    spacing: Duration,
+    failovers: usize,
+) -> Result<Topology, Box<dyn std::error::Error>> {
+    let Layout::Netns { sites, .. } = layout else {
+        return Err("topologies run in network namespaces".into());
+    };
+    if sites.len() == 2 {
+        return Err("a topology has 1 node (single-node mode) or 3 or more".into());
+    }
+    let mut bench = Bench::start(exe, sites.len(), 1, Link::SecretConnection, true, layout).await?;
+    let servers = if bench.admin.is_empty() {
+        vec![(1, "single node")]
+    } else {
+        let leader = bench.leader_near_validators().await?;
+        vec![
+            (leader, "leader"),
+            (bench.follower_near_validators(leader), "follower"),
+        ]
+    };
+    let mut height = 1i64;
+    let mut latency = Vec::new();
+    for (node, role) in servers {
+        let validator = bench.validators[node - 1]
+            .take()
+            .ok_or("validator in use")?;
+        let (validator, _) = sign_run(validator, height, WARMUP).await?;
+        height += WARMUP as i64;
+        let (validator, mut times) = sign_run(validator, height, requests).await?;
+        height += requests as i64;
+        times.sort();
+        let mut spaced = Vec::new();
+        let mut validator = validator;
+        if !spacing.is_zero() {
+            (validator, spaced) = sign_spaced(validator, height, requests, spacing).await?;
+            height += requests as i64;
+            spaced.sort();
+        }
+        bench.validators[node - 1] = Some(validator);
+        latency.push((
+            bench.name(node),
+            role,
+            [
+                percentile(&times, 0.5),
+                percentile(&times, 0.99),
+                percentile(&spaced, 0.5),
+                percentile(&spaced, 0.99),
+            ],
+        ));
+    }
+    let gaps = failover(&mut bench, failovers, &mut height).await?;
+    let report = bench.checker.report();
+    if report.conflicts > 0 || report.invalid > 0 {
+        return Err(format!("conflicting or invalid signatures: {report:?}").into());
+    }
+    let regions: std::collections::BTreeSet<char> = sites.iter().map(|s| s.region).collect();
+    let figures = Topology {
+        sites: sites
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        timeouts: match (sites.len(), regions.len()) {
+            (1, _) => "-",
+            (_, 1) => "LAN",
+            _ => "WAN",
+        },
+        latency,
+        failovers: gaps.iter().map(|(i, gap)| (bench.name(*i), *gap)).collect(),
+        signatures: report.released,
+    };
+    bench.stop().await;
+    Ok(figures)
+}
