@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::{BoxFuture, GrantError, Granter};
+use super::{BoxFuture, Cause, GrantError, Granter};
 use crate::keys::ConsensusSigner;
 use crate::watermark::{self, Attempt, SignState, StateFile, Verdict};
 
@@ -70,13 +70,13 @@ fn grant_blocking(chain: &Chain, attempt: &Attempt) -> Result<Verdict, GrantErro
     let (verdict, changed) = watermark::grant(&mut next, attempt);
     if changed {
         let signature = chain.signer.sign(&next.sign_bytes).map_err(|e| {
-            GrantError::Storage(format!("cannot sign state for the state file: {e}"))
+            GrantError::Storage(format!("cannot sign state for the state file: {e}").into())
         })?;
         next.signature = Some(signature.to_vec());
         chain
             .file
             .save(&next)
-            .map_err(|e| GrantError::Storage(e.to_string()))?;
+            .map_err(|e| GrantError::Storage(Cause::new(e)))?;
         *current = next;
     }
     Ok(verdict)
@@ -96,7 +96,7 @@ impl Granter for LocalGranter {
                 .ok_or_else(|| GrantError::UnknownChain(chain_id.to_string()))?;
             tokio::task::spawn_blocking(move || grant_blocking(&chain, &attempt))
                 .await
-                .map_err(|e| GrantError::Storage(format!("grant task failed: {e}")))?
+                .map_err(|e| GrantError::Storage(format!("grant task failed: {e}").into()))?
         })
     }
 }

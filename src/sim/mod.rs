@@ -410,6 +410,7 @@ fn run_inner(seed: u64, settings: &Settings, trace: &Trace, report: &mut RunRepo
                 let deps = Deps {
                     store: StoreChoice::Backend(store.backend()),
                     transport: Arc::new(net::SimTransport),
+                    ..Deps::default()
                 };
                 let node = cluster::run_node(config, deps).await?;
                 set_slot(&slot, Some(node.clone()));

@@ -9,7 +9,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use crate::cluster::network::{BoxIo, Listener, Transport};
+use crate::cluster::transport::{BoxIo, Listener, Transport};
 use crate::grant::BoxFuture;
 
 /// How long a simulated connect may take before it counts as failed.
