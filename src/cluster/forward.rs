@@ -2,9 +2,9 @@
 //! as it travels: the applied [`Outcome`], or a typed [`ForwardError`].
 //!
 //! The command and the outcome travel as JSON (like Raft's own messages);
-//! the answer is a protobuf `ForwardAnswer` (a `oneof`) inside the reply,
-//! so a reply that is neither an outcome nor a known failure does not
-//! decode.
+//! the answer is a protobuf [`ForwardAnswer`] (a `oneof`) inside the
+//! reply's bytes, so a reply that is neither an outcome nor a known failure
+//! does not decode.
 
 use prost::Message;
 
@@ -31,6 +31,51 @@ pub enum ForwardError {
 
 /// The leader's answer to a forwarded command.
 pub type ForwardResult = Result<Outcome, ForwardError>;
+
+/// The wire form of a [`ForwardResult`], carried in `ForwardReply.result`
+/// (its schema is repeated in `proto/cluster.proto`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ForwardAnswer {
+    /// The answer.
+    #[prost(oneof = "Answer", tags = "1, 2, 3, 4")]
+    pub result: Option<Answer>,
+}
+
+/// The one answer a [`ForwardAnswer`] holds.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Answer {
+    /// The JSON of the applied [`Outcome`].
+    #[prost(bytes, tag = "1")]
+    Outcome(Vec<u8>),
+    /// The callee does not lead.
+    #[prost(message, tag = "2")]
+    NotLeader(NotLeader),
+    /// The leader could not make the entry durable: the cause.
+    #[prost(string, tag = "3")]
+    Storage(String),
+    /// The leader could not commit: the cause.
+    #[prost(string, tag = "4")]
+    Unavailable(String),
+}
+
+/// Who the callee thinks leads.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct NotLeader {
+    /// Absent when it knows of no leader.
+    #[prost(message, optional, tag = "1")]
+    pub leader: Option<Leader>,
+}
+
+/// A leader's id and cluster address.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Leader {
+    /// Its Raft id.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// host:port of its cluster service.
+    #[prost(string, tag = "2")]
+    pub addr: String,
+}
 
 /// Why a forward request or reply does not decode.
 #[derive(Debug, thiserror::Error)]
@@ -72,11 +117,10 @@ pub fn command(request: &pb::ForwardRequest) -> Result<Command, DecodeError> {
 ///
 /// The outcome cannot be encoded (it always can).
 pub fn reply(result: &ForwardResult) -> Result<pb::ForwardReply, serde_json::Error> {
-    use pb::forward_answer::Result as Answer;
     let answer = match result {
         Ok(outcome) => Answer::Outcome(serde_json::to_vec(outcome)?),
-        Err(ForwardError::NotLeader { leader }) => Answer::NotLeader(pb::NotLeader {
-            leader: leader.as_ref().map(|(id, member)| pb::Leader {
+        Err(ForwardError::NotLeader { leader }) => Answer::NotLeader(NotLeader {
+            leader: leader.as_ref().map(|(id, member)| Leader {
                 id: *id,
                 addr: member.addr.clone(),
             }),
@@ -84,7 +128,7 @@ pub fn reply(result: &ForwardResult) -> Result<pb::ForwardReply, serde_json::Err
         Err(ForwardError::Storage(cause)) => Answer::Storage(cause.clone()),
         Err(ForwardError::Unavailable(cause)) => Answer::Unavailable(cause.clone()),
     };
-    let answer = pb::ForwardAnswer {
+    let answer = ForwardAnswer {
         result: Some(answer),
     };
     Ok(pb::ForwardReply {
@@ -98,8 +142,7 @@ pub fn reply(result: &ForwardResult) -> Result<pb::ForwardReply, serde_json::Err
 ///
 /// The reply is not an answer, is empty, or its outcome is malformed.
 pub fn answer(reply: &pb::ForwardReply) -> Result<ForwardResult, DecodeError> {
-    use pb::forward_answer::Result as Answer;
-    let answer = pb::ForwardAnswer::decode(reply.result.as_slice())?;
+    let answer = ForwardAnswer::decode(reply.result.as_slice())?;
     Ok(match answer.result.ok_or(DecodeError::Empty)? {
         Answer::Outcome(json) => Ok(serde_json::from_slice(&json)?),
         Answer::NotLeader(not_leader) => Err(ForwardError::NotLeader {

@@ -7,13 +7,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use openraft::ServerState;
-use openraft::error::{InitializeError, RaftError};
 use tokio::sync::watch;
 
 use super::config::Peer;
 use super::error::Error;
 use super::state_machine::AppliedState;
-use super::types::typ::{Fatal, Raft, RaftMetrics};
+use super::types::typ::{Fatal, InitializeError, Raft, RaftError, RaftMetrics};
 use super::types::{Member, NodeId};
 
 /// Why this node's Raft instance is down. While a fault stands the node

@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::ChangeMembers;
-use openraft::error::CheckIsLeaderError;
 use tokio::time::Instant;
 
 use super::config::{Config, is_host_port};
@@ -34,7 +33,9 @@ use super::instance::Instance;
 use super::network::{self, Channels};
 use super::propose::Proposer;
 use super::state_machine::AppliedState;
-use super::types::typ::{ClientWriteError, ForwardToLeader, Raft, RaftError, RaftMetrics};
+use super::types::typ::{
+    CheckIsLeaderError, ClientWriteError, ForwardToLeader, Raft, RaftError, RaftMetrics,
+};
 use super::types::{Member, NodeId};
 
 /// Most entries a learner may lag the leader by and still be promoted; also

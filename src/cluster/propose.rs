@@ -18,14 +18,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use openraft::error::{ChangeMembershipError, ClientWriteError, Fatal, RaftError};
 use tokio::time::Instant;
 
 use super::config::Config;
 use super::forward::ForwardError;
 use super::instance::{Fault, Instance};
 use super::network::{self, CallError, Channels};
-use super::types::typ::{self, RaftMetrics};
+use super::types::typ::{
+    self, ChangeMembershipError, ClientWriteError, Fatal, RaftError, RaftMetrics,
+};
 use super::types::{Command, Member, NodeId, Outcome};
 use crate::grant::{Cause, GrantError};
 use crate::watermark::{Attempt, Refusal, SignState, Verdict};
@@ -51,10 +52,10 @@ pub enum LeaderError {
     Storage(#[source] typ::StorageError),
     /// A membership change is in the way.
     #[error("{0}")]
-    Membership(#[source] ChangeMembershipError<NodeId>),
+    Membership(#[source] ChangeMembershipError),
     /// The Raft instance stopped (shutting down).
     #[error("{0}")]
-    Stopped(#[source] typ::Fatal),
+    Stopped(#[source] Fatal),
     /// No commit within the grant timeout.
     #[error("commit timed out")]
     Timeout,

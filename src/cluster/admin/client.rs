@@ -14,8 +14,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Response, Status as GrpcStatus};
 
-use super::LEADER_ADDR;
-use super::status::Status;
+use super::status::{LEADER_ADDR, Status};
 use crate::cluster::network;
 use crate::cluster::pb;
 use crate::cluster::pb::admin_client::AdminClient;
@@ -488,5 +487,39 @@ impl Client {
             .await
             .map_err(|e| ClientError::from_status(&self.addr, e))?;
         Ok(reply.into_inner().message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_their_kind_of_failure() {
+        let denied = GrpcStatus::permission_denied("needs an operator certificate");
+        assert!(matches!(
+            ClientError::from_status("n1:1", denied),
+            ClientError::PermissionDenied { .. }
+        ));
+
+        let mut not_leader = GrpcStatus::failed_precondition("not the leader");
+        not_leader
+            .metadata_mut()
+            .insert(LEADER_ADDR, "n2:1".parse().expect("metadata"));
+        match ClientError::from_status("n1:1", not_leader) {
+            ClientError::NotLeader { leader, .. } => assert_eq!(leader.as_deref(), Some("n2:1")),
+            other => panic!("{other:?}"),
+        }
+
+        let refused = GrpcStatus::failed_precondition("refused: node 4 is not a learner");
+        match ClientError::from_status("n1:1", refused) {
+            ClientError::Refused { reason, .. } => assert!(reason.contains("not a learner")),
+            other => panic!("{other:?}"),
+        }
+
+        let no_quorum = GrpcStatus::unavailable("no leader known");
+        let e = ClientError::from_status("n1:1", no_quorum);
+        assert!(matches!(e, ClientError::Unavailable { .. }));
+        assert_eq!(e.to_string(), "n1:1: no leader known");
     }
 }

@@ -12,10 +12,7 @@ pub mod status;
 
 pub use client::{Client, ClientError, KnownLeader};
 pub use service::AdminService;
-pub use status::{ChainStatus, MemberStatus, Status, ValidatorStatus};
-
-/// The metadata key carrying the leader's address on a not-leader answer.
-pub const LEADER_ADDR: &str = "leader-addr";
+pub use status::{ChainStatus, LEADER_ADDR, MemberStatus, Status, ValidatorStatus};
 
 /// Asks the node at `addr` (host:port, plaintext) to bootstrap the
 /// cluster. Returns false when the cluster was already formed.

@@ -9,8 +9,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status as GrpcStatus};
 
-use super::LEADER_ADDR;
-use super::status::Status;
+use super::status::{LEADER_ADDR, Status};
 use crate::cluster::config::Peer;
 use crate::cluster::instance::Instance;
 use crate::cluster::membership::{self, ChangeError, Membership};

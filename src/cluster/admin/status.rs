@@ -1,6 +1,6 @@
 //! What a node reports about itself and the cluster: [`Status`], which
 //! `quorumkms cluster status` prints and the drills, the demo and the
-//! tests read.
+//! tests read; and [`LEADER_ADDR`], where a follower reports the leader.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::cluster::instance::Instance;
 use crate::keys::loss::KeyLoss;
 use crate::watermark::Position;
+
+/// The metadata key carrying the leader's address on a not-leader answer.
+pub const LEADER_ADDR: &str = "leader-addr";
 
 /// One member as the node sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
