@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::config::{ChainConfig, Config, YubihsmAdapter};
 use crate::grant::{Granter, LocalGranter};
+use crate::keys::loss::KeyLoss;
 use crate::keys::{self, ConsensusSigner};
 use crate::session::{Context, Supervisor, SupervisorConfig};
 use crate::transport::{Address, Timeouts};
@@ -37,7 +38,7 @@ pub enum Error {
     Config(String),
     /// The cluster failed.
     #[error("cluster: {0}")]
-    Cluster(String),
+    Cluster(#[from] crate::cluster::Error),
 }
 
 /// Start-up options from the command line.
@@ -150,6 +151,9 @@ pub async fn run(
         ),
         None => None,
     };
+    // Flipped through the cluster's admin API to rehearse an HSM failure;
+    // every key this node signs with goes through it, in either mode.
+    let key_loss = KeyLoss::default();
     let mut ready_senders = Vec::new();
     let mut cluster_node: Option<crate::cluster::Node> = None;
     let mut state_locks = Vec::new();
@@ -160,7 +164,7 @@ pub async fn run(
         None => {
             let mut local = LocalGranter::new();
             for chain in &config.chain {
-                let signer = signer_for(&signers, &chain.id)?;
+                let signer = key_loss.guard(signer_for(&signers, &chain.id)?);
                 // Held while the node runs, so `state import` cannot change
                 // the file underneath it.
                 let lock = StateFile::new(&chain.state_file)
@@ -186,11 +190,8 @@ pub async fn run(
             (Arc::new(local), rx)
         }
         Some(cluster) => {
-            let deps = crate::cluster::Deps::for_config(cluster)
-                .map_err(|e| Error::Cluster(e.to_string()))?;
-            let node = crate::cluster::run_node(cluster.clone(), deps)
-                .await
-                .map_err(|e| Error::Cluster(e.to_string()))?;
+            let deps = crate::cluster::Deps::for_config(cluster, key_loss.clone())?;
+            let node = crate::cluster::run_node(cluster.clone(), deps).await?;
             let (tx, rx) = watch::channel(false);
             // Keep the validator through an ordinary election: a session
             // holds a request for up to the grant timeout anyway.
@@ -227,12 +228,7 @@ pub async fn run(
             chain_id: chain.id.clone(),
             version: v.protocol_version,
             granter: granter.clone(),
-            signer: match &cluster_node {
-                Some(node) => node
-                    .key_loss()
-                    .guard(signer_for(&session_signers, &chain.id)?),
-                None => signer_for(&session_signers, &chain.id)?,
-            },
+            signer: key_loss.guard(signer_for(&session_signers, &chain.id)?),
             max_height: chain.max_height,
             origin: chain.height_ownership.then(|| v.addr.clone()),
             max_frame: v.max_frame_bytes,

@@ -111,14 +111,14 @@ async fn replace_a_dead_node_refusing_unsafe_changes() {
         .remove(other, false)
         .await
         .expect_err("unsafe removal");
-    assert!(refusal.contains("healthy"), "{refusal}");
+    assert!(refusal.to_string().contains("healthy"), "{refusal}");
     // Removing the leader is refused too.
     let refusal = ops
         .client(other)
         .remove(target, false)
         .await
         .expect_err("leader removal");
-    assert!(refusal.contains("leader"), "{refusal}");
+    assert!(refusal.to_string().contains("leader"), "{refusal}");
 
     // A replacement joins as a learner; it cannot be promoted before it
     // has replicated anything.
@@ -127,9 +127,9 @@ async fn replace_a_dead_node_refusing_unsafe_changes() {
         .await
         .expect("add learner");
     let refusal = ops.client(target).promote(4).await.expect_err("promote");
-    assert!(refusal.contains("replicated"), "{refusal}");
+    assert!(refusal.to_string().contains("replicated"), "{refusal}");
     let refusal = ops.client(target).promote(9).await.expect_err("promote");
-    assert!(refusal.contains("not a learner"), "{refusal}");
+    assert!(refusal.to_string().contains("not a learner"), "{refusal}");
     ops.spawn(4);
     let client = ops.client(target);
     retry(T, || {

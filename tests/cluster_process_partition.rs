@@ -92,7 +92,10 @@ fn a_cut_off_node_cannot_sign_and_its_validator_fails_over() {
             round: 0,
             step: Step::Precommit,
         };
-        if let Ok(states) = admin::export(&c.admin[CUT - 1], Duration::from_secs(5)).await {
+        if let Ok(states) = admin::Client::new(c.admin[CUT - 1].clone(), Duration::from_secs(5))
+            .export()
+            .await
+        {
             let exported = states.get(CHAIN_ID).and_then(|s| s.position);
             assert!(
                 exported >= Some(signed),

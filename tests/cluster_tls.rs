@@ -39,7 +39,10 @@ async fn only_cluster_certificates_with_the_right_role_get_in() {
         .status()
         .await
         .expect_err("node certificate on the admin API");
-    assert!(refused.contains("permission denied"), "{refused}");
+    assert!(
+        refused.to_string().contains("permission denied"),
+        "{refused}"
+    );
 
     // An operator certificate from another CA, trusting either CA.
     let other = tempfile::tempdir().expect("tempdir");

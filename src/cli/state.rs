@@ -214,12 +214,12 @@ impl Store {
                     let before = current_of(&chain.chain_id);
                     let answer = runtime.block_on(client.raise(&chain.chain_id, &chain.state));
                     let failure = match answer {
-                        Ok(Ok(())) => {
+                        Ok(()) => {
                             lines.push(raised_line(&chain.chain_id, &before, &chain.state));
                             continue;
                         }
-                        Ok(Err(refusal)) => format!(
-                            "chain {}: the cluster refused the import at {}: {refusal}",
+                        Err(admin::ClientError::Refused { reason, .. }) => format!(
+                            "chain {}: the cluster refused the import at {}: {reason}",
                             chain.chain_id,
                             show_position(chain.state.position)
                         ),

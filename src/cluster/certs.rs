@@ -38,8 +38,61 @@ pub struct Written {
     pub key: PathBuf,
 }
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
+/// Why a CA or a certificate was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// A file or directory cannot be read or written.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// There is no CA key to sign with.
+    #[error("{}: {source} (create the CA first: quorumkms cluster certs init)", .path.display())]
+    NoCa {
+        /// Where the CA key should be.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The CA key file holds no usable key (its contents are never echoed).
+    #[error("{}: not a usable key", .0.display())]
+    BadCaKey(PathBuf),
+    /// A certificate or key file exists already.
+    #[error("{} or {} already exists; refusing to overwrite", .cert.display(), .key.display())]
+    Exists {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// A host or operator name that cannot go into a certificate.
+    #[error("{name:?}: {reason}")]
+    BadName {
+        /// The name.
+        name: String,
+        /// Why not.
+        reason: String,
+    },
+    /// An operator name with other characters than letters, digits, '-'
+    /// and '_'.
+    #[error("operator name {0:?}: use letters, digits, '-' and '_'")]
+    BadOperatorName(String),
+    /// The key file cannot be written safely.
+    #[error("{0}")]
+    Secret(#[from] crate::keys::Error),
+    /// Key generation or signing failed.
+    #[error("{0}")]
+    Rcgen(#[from] rcgen::Error),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
+    move |source| CertError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn this_year() -> i32 {
@@ -70,22 +123,21 @@ fn ca_params() -> CertificateParams {
     params
 }
 
-fn new_key() -> Result<KeyPair, String> {
-    KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(err)
+fn new_key() -> Result<KeyPair, CertError> {
+    Ok(KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?)
 }
 
-fn write_pair(dir: &Path, stem: &str, cert_pem: &str, key: &KeyPair) -> Result<Written, String> {
+fn write_pair(dir: &Path, stem: &str, cert_pem: &str, key: &KeyPair) -> Result<Written, CertError> {
     let cert = dir.join(format!("{stem}.pem"));
     let key_path = dir.join(format!("{stem}.key"));
     if cert.exists() || key_path.exists() {
-        return Err(format!(
-            "{} or {} already exists; refusing to overwrite",
-            cert.display(),
-            key_path.display()
-        ));
+        return Err(CertError::Exists {
+            cert,
+            key: key_path,
+        });
     }
-    write_secret_file(&key_path, key.serialize_pem().as_bytes()).map_err(err)?;
-    std::fs::write(&cert, cert_pem).map_err(|e| format!("{}: {e}", cert.display()))?;
+    write_secret_file(&key_path, key.serialize_pem().as_bytes())?;
+    std::fs::write(&cert, cert_pem).map_err(io_error(&cert))?;
     Ok(Written {
         cert,
         key: key_path,
@@ -97,25 +149,22 @@ fn write_pair(dir: &Path, stem: &str, cert_pem: &str, key: &KeyPair) -> Result<W
 /// # Errors
 ///
 /// The directory cannot be written, or a CA is already there.
-pub fn init_ca(dir: &Path) -> Result<Written, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+pub fn init_ca(dir: &Path) -> Result<Written, CertError> {
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     let key = new_key()?;
     let mut params = ca_params();
     validity(&mut params, CA_YEARS);
-    let cert = params.self_signed(&key).map_err(err)?;
+    let cert = params.self_signed(&key)?;
     write_pair(dir, "ca", &cert.pem(), &key)
 }
 
-fn issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>, String> {
+fn issuer(dir: &Path) -> Result<Issuer<'static, KeyPair>, CertError> {
     let path = dir.join("ca.key");
-    let pem = std::fs::read_to_string(&path).map_err(|e| {
-        format!(
-            "{}: {e} (create the CA first: quorumkms cluster certs init)",
-            path.display()
-        )
-    })?;
-    let key =
-        KeyPair::from_pem(&pem).map_err(|_| format!("{}: not a usable key", path.display()))?;
+    let pem = match std::fs::read_to_string(&path) {
+        Ok(pem) => pem,
+        Err(source) => return Err(CertError::NoCa { path, source }),
+    };
+    let key = KeyPair::from_pem(&pem).map_err(|_| CertError::BadCaKey(path))?;
     Ok(Issuer::new(ca_params(), key))
 }
 
@@ -125,7 +174,7 @@ fn leaf(
     common_name: &str,
     names: Vec<SanType>,
     usages: Vec<ExtendedKeyUsagePurpose>,
-) -> Result<Written, String> {
+) -> Result<Written, CertError> {
     let issuer = issuer(dir)?;
     let key = new_key()?;
     let mut params = CertificateParams::default();
@@ -137,16 +186,17 @@ fn leaf(
     params.extended_key_usages = usages;
     params.use_authority_key_identifier_extension = true;
     validity(&mut params, LEAF_YEARS);
-    let cert = params.signed_by(&key, &issuer).map_err(err)?;
+    let cert = params.signed_by(&key, &issuer)?;
     write_pair(dir, stem, &cert.pem(), &key)
 }
 
-fn dns(name: &str) -> Result<SanType, String> {
-    Ok(SanType::DnsName(
-        name.to_string()
-            .try_into()
-            .map_err(|e| format!("{name:?}: {e}"))?,
-    ))
+fn dns(name: &str) -> Result<SanType, CertError> {
+    Ok(SanType::DnsName(name.to_string().try_into().map_err(
+        |e: rcgen::Error| CertError::BadName {
+            name: name.to_string(),
+            reason: e.to_string(),
+        },
+    )?))
 }
 
 /// Creates node `id`'s certificate (`node-ID.pem`, `node-ID.key`), valid
@@ -155,7 +205,7 @@ fn dns(name: &str) -> Result<SanType, String> {
 /// # Errors
 ///
 /// No CA in `dir`, an invalid host, or files that exist already.
-pub fn node(dir: &Path, id: u64, hosts: &[String]) -> Result<Written, String> {
+pub fn node(dir: &Path, id: u64, hosts: &[String]) -> Result<Written, CertError> {
     let mut names = vec![dns(NODE_NAME)?];
     for host in hosts {
         names.push(match host.parse::<std::net::IpAddr>() {
@@ -180,15 +230,13 @@ pub fn node(dir: &Path, id: u64, hosts: &[String]) -> Result<Written, String> {
 /// # Errors
 ///
 /// No CA in `dir`, an unusable name, or files that exist already.
-pub fn operator(dir: &Path, name: &str) -> Result<Written, String> {
+pub fn operator(dir: &Path, name: &str) -> Result<Written, CertError> {
     if name.is_empty()
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
-        return Err(format!(
-            "operator name {name:?}: use letters, digits, '-' and '_'"
-        ));
+        return Err(CertError::BadOperatorName(name.to_string()));
     }
     leaf(
         dir,

@@ -26,13 +26,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::ChangeMembers;
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use tokio::time::Instant;
 
-use super::network;
-use super::node::Shared;
+use super::config::{Config, is_host_port};
+use super::instance::Instance;
+use super::network::{self, Channels};
+use super::propose::Proposer;
 use super::state_machine::AppliedState;
-use super::types::typ::RaftMetrics;
+use super::types::typ::{
+    CheckIsLeaderError, ClientWriteError, ForwardToLeader, Raft, RaftError, RaftMetrics,
+};
 use super::types::{Member, NodeId};
 
 /// Most entries a learner may lag the leader by and still be promoted; also
@@ -58,14 +61,65 @@ pub enum ChangeError {
     Failed(String),
 }
 
-fn metrics(shared: &Shared) -> RaftMetrics {
-    shared.raft().metrics().borrow().clone()
+/// What membership changes work on: this node's Raft instance, its
+/// proposer (paused while leadership moves) and its channels to the others.
+#[derive(Clone)]
+pub(crate) struct Membership {
+    instance: Arc<Instance>,
+    proposer: Arc<Proposer>,
+    channels: Channels,
+    config: Config,
+}
+
+impl Membership {
+    /// Changes made through `instance`, with `config`'s timeouts.
+    pub(crate) fn new(
+        instance: Arc<Instance>,
+        proposer: Arc<Proposer>,
+        channels: Channels,
+        config: Config,
+    ) -> Membership {
+        Membership {
+            instance,
+            proposer,
+            channels,
+            config,
+        }
+    }
+
+    fn raft(&self) -> Raft {
+        self.instance.raft()
+    }
+
+    fn id(&self) -> NodeId {
+        self.instance.id()
+    }
+
+    fn channels(&self) -> &Channels {
+        &self.channels
+    }
+
+    fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn set_transferring(&self, on: bool) {
+        self.proposer.set_transferring(on);
+    }
+
+    fn applied(&self) -> Arc<AppliedState> {
+        self.instance.applied()
+    }
+}
+
+fn metrics(node: &Membership) -> RaftMetrics {
+    node.instance.metrics()
 }
 
 /// Checks that this node leads, and returns its metrics.
-fn leading(shared: &Shared) -> Result<RaftMetrics, ChangeError> {
-    let m = metrics(shared);
-    if m.current_leader == Some(shared.id()) && m.state == openraft::ServerState::Leader {
+fn leading(node: &Membership) -> Result<RaftMetrics, ChangeError> {
+    let m = metrics(node);
+    if m.current_leader == Some(node.id()) && m.state == openraft::ServerState::Leader {
         return Ok(m);
     }
     let leader = m.current_leader.and_then(|id| {
@@ -93,13 +147,13 @@ fn lag(m: &RaftMetrics, id: NodeId) -> Option<u64> {
 }
 
 /// Raft's not-the-leader answer, with the leader's address when known.
-fn not_leader(f: ForwardToLeader<NodeId, Member>) -> ChangeError {
+fn not_leader(f: ForwardToLeader) -> ChangeError {
     ChangeError::NotLeader {
         leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
     }
 }
 
-fn raft_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> ChangeError {
+fn raft_error(e: RaftError<ClientWriteError>) -> ChangeError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(f),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
@@ -116,12 +170,12 @@ fn raft_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> ChangeE
 ///
 /// Not the leader, `id` already a member, or Raft failed.
 pub(crate) async fn add_learner(
-    shared: &Shared,
+    node: &Membership,
     id: NodeId,
     addr: &str,
 ) -> Result<String, ChangeError> {
-    let m = leading(shared)?;
-    if !super::is_host_port(addr) {
+    let m = leading(node)?;
+    if !is_host_port(addr) {
         return Err(ChangeError::Refused(format!("{addr:?} is not host:port")));
     }
     if let Some(existing) = m.membership_config.membership().get_node(&id) {
@@ -142,12 +196,11 @@ pub(crate) async fn add_learner(
     let member = Member {
         addr: addr.to_string(),
     };
-    shared
-        .raft()
+    node.raft()
         .add_learner(id, member, false)
         .await
         .map_err(raft_error)?;
-    tracing::info!(node_id = shared.id(), learner = id, %addr, "learner added");
+    tracing::info!(node_id = node.id(), learner = id, %addr, "learner added");
     Ok(format!(
         "node {id} ({addr}) added as a learner; promote it once it has caught up"
     ))
@@ -158,8 +211,8 @@ pub(crate) async fn add_learner(
 /// # Errors
 ///
 /// Not the leader, not a learner, lagging, or Raft failed.
-pub(crate) async fn promote(shared: &Shared, id: NodeId) -> Result<String, ChangeError> {
-    let m = leading(shared)?;
+pub(crate) async fn promote(node: &Membership, id: NodeId) -> Result<String, ChangeError> {
+    let m = leading(node)?;
     if voters(&m).contains(&id) {
         return Err(ChangeError::Refused(format!(
             "node {id} is already a voter"
@@ -183,18 +236,17 @@ pub(crate) async fn promote(shared: &Shared, id: NodeId) -> Result<String, Chang
         }
         Some(_) => {}
     }
-    shared
-        .raft()
+    node.raft()
         .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
         .await
         .map_err(raft_error)?;
-    tracing::info!(node_id = shared.id(), voter = id, "learner promoted");
+    tracing::info!(node_id = node.id(), voter = id, "learner promoted");
     Ok(format!("node {id} is now a voter"))
 }
 
 /// Whether voter `id` answers and keeps up, as the leader sees it.
-async fn healthy(shared: &Shared, m: &RaftMetrics, id: NodeId) -> bool {
-    if id == shared.id() {
+async fn healthy(node: &Membership, m: &RaftMetrics, id: NodeId) -> bool {
+    if id == node.id() {
         return true;
     }
     if lag(m, id).is_none_or(|behind| behind > MAX_PROMOTE_LAG) {
@@ -204,7 +256,7 @@ async fn healthy(shared: &Shared, m: &RaftMetrics, id: NodeId) -> bool {
         return false;
     };
     matches!(
-        network::ping(shared.channels(), &member.addr, PING_TIMEOUT).await,
+        network::ping(node.channels(), &member.addr, PING_TIMEOUT).await,
         Ok(answered) if answered == id
     )
 }
@@ -215,11 +267,11 @@ async fn healthy(shared: &Shared, m: &RaftMetrics, id: NodeId) -> bool {
 ///
 /// Not the leader, not a member, unsafe without `force`, or Raft failed.
 pub(crate) async fn remove(
-    shared: &Shared,
+    node: &Membership,
     id: NodeId,
     force: bool,
 ) -> Result<String, ChangeError> {
-    let m = leading(shared)?;
+    let m = leading(node)?;
     if !is_member(&m, id) {
         return Err(ChangeError::Refused(format!("node {id} is not a member")));
     }
@@ -229,7 +281,7 @@ pub(crate) async fn remove(
         if left.is_empty() {
             return Err(ChangeError::Refused(format!("node {id} is the last voter")));
         }
-        if id == shared.id() && !force {
+        if id == node.id() && !force {
             return Err(ChangeError::Refused(format!(
                 "node {id} is the leader; move leadership first (cluster transfer-leader) or use --force"
             )));
@@ -237,7 +289,7 @@ pub(crate) async fn remove(
         let mut ok = 0;
         let mut unhealthy = Vec::new();
         for voter in &left {
-            if healthy(shared, &m, *voter).await {
+            if healthy(node, &m, *voter).await {
                 ok += 1;
             } else {
                 unhealthy.push(voter.to_string());
@@ -254,12 +306,11 @@ pub(crate) async fn remove(
     } else {
         ChangeMembers::RemoveNodes(BTreeSet::from([id]))
     };
-    shared
-        .raft()
+    node.raft()
         .change_membership(change, false)
         .await
         .map_err(raft_error)?;
-    tracing::info!(node_id = shared.id(), removed = id, force, "node removed");
+    tracing::info!(node_id = node.id(), removed = id, force, "node removed");
     Ok(format!(
         "node {id} removed from the cluster; stop its process now"
     ))
@@ -270,15 +321,15 @@ pub(crate) async fn remove(
 /// # Errors
 ///
 /// Not the leader, not a healthy voter, or no leader change in time.
-pub(crate) async fn transfer_leader(shared: &Shared, id: NodeId) -> Result<String, ChangeError> {
-    let m = leading(shared)?;
-    if id == shared.id() {
+pub(crate) async fn transfer_leader(node: &Membership, id: NodeId) -> Result<String, ChangeError> {
+    let m = leading(node)?;
+    if id == node.id() {
         return Ok(format!("node {id} already leads"));
     }
     if !voters(&m).contains(&id) {
         return Err(ChangeError::Refused(format!("node {id} is not a voter")));
     }
-    if !healthy(shared, &m, id).await {
+    if !healthy(node, &m, id).await {
         return Err(ChangeError::Refused(format!(
             "node {id} does not answer or lags the leader"
         )));
@@ -289,28 +340,28 @@ pub(crate) async fn transfer_leader(shared: &Shared, id: NodeId) -> Result<Strin
         .get_node(&id)
         .map(|member| member.addr.clone())
         .ok_or_else(|| ChangeError::Refused(format!("node {id} has no address")))?;
-    let config = shared.config();
+    let config = node.config();
     let lease = Duration::from_millis(config.election_timeout_max_ms);
     let margin = Duration::from_millis(config.election_timeout_min_ms / 3);
-    let raft = shared.raft();
-    shared.set_transferring(true);
+    let raft = node.raft();
+    node.set_transferring(true);
     raft.runtime_config().heartbeat(false);
     tokio::time::sleep(lease + margin).await;
-    let asked = network::elect(shared.channels(), &addr, lease).await;
+    let asked = network::elect(node.channels(), &addr, lease).await;
     // Wait for any new leader, up to two election rounds.
     let deadline = Instant::now() + lease * 4;
     let mut rx = raft.metrics();
     let mut now_leads = None;
     while Instant::now() < deadline {
         let leader = rx.borrow_and_update().current_leader;
-        if leader.is_some_and(|l| l != shared.id()) {
+        if leader.is_some_and(|l| l != node.id()) {
             now_leads = leader;
             break;
         }
         let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
     }
     raft.runtime_config().heartbeat(true);
-    shared.set_transferring(false);
+    node.set_transferring(false);
     if let Err(e) = asked {
         return Err(ChangeError::Failed(format!(
             "could not ask node {id} to run: {e}"
@@ -323,7 +374,7 @@ pub(crate) async fn transfer_leader(shared: &Shared, id: NodeId) -> Result<Strin
         ))),
         None => Err(ChangeError::Failed(format!(
             "node {id} did not take over in time; node {} still leads",
-            shared.id()
+            node.id()
         ))),
     }
 }
@@ -333,8 +384,8 @@ pub(crate) async fn transfer_leader(shared: &Shared, id: NodeId) -> Result<Strin
 /// # Errors
 ///
 /// Raft failed, or no snapshot appeared in time.
-pub(crate) async fn snapshot(shared: &Shared) -> Result<String, ChangeError> {
-    let raft = shared.raft();
+pub(crate) async fn snapshot(node: &Membership) -> Result<String, ChangeError> {
+    let raft = node.raft();
     let applied = raft.metrics().borrow().last_applied.map(|l| l.index);
     raft.trigger()
         .snapshot()
@@ -347,7 +398,7 @@ pub(crate) async fn snapshot(shared: &Shared) -> Result<String, ChangeError> {
         if snap.is_some() && snap >= applied {
             return Ok(format!(
                 "node {}: snapshot at log index {}",
-                shared.id(),
+                node.id(),
                 snap.unwrap_or(0)
             ));
         }
@@ -357,7 +408,7 @@ pub(crate) async fn snapshot(shared: &Shared) -> Result<String, ChangeError> {
         {
             return Err(ChangeError::Failed(format!(
                 "node {}: no snapshot within 5 s",
-                shared.id()
+                node.id()
             )));
         }
     }
@@ -372,18 +423,18 @@ pub(crate) async fn snapshot(shared: &Shared) -> Result<String, ChangeError> {
 /// # Errors
 ///
 /// This node does not lead, or cannot confirm it within the grant timeout.
-pub(crate) async fn read_committed(shared: &Shared) -> Result<Arc<AppliedState>, ChangeError> {
-    let timeout = Duration::from_millis(shared.config().grant_timeout_ms);
-    match tokio::time::timeout(timeout, shared.raft().ensure_linearizable()).await {
-        Ok(Ok(_)) => Ok(shared.applied()),
+pub(crate) async fn read_committed(node: &Membership) -> Result<Arc<AppliedState>, ChangeError> {
+    let timeout = Duration::from_millis(node.config().grant_timeout_ms);
+    match tokio::time::timeout(timeout, node.raft().ensure_linearizable()).await {
+        Ok(Ok(_)) => Ok(node.applied()),
         Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => Err(not_leader(f)),
         Ok(Err(e)) => Err(ChangeError::Failed(format!(
             "node {}: cannot confirm the watermarks are current: {e}",
-            shared.id()
+            node.id()
         ))),
         Err(_) => Err(ChangeError::Failed(format!(
             "node {}: no quorum confirmed the read within {} ms",
-            shared.id(),
+            node.id(),
             timeout.as_millis()
         ))),
     }

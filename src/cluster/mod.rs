@@ -3,19 +3,31 @@
 //!
 //! # Layout
 //!
-//! - [`types`]: openraft's type configuration, [`Command`] and [`Outcome`].
-//! - [`runtime`]: the async runtime openraft runs on (seedable RNG, one
+//! Each file imports only files listed above it (no cycles):
+//!
+//! - [`types`]: openraft's type configuration, [`Command`] and [`Outcome`];
+//!   [`runtime`]: the async runtime openraft runs on (seedable RNG, one
 //!   spawn helper), the seams a deterministic simulation needs.
-//! - [`state_machine`]: applies committed commands through the `watermark`
-//!   rules and publishes the applied state.
-//! - [`store`]: the durable log, vote and state (redb, or memory for tests).
-//! - [`network`]: the tonic client side and the [`Transport`] seam.
-//! - [`service`]: the tonic server side.
-//! - [`tls`]: mutual TLS ([`TlsTransport`]) and caller roles; [`certs`]:
-//!   the cluster CA.
-//! - [`membership`]: learners, promotion, removal, leadership transfer.
-//! - `node`: [`run_node`] and the [`Node`] handle, which is a
-//!   [`Granter`](crate::grant::Granter).
+//! - [`store`] (and `store_sled`): the durable log, vote and state (redb,
+//!   sled, or memory for tests); [`state_machine`]: applies committed
+//!   commands through the `watermark` rules and publishes the applied
+//!   state.
+//! - [`transport`]: the [`Transport`] seam (TCP, TLS, a simulated
+//!   network); [`tls`]: mutual TLS ([`TlsTransport`]) and caller roles;
+//!   [`certs`]: the cluster CA.
+//! - [`config`], [`error`], [`deps`]: a node's settings, errors and seams.
+//! - [`forward`]: a forwarded command and the leader's typed answer;
+//!   [`network`]: the tonic client side (Raft RPCs, forwarding).
+//! - `build`: openraft's settings, the store, building a Raft instance;
+//!   `instance`: the node's current Raft instance and its storage fault.
+//! - `propose`: the grant path (propose on the leader, or forward to it);
+//!   [`membership`]: learners, promotion, removal, leadership transfer.
+//! - [`service`]: the node-to-node server side; [`admin`]: the operator's
+//!   API (status, service, client).
+//! - `server`: the tonic server for both; `supervisor`: rebuilds Raft
+//!   after a storage fault.
+//! - `node`: [`run_node`] assembles all of it, and the [`Node`] handle is
+//!   a [`Granter`](crate::grant::Granter).
 //!
 //! # Invariant
 //!
@@ -24,17 +36,27 @@
 //! already holds exactly `bytes` at the attempt's position.
 
 pub mod admin;
+mod build;
 pub mod certs;
+pub mod config;
+pub mod deps;
+pub mod error;
+pub mod forward;
+mod instance;
 pub mod membership;
 pub mod network;
 mod node;
+pub mod propose;
 pub mod runtime;
+mod server;
 pub mod service;
 pub mod state_machine;
 pub mod store;
 #[cfg(feature = "sled")]
 pub mod store_sled;
+mod supervisor;
 pub mod tls;
+pub mod transport;
 pub mod types;
 
 /// Code generated from `proto/cluster.proto`.
@@ -43,260 +65,19 @@ pub mod pb {
     tonic::include_proto!("quorumkms.cluster.v1");
 }
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use serde::{Deserialize, Serialize};
-
-pub use network::{TcpTransport, Transport};
+pub use config::{
+    Config, MAX_GRANT_TIMEOUT_MS, Peer, default_election_timeout_max_ms,
+    default_election_timeout_min_ms, default_grant_timeout_ms, default_heartbeat_interval_ms,
+};
+pub use deps::{Deps, StoreChoice};
+pub use error::Error;
+pub use instance::Fault;
 pub use node::{Node, run_node};
 pub use state_machine::AppliedState;
 pub use store::{Backend, MemBackend, RedbBackend};
 pub use tls::{TlsConfig, TlsTransport};
+pub use transport::{TcpTransport, Transport};
 pub use types::{Command, Member, NodeId, Outcome};
-
-/// A node's cluster settings.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// This node's Raft id; must appear in `peers`.
-    pub node_id: u64,
-    /// host:port the cluster gRPC service listens on.
-    pub listen: String,
-    /// Every member of the cluster, this node included.
-    pub peers: Vec<Peer>,
-    /// Directory for the node's Raft store (`raft.redb`).
-    pub data_dir: PathBuf,
-    /// Lower bound of the randomized election timeout, in milliseconds.
-    #[serde(default = "default_election_timeout_min_ms")]
-    pub election_timeout_min_ms: u64,
-    /// Upper bound of the randomized election timeout, in milliseconds.
-    #[serde(default = "default_election_timeout_max_ms")]
-    pub election_timeout_max_ms: u64,
-    /// How often the leader sends heartbeats, in milliseconds.
-    #[serde(default = "default_heartbeat_interval_ms")]
-    pub heartbeat_interval_ms: u64,
-    /// How long a grant may wait for a leader and a commit before it fails
-    /// as unavailable, in milliseconds. It must stay well under CometBFT's
-    /// 5 s signer timeout, so the validator can fail over in time.
-    #[serde(default = "default_grant_timeout_ms")]
-    pub grant_timeout_ms: u64,
-    /// Mutual TLS on the cluster port. Absent: plaintext (tests and demos
-    /// only; the node logs a warning).
-    #[serde(default)]
-    pub tls: Option<TlsConfig>,
-}
-
-/// One cluster member.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Peer {
-    /// The member's Raft id.
-    pub id: u64,
-    /// host:port of the member's cluster gRPC service.
-    pub addr: String,
-}
-
-/// LAN default: 150 ms.
-pub fn default_election_timeout_min_ms() -> u64 {
-    150
-}
-
-/// LAN default: 300 ms.
-pub fn default_election_timeout_max_ms() -> u64 {
-    300
-}
-
-/// LAN default: 50 ms.
-pub fn default_heartbeat_interval_ms() -> u64 {
-    50
-}
-
-/// 2 s: room for an election and a commit, well under 5 s.
-pub fn default_grant_timeout_ms() -> u64 {
-    2000
-}
-
-/// The longest grant timeout accepted: CometBFT drops a signer connection
-/// after 5 s without an answer, so a grant must fail before that.
-pub const MAX_GRANT_TIMEOUT_MS: u64 = 4000;
-
-impl Config {
-    /// Checks the settings and reports every problem at once.
-    ///
-    /// # Errors
-    ///
-    /// One message per problem.
-    pub fn validate(&self) -> Result<(), Vec<String>> {
-        let mut problems = Vec::new();
-        if self.peers.is_empty() {
-            problems.push("peers: list every cluster member, this node included".to_string());
-        } else if self.peers.len() == 2 {
-            // Two voters tolerate no failure at all, yet halve availability.
-            problems
-                .push("peers: a 2-node cluster has no fault tolerance; use 1, 3 or more".into());
-        }
-        if !self.peers.iter().any(|p| p.id == self.node_id) {
-            problems.push(format!(
-                "peers: this node's id {} is not listed",
-                self.node_id
-            ));
-        }
-        let mut ids = BTreeSet::new();
-        let mut addrs = BTreeSet::new();
-        for peer in &self.peers {
-            if !ids.insert(peer.id) {
-                problems.push(format!("peers: id {} is listed twice", peer.id));
-            }
-            if !addrs.insert(peer.addr.as_str()) {
-                problems.push(format!("peers: address {} is listed twice", peer.addr));
-            }
-            if !is_host_port(&peer.addr) {
-                problems.push(format!("peers: address {:?} is not host:port", peer.addr));
-            }
-        }
-        if !is_host_port(&self.listen) {
-            problems.push(format!("listen: {:?} is not host:port", self.listen));
-        }
-        if self.heartbeat_interval_ms == 0 {
-            problems.push("heartbeat_interval_ms: must be above 0".into());
-        }
-        if self.heartbeat_interval_ms >= self.election_timeout_min_ms {
-            problems.push(format!(
-                "heartbeat_interval_ms ({}) must be below election_timeout_min_ms ({})",
-                self.heartbeat_interval_ms, self.election_timeout_min_ms
-            ));
-        }
-        if self.election_timeout_min_ms >= self.election_timeout_max_ms {
-            problems.push(format!(
-                "election_timeout_min_ms ({}) must be below election_timeout_max_ms ({})",
-                self.election_timeout_min_ms, self.election_timeout_max_ms
-            ));
-        }
-        if self.grant_timeout_ms <= self.election_timeout_max_ms {
-            problems.push(format!(
-                "grant_timeout_ms ({}) must exceed election_timeout_max_ms ({}) so a grant can outlast an election",
-                self.grant_timeout_ms, self.election_timeout_max_ms
-            ));
-        }
-        if self.grant_timeout_ms > MAX_GRANT_TIMEOUT_MS {
-            problems.push(format!(
-                "grant_timeout_ms ({}) must be at most {MAX_GRANT_TIMEOUT_MS}, under CometBFT's 5 s signer timeout",
-                self.grant_timeout_ms
-            ));
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems)
-        }
-    }
-
-    /// The address configured for `id`.
-    pub fn peer_addr(&self, id: u64) -> Option<&str> {
-        self.peers
-            .iter()
-            .find(|p| p.id == id)
-            .map(|p| p.addr.as_str())
-    }
-}
-
-pub(crate) fn is_host_port(s: &str) -> bool {
-    match s.rsplit_once(':') {
-        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok(),
-        None => false,
-    }
-}
-
-/// Which store a node runs on.
-#[derive(Clone, Debug, Default)]
-pub enum StoreChoice {
-    /// The production store under the config's `data_dir`: `raft.redb`,
-    /// or `raft.sled` in a build with the `sled` feature.
-    #[default]
-    Disk,
-    /// A backend the caller built (tests, simulation).
-    Backend(Arc<dyn Backend>),
-}
-
-/// What a node is built from besides its config: the seams.
-#[derive(Clone)]
-pub struct Deps {
-    /// Where the log, vote and state live.
-    pub store: StoreChoice,
-    /// How nodes reach each other.
-    pub transport: Arc<dyn Transport>,
-}
-
-impl Default for Deps {
-    fn default() -> Deps {
-        Deps {
-            store: StoreChoice::Disk,
-            transport: Arc::new(TcpTransport),
-        }
-    }
-}
-
-impl Deps {
-    /// The production seams for `config`: redb, and mutual TLS when
-    /// `tls` is set (plaintext TCP otherwise, with a warning).
-    ///
-    /// # Errors
-    ///
-    /// The TLS files cannot be read or used.
-    pub fn for_config(config: &Config) -> Result<Deps, Error> {
-        let transport: Arc<dyn Transport> = match &config.tls {
-            Some(tls) => Arc::new(
-                TlsTransport::from_config(tls)
-                    .map_err(|e| Error::Config(vec![format!("tls: {e}")]))?,
-            ),
-            None => {
-                tracing::warn!(
-                    "cluster.tls is not set: node-to-node and admin traffic is plaintext and unauthenticated"
-                );
-                Arc::new(TcpTransport)
-            }
-        };
-        Ok(Deps {
-            store: StoreChoice::Disk,
-            transport,
-        })
-    }
-}
-
-impl std::fmt::Debug for Deps {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Deps")
-            .field("store", &self.store)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Why a node could not start or an operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The config is invalid.
-    #[error("invalid cluster config: {}", .0.join("; "))]
-    Config(Vec<String>),
-    /// The listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        /// The listen address.
-        addr: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The store could not be opened or read.
-    #[error("storage: {0}")]
-    Storage(String),
-    /// Raft refused or failed.
-    #[error("raft: {0}")]
-    Raft(String),
-    /// No leader or no quorum in time.
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-}
 
 #[cfg(test)]
 mod tests;

@@ -3,8 +3,8 @@
 //! leader.
 //!
 //! The byte streams come from a [`Transport`], the seam where TLS and a
-//! simulated network plug in; [`TcpTransport`] is plaintext TCP and
-//! [`TlsTransport`](super::tls::TlsTransport) mutual TLS.
+//! simulated network plug in; [`dialer`] is how every tonic channel of
+//! the cluster (and the operator's admin client) opens its connections.
 //!
 //! Every RPC runs under a timeout. A failed connect, a timeout or any other
 //! transport failure is reported to openraft as `RPCError::Unreachable`, so
@@ -13,9 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
@@ -26,121 +24,44 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{RaftNetwork, RaftNetworkFactory};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::{Channel, Endpoint};
 
+use super::forward::{self, ForwardResult};
 use super::pb;
 use super::pb::cluster_client::ClusterClient;
-use super::tls::PeerInfo;
+use super::transport::{BoxIo, Transport};
 use super::types::typ::{RPCError, RaftError};
-use super::types::{Command, Member, NodeId, Outcome, TypeConfig};
-use futures_util::future::BoxFuture;
+use super::types::{Command, Member, NodeId, TypeConfig};
 
-/// A byte stream between two nodes.
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
-
-/// A boxed [`Io`].
-pub type BoxIo = Box<dyn Io>;
-
-/// A bound listening socket.
-pub trait Listener: Send + 'static {
-    /// The address peers reach this listener at (host:port).
-    fn local_addr(&self) -> io::Result<String>;
-    /// Waits for the next connection.
-    fn accept(&mut self) -> BoxFuture<'_, io::Result<BoxIo>>;
-    /// Waits for the next connection and says who is calling. Plaintext
-    /// listeners know nothing of the caller: the default reports no TLS.
-    fn accept_peer(&mut self) -> BoxFuture<'_, io::Result<(BoxIo, PeerInfo)>> {
-        Box::pin(async move { self.accept().await.map(|io| (io, PeerInfo::default())) })
-    }
+/// The tonic endpoint for the node at `addr` (host:port).
+///
+/// # Errors
+///
+/// `addr` does not make a URI.
+pub(crate) fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Endpoint::from_shared(format!("http://{addr}"))
 }
 
-/// How nodes reach each other: the seam for TLS and simulated networks.
-pub trait Transport: Send + Sync + 'static {
-    /// Opens a stream to `addr` (host:port).
-    fn connect(&self, addr: String) -> BoxFuture<'static, io::Result<BoxIo>>;
-    /// Binds a listener on `addr` (host:port; port 0 picks a free one).
-    fn bind(&self, addr: String) -> BoxFuture<'static, io::Result<Box<dyn Listener>>>;
-}
-
-/// Plaintext TCP.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TcpTransport;
-
-struct TcpListener(tokio::net::TcpListener);
-
-impl Listener for TcpListener {
-    fn local_addr(&self) -> io::Result<String> {
-        Ok(self.0.local_addr()?.to_string())
-    }
-
-    fn accept(&mut self) -> BoxFuture<'_, io::Result<BoxIo>> {
-        Box::pin(async move {
-            let (stream, _) = self.0.accept().await?;
-            // Raft heartbeats are tiny; Nagle would only add latency.
-            stream.set_nodelay(true)?;
-            Ok(Box::new(stream) as BoxIo)
-        })
-    }
-}
-
-impl Transport for TcpTransport {
-    fn connect(&self, addr: String) -> BoxFuture<'static, io::Result<BoxIo>> {
-        Box::pin(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            Ok(Box::new(stream) as BoxIo)
-        })
-    }
-
-    fn bind(&self, addr: String) -> BoxFuture<'static, io::Result<Box<dyn Listener>>> {
-        Box::pin(async move {
-            let listener = tokio::net::TcpListener::bind(addr).await?;
-            Ok(Box::new(TcpListener(listener)) as Box<dyn Listener>)
-        })
-    }
-}
-
-/// An accepted stream as tonic's server wants it, with what the handshake
-/// learned about the caller (found in each request's extensions).
-pub(crate) struct ServerIo(pub(crate) BoxIo, pub(crate) PeerInfo);
-
-impl tonic::transport::server::Connected for ServerIo {
-    type ConnectInfo = PeerInfo;
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.1
-    }
-}
-
-impl AsyncRead for ServerIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for ServerIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0).poll_shutdown(cx)
-    }
+/// How tonic opens a connection to `addr`: through `transport`. The one
+/// connector for Raft traffic, forwarding and the operator's client.
+pub(crate) fn dialer(
+    transport: Arc<dyn Transport>,
+    addr: &str,
+) -> impl tower::Service<
+    tonic::codegen::http::Uri,
+    Response = TokioIo<BoxIo>,
+    Error = io::Error,
+    Future = impl Future<Output = io::Result<TokioIo<BoxIo>>> + Send,
+> + Clone
++ Send
++ 'static {
+    let target = addr.to_string();
+    tower::service_fn(move |_| {
+        let connect = transport.connect(target.clone());
+        async move { connect.await.map(TokioIo::new) }
+    })
 }
 
 /// One lazily connected tonic channel per peer address, shared by Raft
@@ -169,20 +90,18 @@ impl Channels {
         }
     }
 
-    fn client(&self, addr: &str) -> Result<ClusterClient<Channel>, String> {
+    fn client(&self, addr: &str) -> Result<ClusterClient<Channel>, CallError> {
         let mut map = self.by_addr.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(channel) = map.get(addr) {
             return Ok(ClusterClient::new(channel.clone()));
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad peer address {addr}: {e}"))?
+        let endpoint = endpoint(addr)
+            .map_err(|e| CallError::BadAddress {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?
             .connect_timeout(self.connect_timeout);
-        let transport = self.transport.clone();
-        let target = addr.to_string();
-        let channel = endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
-            let connect = transport.connect(target.clone());
-            async move { connect.await.map(TokioIo::new) }
-        }));
+        let channel = endpoint.connect_with_connector_lazy(dialer(self.transport.clone(), addr));
         map.insert(addr.to_string(), channel.clone());
         Ok(ClusterClient::new(channel))
     }
@@ -200,12 +119,37 @@ impl Channels {
     }
 }
 
-/// Why a call to a peer got no answer.
+/// Why a call to a peer got no answer. Its parts are plain values, so
+/// tests and callers can compare them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
-    /// Could not connect, timed out, or the transport failed.
-    #[error("peer unreachable: {0}")]
-    Unreachable(String),
+    /// The peer's address does not make a URI.
+    #[error("peer unreachable: bad peer address {addr}: {reason}")]
+    BadAddress {
+        /// The address.
+        addr: String,
+        /// Why it is not one.
+        reason: String,
+    },
+    /// The call failed: no connection, or the peer answered with an error
+    /// status (a transport failure, or a caller without the right role).
+    #[error("peer unreachable: {addr}: {code}: {message}")]
+    Failed {
+        /// The peer.
+        addr: String,
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The status message.
+        message: String,
+    },
+    /// No answer in time; the connection is dropped.
+    #[error("peer unreachable: {addr}: no answer within {after:?}")]
+    Timeout {
+        /// The peer.
+        addr: String,
+        /// How long the call waited.
+        after: Duration,
+    },
     /// The peer answered with something that does not decode.
     #[error("bad reply: {0}")]
     BadReply(String),
@@ -222,19 +166,20 @@ where
     F: FnOnce(ClusterClient<Channel>, Req) -> Fut,
     Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
 {
-    let client = channels.client(addr).map_err(CallError::Unreachable)?;
+    let client = channels.client(addr)?;
     match tokio::time::timeout(timeout, f(client, req)).await {
         Ok(Ok(resp)) => Ok(resp.into_inner()),
-        Ok(Err(status)) => Err(CallError::Unreachable(format!(
-            "{addr}: {}: {}",
-            status.code(),
-            status.message()
-        ))),
+        Ok(Err(status)) => Err(CallError::Failed {
+            addr: addr.to_string(),
+            code: status.code(),
+            message: status.message().to_string(),
+        }),
         Err(_) => {
             channels.evict(addr);
-            Err(CallError::Unreachable(format!(
-                "{addr}: no answer within {timeout:?}"
-            )))
+            Err(CallError::Timeout {
+                addr: addr.to_string(),
+                after: timeout,
+            })
         }
     }
 }
@@ -247,23 +192,6 @@ fn encode_json<T: Serialize>(value: &T) -> Result<Vec<u8>, CallError> {
     serde_json::to_vec(value).map_err(|e| CallError::BadReply(format!("encode: {e}")))
 }
 
-/// The leader's answer to a forwarded command.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ForwardError {
-    /// The callee is not the leader; here is who it thinks is.
-    NotLeader {
-        /// The leader, if known.
-        leader: Option<(NodeId, Member)>,
-    },
-    /// The leader could not make the entry durable.
-    Storage(String),
-    /// The leader could not commit (lost leadership, shutting down).
-    Unavailable(String),
-}
-
-/// The result of [`forward`].
-pub type ForwardResult = Result<Outcome, ForwardError>;
-
 /// Sends `command` to the node at `addr`, which proposes it if it leads.
 ///
 /// # Errors
@@ -275,14 +203,12 @@ pub async fn forward(
     timeout: Duration,
     command: &Command,
 ) -> Result<ForwardResult, CallError> {
-    let req = pb::ForwardRequest {
-        command: encode_json(command)?,
-    };
+    let req = forward::request(command).map_err(|e| CallError::BadReply(format!("encode: {e}")))?;
     let reply = call(channels, addr, timeout, req, |mut c, r| async move {
         c.forward(r).await
     })
     .await?;
-    decode_json(&reply.result)
+    forward::answer(&reply).map_err(|e| CallError::BadReply(e.to_string()))
 }
 
 /// openraft's network factory: hands out one [`PeerNetwork`] per target.

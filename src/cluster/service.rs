@@ -13,20 +13,23 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
-use super::node::Shared;
+use super::forward::{self, ForwardError};
+use super::instance::Instance;
 use super::pb;
+use super::propose::Proposer;
 use super::tls::{Role, require};
-use super::types::Command;
 
-/// The tonic service for one node.
+/// The tonic service for one node: its Raft instance, and its proposer for
+/// forwarded commands.
 #[derive(Clone)]
 pub struct ClusterService {
-    shared: Arc<Shared>,
+    instance: Arc<Instance>,
+    proposer: Arc<Proposer>,
 }
 
 impl ClusterService {
-    pub(crate) fn new(shared: Arc<Shared>) -> ClusterService {
-        ClusterService { shared }
+    pub(crate) fn new(instance: Arc<Instance>, proposer: Arc<Proposer>) -> ClusterService {
+        ClusterService { instance, proposer }
     }
 }
 
@@ -46,7 +49,7 @@ impl pb::cluster_server::Cluster for ClusterService {
     ) -> Result<Response<pb::RaftReply>, Status> {
         require(&request, Role::Node)?;
         let rpc = decode(&request.into_inner().data)?;
-        let result = self.shared.raft().append_entries(rpc).await;
+        let result = self.instance.raft().append_entries(rpc).await;
         Ok(Response::new(pb::RaftReply {
             data: encode(&result)?,
         }))
@@ -58,7 +61,7 @@ impl pb::cluster_server::Cluster for ClusterService {
     ) -> Result<Response<pb::RaftReply>, Status> {
         require(&request, Role::Node)?;
         let rpc = decode(&request.into_inner().data)?;
-        let result = self.shared.raft().vote(rpc).await;
+        let result = self.instance.raft().vote(rpc).await;
         Ok(Response::new(pb::RaftReply {
             data: encode(&result)?,
         }))
@@ -70,7 +73,7 @@ impl pb::cluster_server::Cluster for ClusterService {
     ) -> Result<Response<pb::RaftReply>, Status> {
         require(&request, Role::Node)?;
         let rpc = decode(&request.into_inner().data)?;
-        let result = self.shared.raft().install_snapshot(rpc).await;
+        let result = self.instance.raft().install_snapshot(rpc).await;
         Ok(Response::new(pb::RaftReply {
             data: encode(&result)?,
         }))
@@ -81,11 +84,16 @@ impl pb::cluster_server::Cluster for ClusterService {
         request: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardReply>, Status> {
         require(&request, Role::Node)?;
-        let command: Command = decode(&request.into_inner().command)?;
-        let result = self.shared.propose_local(command).await;
-        Ok(Response::new(pb::ForwardReply {
-            result: encode(&result)?,
-        }))
+        let command = forward::command(&request.into_inner())
+            .map_err(|e| Status::invalid_argument(format!("decode: {e}")))?;
+        let result = self
+            .proposer
+            .propose_local(command)
+            .await
+            .map_err(ForwardError::from);
+        let reply =
+            forward::reply(&result).map_err(|e| Status::internal(format!("encode: {e}")))?;
+        Ok(Response::new(reply))
     }
 
     async fn ping(
@@ -94,7 +102,7 @@ impl pb::cluster_server::Cluster for ClusterService {
     ) -> Result<Response<pb::PingReply>, Status> {
         require(&request, Role::Node)?;
         Ok(Response::new(pb::PingReply {
-            node_id: self.shared.id(),
+            node_id: self.instance.id(),
         }))
     }
 
@@ -104,10 +112,10 @@ impl pb::cluster_server::Cluster for ClusterService {
     ) -> Result<Response<pb::ElectReply>, Status> {
         require(&request, Role::Node)?;
         tracing::info!(
-            node_id = self.shared.id(),
+            node_id = self.instance.id(),
             "election requested by the leader (leadership transfer)"
         );
-        self.shared
+        self.instance
             .raft()
             .trigger()
             .elect()

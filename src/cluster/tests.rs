@@ -6,11 +6,14 @@ use std::sync::Arc;
 use openraft::testing::{StoreBuilder, Suite};
 use tokio::sync::watch;
 
+use super::config::{
+    Config, Peer, default_election_timeout_max_ms, default_election_timeout_min_ms,
+    default_grant_timeout_ms, default_heartbeat_interval_ms,
+};
 use super::state_machine::{AppliedState, StateMachine};
 use super::store::{Backend, LogStore, MemBackend, RedbBackend};
 use super::types::TypeConfig;
 use super::types::typ::StorageError;
-use super::{Config, Peer};
 
 fn config(peers: &[(u64, &str)]) -> Config {
     Config {
@@ -24,10 +27,10 @@ fn config(peers: &[(u64, &str)]) -> Config {
             })
             .collect(),
         data_dir: "/tmp/x".into(),
-        election_timeout_min_ms: super::default_election_timeout_min_ms(),
-        election_timeout_max_ms: super::default_election_timeout_max_ms(),
-        heartbeat_interval_ms: super::default_heartbeat_interval_ms(),
-        grant_timeout_ms: super::default_grant_timeout_ms(),
+        election_timeout_min_ms: default_election_timeout_min_ms(),
+        election_timeout_max_ms: default_election_timeout_max_ms(),
+        heartbeat_interval_ms: default_heartbeat_interval_ms(),
+        grant_timeout_ms: default_grant_timeout_ms(),
         tls: None,
     }
 }

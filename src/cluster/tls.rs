@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use super::network::{BoxIo, Listener, TcpTransport, Transport};
+use super::transport::{BoxIo, Listener, PeerInfo, TcpTransport, Transport};
 use futures_util::future::BoxFuture;
 
 /// The DNS name every node certificate carries.
@@ -51,18 +51,6 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// Its private key (mode 0600).
     pub key: PathBuf,
-}
-
-/// What the server learned about a caller during the handshake. Stored as
-/// tonic's connect info, so handlers find it in the request extensions.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PeerInfo {
-    /// The connection is mutual TLS (otherwise plaintext: no checks).
-    pub tls: bool,
-    /// The caller presented a node certificate.
-    pub node: bool,
-    /// The caller presented an operator certificate.
-    pub operator: bool,
 }
 
 /// A caller role a service requires.
@@ -105,12 +93,60 @@ pub fn require<T>(request: &tonic::Request<T>, role: Role) -> Result<(), tonic::
     }
 }
 
+/// Why TLS settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file cannot be read.
+    #[error("{}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A PEM file holds something that is not a certificate.
+    #[error("{}: {source}", .path.display())]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: rustls::pki_types::pem::Error,
+    },
+    /// A CA certificate the trust store does not accept.
+    #[error("{}: {source}", .path.display())]
+    Ca {
+        /// The CA file.
+        path: PathBuf,
+        /// The cause.
+        source: rustls::Error,
+    },
+    /// A PEM file with no certificate in it.
+    #[error("{}: no certificate", .0.display())]
+    NoCertificate(PathBuf),
+    /// A key file with no usable private key (its contents are never
+    /// echoed).
+    #[error("{}: no usable private key", .0.display())]
+    NoKey(PathBuf),
+    /// The client-certificate verifier cannot be built.
+    #[error("client verifier: {0}")]
+    Verifier(#[source] rustls::server::VerifierBuilderError),
+    /// rustls refused the settings (protocol versions).
+    #[error("{0}")]
+    Settings(#[source] rustls::Error),
+    /// The certificate and the key do not match or are unusable.
+    #[error("certificate and key: {0}")]
+    CertificateAndKey(#[source] rustls::Error),
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Loaded certificates and key. The key never appears in `Debug`.
@@ -135,29 +171,36 @@ impl Identity {
     /// # Errors
     ///
     /// A file that cannot be read or holds no usable PEM.
-    pub fn load(config: &TlsConfig) -> Result<Identity, String> {
+    pub fn load(config: &TlsConfig) -> Result<Identity, TlsError> {
         let ca = read(&config.ca)?;
         let mut roots = RootCertStore::empty();
         let mut any = false;
         for cert in CertificateDer::pem_slice_iter(&ca) {
-            let cert = cert.map_err(|e| format!("{}: {e}", config.ca.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("{}: {e}", config.ca.display()))?;
+            let cert = cert.map_err(|source| TlsError::Pem {
+                path: config.ca.clone(),
+                source,
+            })?;
+            roots.add(cert).map_err(|source| TlsError::Ca {
+                path: config.ca.clone(),
+                source,
+            })?;
             any = true;
         }
         if !any {
-            return Err(format!("{}: no certificate", config.ca.display()));
+            return Err(TlsError::NoCertificate(config.ca.clone()));
         }
         let chain = CertificateDer::pem_slice_iter(&read(&config.cert)?)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{}: {e}", config.cert.display()))?;
+            .map_err(|source| TlsError::Pem {
+                path: config.cert.clone(),
+                source,
+            })?;
         if chain.is_empty() {
-            return Err(format!("{}: no certificate", config.cert.display()));
+            return Err(TlsError::NoCertificate(config.cert.clone()));
         }
         // Do not echo anything of the key file in errors.
         let key = PrivateKeyDer::from_pem_slice(&read(&config.key)?)
-            .map_err(|_| format!("{}: no usable private key", config.key.display()))?;
+            .map_err(|_| TlsError::NoKey(config.key.clone()))?;
         Ok(Identity {
             roots: Arc::new(roots),
             chain,
@@ -170,16 +213,16 @@ impl Identity {
     /// # Errors
     ///
     /// The certificate and key do not match or are unusable.
-    pub fn server_config(&self) -> Result<ServerConfig, String> {
+    pub fn server_config(&self) -> Result<ServerConfig, TlsError> {
         let verifier = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
             .build()
-            .map_err(|e| format!("client verifier: {e}"))?;
+            .map_err(TlsError::Verifier)?;
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(TlsError::Settings)?
             .with_client_cert_verifier(verifier)
             .with_single_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|e| format!("certificate and key: {e}"))?;
+            .map_err(TlsError::CertificateAndKey)?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(config)
     }
@@ -189,13 +232,13 @@ impl Identity {
     /// # Errors
     ///
     /// The certificate and key do not match or are unusable.
-    pub fn client_config(&self) -> Result<ClientConfig, String> {
+    pub fn client_config(&self) -> Result<ClientConfig, TlsError> {
         let mut config = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(TlsError::Settings)?
             .with_root_certificates(self.roots.clone())
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|e| format!("certificate and key: {e}"))?;
+            .map_err(TlsError::CertificateAndKey)?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(config)
     }
@@ -205,7 +248,7 @@ impl Identity {
     /// # Errors
     ///
     /// As for [`Identity::client_config`].
-    pub fn connector(&self) -> Result<TlsConnector, String> {
+    pub fn connector(&self) -> Result<TlsConnector, TlsError> {
         Ok(TlsConnector::from(Arc::new(self.client_config()?)))
     }
 }
@@ -238,10 +281,11 @@ pub async fn connect(connector: &TlsConnector, addr: &str) -> io::Result<BoxIo> 
 }
 
 /// Mutual TLS over TCP: the production transport when `[cluster] tls` is
-/// set.
+/// set, and the operator's (which dials only).
 #[derive(Clone)]
 pub struct TlsTransport {
-    acceptor: TlsAcceptor,
+    // `None` for an operator, whose certificate cannot serve.
+    acceptor: Option<TlsAcceptor>,
     connector: TlsConnector,
 }
 
@@ -257,9 +301,22 @@ impl TlsTransport {
     /// # Errors
     ///
     /// The certificate and key are unusable.
-    pub fn new(identity: &Identity) -> Result<TlsTransport, String> {
+    pub fn new(identity: &Identity) -> Result<TlsTransport, TlsError> {
         Ok(TlsTransport {
-            acceptor: TlsAcceptor::from(Arc::new(identity.server_config()?)),
+            acceptor: Some(TlsAcceptor::from(Arc::new(identity.server_config()?))),
+            connector: identity.connector()?,
+        })
+    }
+
+    /// A transport that only dials, presenting `identity`: an operator's.
+    /// Binding with it fails.
+    ///
+    /// # Errors
+    ///
+    /// The certificate and key are unusable.
+    pub fn dialing(identity: &Identity) -> Result<TlsTransport, TlsError> {
+        Ok(TlsTransport {
+            acceptor: None,
             connector: identity.connector()?,
         })
     }
@@ -269,7 +326,7 @@ impl TlsTransport {
     /// # Errors
     ///
     /// Unreadable files or unusable certificates.
-    pub fn from_config(config: &TlsConfig) -> Result<TlsTransport, String> {
+    pub fn from_config(config: &TlsConfig) -> Result<TlsTransport, TlsError> {
         TlsTransport::new(&Identity::load(config)?)
     }
 }
@@ -283,6 +340,12 @@ impl Transport for TlsTransport {
     fn bind(&self, addr: String) -> BoxFuture<'static, io::Result<Box<dyn Listener>>> {
         let acceptor = self.acceptor.clone();
         Box::pin(async move {
+            let acceptor = acceptor.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "an operator's TLS transport cannot listen",
+                )
+            })?;
             let inner = TcpTransport.bind(addr).await?;
             let local = inner.local_addr()?;
             let (tx, rx) = mpsc::channel(64);

@@ -98,6 +98,10 @@ pub mod typ {
     pub type ClientWriteError = openraft::error::ClientWriteError<NodeId, Member>;
     /// The leader hint in a refused write.
     pub type ForwardToLeader = openraft::error::ForwardToLeader<NodeId, Member>;
+    /// Why a membership change was refused.
+    pub type ChangeMembershipError = openraft::error::ChangeMembershipError<NodeId>;
+    /// Why a leader could not confirm its leadership for a read.
+    pub type CheckIsLeaderError = openraft::error::CheckIsLeaderError<NodeId, Member>;
     /// Initialization's error.
     pub type InitializeError = openraft::error::InitializeError<NodeId, Member>;
     /// An error that stopped a Raft instance.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::cluster::admin::{Client, Status};
+use crate::cluster::admin::{Client, ClientError, Status};
 
 use super::plan::{self, Plan};
 
@@ -20,7 +20,7 @@ pub struct NodeView {
     /// Its name in the plan.
     pub name: String,
     /// Its status, or why it did not answer.
-    pub status: Result<Status, String>,
+    pub status: Result<Status, ClientError>,
 }
 
 impl Nodes {
@@ -37,7 +37,7 @@ impl Nodes {
             .map(|n| {
                 let client = Client::new(n.admin.clone(), timeout);
                 match &plan.tls {
-                    Some(tls) => client.with_tls(tls),
+                    Some(tls) => client.with_tls(tls).map_err(|e| e.to_string()),
                     None => Ok(client),
                 }
             })
@@ -183,7 +183,10 @@ impl Nodes {
                 self.hook(i, what, command).await
             }
             None => {
-                let message = self.clients[i].simulate_key_loss(lost).await?;
+                let message = self.clients[i]
+                    .simulate_key_loss(lost)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 println!("  {}: {message}", node.name);
                 Ok(())
             }

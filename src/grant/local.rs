@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 
-use super::{GrantError, Granter};
+use super::{Cause, GrantError, Granter};
 use crate::keys::ConsensusSigner;
 use crate::watermark::{self, Attempt, SignState, StateFile, Verdict};
 
@@ -112,13 +112,13 @@ fn grant_blocking(chain: &Chain, attempt: &Attempt) -> Result<Verdict, GrantErro
     let (verdict, changed) = watermark::grant(&mut next, attempt);
     if changed {
         let signature = chain.signer.sign(&next.sign_bytes).map_err(|e| {
-            GrantError::Storage(format!("cannot sign state for the state file: {e}"))
+            GrantError::Storage(format!("cannot sign state for the state file: {e}").into())
         })?;
         next.signature = Some(signature.to_vec());
         chain
             .file
             .save(&next)
-            .map_err(|e| GrantError::Storage(e.to_string()))?;
+            .map_err(|e| GrantError::Storage(Cause::new(e)))?;
         *lock(&chain.signed_here) = Some((next.sign_bytes.clone(), signature));
         *current = next;
     }
@@ -139,7 +139,7 @@ impl Granter for LocalGranter {
                 .ok_or_else(|| GrantError::UnknownChain(chain_id.to_string()))?;
             tokio::task::spawn_blocking(move || grant_blocking(&chain, &attempt))
                 .await
-                .map_err(|e| GrantError::Storage(format!("grant task failed: {e}")))?
+                .map_err(|e| GrantError::Storage(format!("grant task failed: {e}").into()))?
         })
     }
 }

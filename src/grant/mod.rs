@@ -17,6 +17,9 @@ pub mod test_hook;
 
 pub use local::LocalGranter;
 
+use std::fmt;
+use std::sync::Arc;
+
 use futures_util::future::BoxFuture;
 
 use crate::watermark::{Attempt, Verdict};
@@ -27,14 +30,75 @@ use crate::watermark::{Attempt, Verdict};
 pub enum GrantError {
     /// No quorum or no leader within the grant timeout.
     #[error("no quorum: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// The state could not be made durable (full disk, failed fsync).
     #[error("storage failure: {0}")]
-    Storage(String),
+    Storage(#[source] Cause),
     /// The chain is not configured here.
     #[error("unknown chain {0}")]
     UnknownChain(String),
 }
+
+/// The error behind a [`GrantError`], kept as the typed error it was
+/// (behind an `Arc`, so a `GrantError` stays cheap to clone). Two causes
+/// are equal when they say the same.
+#[derive(Clone)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync>);
+
+impl Cause {
+    /// Keeps `error` as the cause.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Cause {
+        Cause(Arc::new(error))
+    }
+
+    /// The typed error, to inspect or downcast.
+    pub fn get(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+/// A cause that is only a message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Message(String);
+
+impl From<String> for Cause {
+    fn from(message: String) -> Cause {
+        Cause::new(Message(message))
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(message: &str) -> Cause {
+        Cause::from(message.to_string())
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Cause) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for Cause {}
 
 /// Asks for permission to sign.
 pub trait Granter: Send + Sync + 'static {

@@ -402,6 +402,7 @@ impl SignerHost {
         let deps = Deps {
             store: StoreChoice::Backend(self.store.backend()),
             transport: Arc::new(net::SimTransport),
+            ..Deps::default()
         };
         let node = cluster::run_node(self.config, deps).await?;
         set_slot(&self.slot, Some(node.clone()));

@@ -9,8 +9,9 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use crate::cluster::network::{BoxIo, Listener, Transport};
 use futures_util::future::BoxFuture;
+
+use crate::cluster::transport::{BoxIo, Listener, Transport};
 
 /// How long a simulated connect may take before it counts as failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::cluster::admin::Client;
+use crate::cluster::admin::{Client, ClientError};
 
 use super::net::SimTransport;
 use super::trace::{Trace, now};
@@ -50,10 +50,10 @@ struct Operator {
 impl Operator {
     /// Runs `call` on the next node until it succeeds or `done` says the
     /// refusal means the change is already made.
-    async fn until_done<F, Fut>(&mut self, what: &str, done: fn(&str) -> bool, call: F)
+    async fn until_done<F, Fut>(&mut self, what: &str, done: fn(&ClientError) -> bool, call: F)
     where
         F: Fn(Client) -> Fut,
-        Fut: Future<Output = Result<String, String>>,
+        Fut: Future<Output = Result<String, ClientError>>,
     {
         loop {
             let client = self
@@ -99,7 +99,7 @@ pub async fn run(plan: Plan, removed: Removed, trace: Trace) -> turmoil::Result 
     let (spare, spare_addr) = (op.plan.spare, op.plan.spare_addr.clone());
     op.until_done(
         "add-learner",
-        |e| e.contains("already a member"),
+        |e| e.to_string().contains("already a member"),
         |c| {
             let addr = spare_addr.clone();
             async move { c.add_learner(spare, &addr).await }
@@ -108,7 +108,7 @@ pub async fn run(plan: Plan, removed: Removed, trace: Trace) -> turmoil::Result 
     .await;
     op.until_done(
         "promote",
-        |e| e.contains("already a voter"),
+        |e| e.to_string().contains("already a voter"),
         |c| async move { c.promote(spare).await },
     )
     .await;
@@ -123,12 +123,12 @@ pub async fn run(plan: Plan, removed: Removed, trace: Trace) -> turmoil::Result 
                 op.trace.event(now(), format!("operator remove: {message}"));
                 break;
             }
-            Err(e) if e.contains("not a member") => {
+            Err(e) if e.to_string().contains("not a member") => {
                 op.trace
                     .event(now(), format!("operator remove: already done ({e})"));
                 break;
             }
-            Err(e) if e.contains("is the leader") => {
+            Err(e) if e.to_string().contains("is the leader") => {
                 // The spare leads: move leadership to another voter first.
                 let target = op.plan.others[attempt % op.plan.others.len()];
                 attempt += 1;

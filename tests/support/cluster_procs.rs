@@ -581,7 +581,8 @@ impl Procs {
 
     /// Node `i`'s status, if it answers quickly.
     pub async fn status(&self, i: usize) -> Option<Status> {
-        admin::status(&self.admin[i - 1], Duration::from_millis(800))
+        admin::Client::new(self.admin[i - 1].clone(), Duration::from_millis(800))
+            .status()
             .await
             .ok()
     }

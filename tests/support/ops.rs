@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use quorumkms::cluster::admin::{Client, Status};
+use quorumkms::cluster::admin::{Client, ClientError, Status};
 use quorumkms::cluster::{TlsConfig, certs};
 use quorumkms::demo::checker::Checker;
 use quorumkms::demo::validator::{Listen, Outcome, Timing, Validator};
@@ -203,7 +203,7 @@ impl Ops {
     }
 
     /// Node `id`'s status.
-    pub async fn status(&self, id: u64) -> Result<Status, String> {
+    pub async fn status(&self, id: u64) -> Result<Status, ClientError> {
         self.client(id).status().await
     }
 
@@ -365,10 +365,10 @@ pub fn sample(body: &str, metric: &str, labels: &[&str]) -> Option<f64> {
 
 /// Retries `f` until it succeeds or `within` passes; returns the last
 /// result.
-pub async fn retry<T, F, Fut>(within: Duration, mut f: F) -> Result<T, String>
+pub async fn retry<T, E, F, Fut>(within: Duration, mut f: F) -> Result<T, E>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
+    Fut: Future<Output = Result<T, E>>,
 {
     let deadline = Instant::now() + within;
     loop {

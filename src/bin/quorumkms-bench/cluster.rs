@@ -277,7 +277,9 @@ impl Bench {
 pub async fn wait_rejoined(addr: &str) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let status = quorumkms::cluster::admin::status(addr, Duration::from_millis(500)).await;
+        let status = quorumkms::cluster::admin::Client::new(addr, Duration::from_millis(500))
+            .status()
+            .await;
         if status.is_ok_and(|s| s.has_quorum_leader && s.leader.is_some()) {
             return Ok(());
         }

@@ -1,0 +1,138 @@
+//! What a node reports about itself and the cluster: [`Status`], which
+//! `quorumkms cluster status` prints and the drills, the demo and the
+//! tests read; and [`LEADER_ADDR`], where a follower reports the leader.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::instance::Instance;
+use crate::keys::loss::KeyLoss;
+use crate::watermark::Position;
+
+/// The metadata key carrying the leader's address on a not-leader answer.
+pub const LEADER_ADDR: &str = "leader-addr";
+
+/// One member as the node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// Node id.
+    pub id: u64,
+    /// Cluster address.
+    pub addr: String,
+    /// Voter (true) or learner.
+    pub voter: bool,
+    /// The last log index replicated to it (reported by the leader only).
+    #[serde(default)]
+    pub matched_index: Option<u64>,
+}
+
+/// One validator connection of the reporting node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidatorStatus {
+    /// The chain it runs.
+    pub chain_id: String,
+    /// Its address as configured.
+    pub addr: String,
+    /// Whether this node holds an open connection to it.
+    pub connected: bool,
+}
+
+/// One chain's watermark.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainStatus {
+    /// The last granted position.
+    pub position: Option<Position>,
+    /// The validator node owning `position.height`, if ownership is on.
+    pub owner: Option<String>,
+}
+
+/// What one node reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// This node.
+    pub node_id: u64,
+    /// Raft role: Leader, Follower, Candidate, Learner or Shutdown.
+    pub role: String,
+    /// The leader this node knows of.
+    pub leader: Option<u64>,
+    /// Current term.
+    pub term: u64,
+    /// Last log index.
+    pub last_log_index: Option<u64>,
+    /// Last applied index.
+    pub applied_index: Option<u64>,
+    /// Whether this node can expect grants to commit.
+    pub has_quorum_leader: bool,
+    /// A storage fault keeping this node from signing.
+    pub storage_fault: Option<String>,
+    /// Members by id.
+    pub members: Vec<MemberStatus>,
+    /// Watermarks by chain.
+    pub chains: BTreeMap<String, ChainStatus>,
+    /// This node's validator connections (those it has dialled so far).
+    #[serde(default)]
+    pub validators: Vec<ValidatorStatus>,
+    /// Whether a drill has made this node's keys fail on purpose.
+    #[serde(default)]
+    pub key_loss_simulated: bool,
+}
+
+impl Status {
+    pub(crate) fn of(instance: &Instance, key_loss: &KeyLoss) -> Status {
+        let metrics = instance.metrics();
+        let applied = instance.applied();
+        let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
+        let members = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, member)| MemberStatus {
+                id: *id,
+                addr: member.addr.clone(),
+                voter: voters.contains(id),
+                matched_index: metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id))
+                    .and_then(|l| l.as_ref())
+                    .map(|l| l.index),
+            })
+            .collect();
+        let chains = applied
+            .chains
+            .iter()
+            .map(|(chain, state)| {
+                (
+                    chain.clone(),
+                    ChainStatus {
+                        position: state.position,
+                        owner: state.owner.clone(),
+                    },
+                )
+            })
+            .collect();
+        Status {
+            node_id: instance.id(),
+            role: format!("{:?}", metrics.state),
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index,
+            applied_index: metrics.last_applied.map(|id| id.index),
+            has_quorum_leader: instance.has_quorum_leader(),
+            storage_fault: instance.fault().map(|fault| fault.to_string()),
+            members,
+            chains,
+            validators: crate::metrics::global()
+                .validators()
+                .into_iter()
+                .map(|(chain_id, addr, connected)| ValidatorStatus {
+                    chain_id,
+                    addr,
+                    connected,
+                })
+                .collect(),
+            key_loss_simulated: key_loss.is_lost(),
+        }
+    }
+}

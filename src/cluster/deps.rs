@@ -1,0 +1,78 @@
+//! What a node is built from besides its config: the store and the
+//! transport, the seams tests and the simulation replace.
+
+use std::sync::Arc;
+
+use super::config::Config;
+use super::error::Error;
+use super::store::Backend;
+use super::tls::TlsTransport;
+use super::transport::{TcpTransport, Transport};
+use crate::keys::loss::KeyLoss;
+
+/// Which store a node runs on.
+#[derive(Clone, Debug, Default)]
+pub enum StoreChoice {
+    /// The production store under the config's `data_dir`: `raft.redb`,
+    /// or `raft.sled` in a build with the `sled` feature.
+    #[default]
+    Disk,
+    /// A backend the caller built (tests, simulation).
+    Backend(Arc<dyn Backend>),
+}
+
+/// What a node is built from besides its config: the seams.
+#[derive(Clone)]
+pub struct Deps {
+    /// Where the log, vote and state live.
+    pub store: StoreChoice,
+    /// How nodes reach each other.
+    pub transport: Arc<dyn Transport>,
+    /// The switch the admin API flips to simulate the loss of the node's
+    /// keys; whoever assembles the node wraps its keys in the same switch.
+    pub key_loss: KeyLoss,
+}
+
+impl Default for Deps {
+    fn default() -> Deps {
+        Deps {
+            store: StoreChoice::Disk,
+            transport: Arc::new(TcpTransport),
+            key_loss: KeyLoss::default(),
+        }
+    }
+}
+
+impl Deps {
+    /// The production seams for `config`: redb, and mutual TLS when
+    /// `tls` is set (plaintext TCP otherwise, with a warning), with
+    /// `key_loss` as the node's key-loss switch.
+    ///
+    /// # Errors
+    ///
+    /// The TLS files cannot be read or used.
+    pub fn for_config(config: &Config, key_loss: KeyLoss) -> Result<Deps, Error> {
+        let transport: Arc<dyn Transport> = match &config.tls {
+            Some(tls) => Arc::new(TlsTransport::from_config(tls)?),
+            None => {
+                tracing::warn!(
+                    "cluster.tls is not set: node-to-node and admin traffic is plaintext and unauthenticated"
+                );
+                Arc::new(TcpTransport)
+            }
+        };
+        Ok(Deps {
+            store: StoreChoice::Disk,
+            transport,
+            key_loss,
+        })
+    }
+}
+
+impl std::fmt::Debug for Deps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deps")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,192 @@
+//! A command a follower forwards to the leader, and the leader's answer
+//! as it travels: the applied [`Outcome`], or a typed [`ForwardError`].
+//!
+//! The command and the outcome travel as JSON (like Raft's own messages);
+//! the answer is a protobuf [`ForwardAnswer`] (a `oneof`) inside the
+//! reply's bytes, so a reply that is neither an outcome nor a known failure
+//! does not decode.
+
+use prost::Message;
+
+use super::pb;
+use super::types::{Command, Member, NodeId, Outcome};
+
+/// Why the leader did not apply a forwarded command. The causes are the
+/// leader's own errors, which reach the follower as their messages.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardError {
+    /// The callee does not lead; here is who it thinks does.
+    #[error("not the leader")]
+    NotLeader {
+        /// The leader, if known.
+        leader: Option<(NodeId, Member)>,
+    },
+    /// The leader could not make the entry durable.
+    #[error("storage failure on the leader: {0}")]
+    Storage(String),
+    /// The leader could not commit (lost leadership, shutting down).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The leader's answer to a forwarded command.
+pub type ForwardResult = Result<Outcome, ForwardError>;
+
+/// The wire form of a [`ForwardResult`], carried in `ForwardReply.result`
+/// (its schema is repeated in `proto/cluster.proto`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ForwardAnswer {
+    /// The answer.
+    #[prost(oneof = "Answer", tags = "1, 2, 3, 4")]
+    pub result: Option<Answer>,
+}
+
+/// The one answer a [`ForwardAnswer`] holds.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Answer {
+    /// The JSON of the applied [`Outcome`].
+    #[prost(bytes, tag = "1")]
+    Outcome(Vec<u8>),
+    /// The callee does not lead.
+    #[prost(message, tag = "2")]
+    NotLeader(NotLeader),
+    /// The leader could not make the entry durable: the cause.
+    #[prost(string, tag = "3")]
+    Storage(String),
+    /// The leader could not commit: the cause.
+    #[prost(string, tag = "4")]
+    Unavailable(String),
+}
+
+/// Who the callee thinks leads.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct NotLeader {
+    /// Absent when it knows of no leader.
+    #[prost(message, optional, tag = "1")]
+    pub leader: Option<Leader>,
+}
+
+/// A leader's id and cluster address.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Leader {
+    /// Its Raft id.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// host:port of its cluster service.
+    #[prost(string, tag = "2")]
+    pub addr: String,
+}
+
+/// Why a forward request or reply does not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The JSON of a command or an outcome is malformed.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// The reply's bytes are not a `ForwardAnswer`.
+    #[error("{0}")]
+    Protobuf(#[from] prost::DecodeError),
+    /// A reply with no answer in it.
+    #[error("the reply holds no result")]
+    Empty,
+}
+
+/// The request carrying `command`.
+///
+/// # Errors
+///
+/// The command cannot be encoded (it always can).
+pub fn request(command: &Command) -> Result<pb::ForwardRequest, serde_json::Error> {
+    Ok(pb::ForwardRequest {
+        command: serde_json::to_vec(command)?,
+    })
+}
+
+/// The command a request carries.
+///
+/// # Errors
+///
+/// The bytes are not a command.
+pub fn command(request: &pb::ForwardRequest) -> Result<Command, DecodeError> {
+    Ok(serde_json::from_slice(&request.command)?)
+}
+
+/// The reply carrying `result`.
+///
+/// # Errors
+///
+/// The outcome cannot be encoded (it always can).
+pub fn reply(result: &ForwardResult) -> Result<pb::ForwardReply, serde_json::Error> {
+    let answer = match result {
+        Ok(outcome) => Answer::Outcome(serde_json::to_vec(outcome)?),
+        Err(ForwardError::NotLeader { leader }) => Answer::NotLeader(NotLeader {
+            leader: leader.as_ref().map(|(id, member)| Leader {
+                id: *id,
+                addr: member.addr.clone(),
+            }),
+        }),
+        Err(ForwardError::Storage(cause)) => Answer::Storage(cause.clone()),
+        Err(ForwardError::Unavailable(cause)) => Answer::Unavailable(cause.clone()),
+    };
+    let answer = ForwardAnswer {
+        result: Some(answer),
+    };
+    Ok(pb::ForwardReply {
+        result: answer.encode_to_vec(),
+    })
+}
+
+/// The answer a reply carries.
+///
+/// # Errors
+///
+/// The reply is not an answer, is empty, or its outcome is malformed.
+pub fn answer(reply: &pb::ForwardReply) -> Result<ForwardResult, DecodeError> {
+    let answer = ForwardAnswer::decode(reply.result.as_slice())?;
+    Ok(match answer.result.ok_or(DecodeError::Empty)? {
+        Answer::Outcome(json) => Ok(serde_json::from_slice(&json)?),
+        Answer::NotLeader(not_leader) => Err(ForwardError::NotLeader {
+            leader: not_leader.leader.map(|l| (l.id, Member { addr: l.addr })),
+        }),
+        Answer::Storage(cause) => Err(ForwardError::Storage(cause)),
+        Answer::Unavailable(cause) => Err(ForwardError::Unavailable(cause)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::watermark::{Refusal, Verdict};
+
+    #[test]
+    fn every_answer_survives_the_wire() {
+        let answers: Vec<ForwardResult> = vec![
+            Ok(Outcome::Granted(Verdict::Sign(b"bytes".to_vec()))),
+            Ok(Outcome::Raised(Err(Refusal::HeightRegression {
+                got: 1,
+                last: 2,
+            }))),
+            Err(ForwardError::NotLeader { leader: None }),
+            Err(ForwardError::NotLeader {
+                leader: Some((
+                    2,
+                    Member {
+                        addr: "n2:1".into(),
+                    },
+                )),
+            }),
+            Err(ForwardError::Storage("disk full".into())),
+            Err(ForwardError::Unavailable("commit timed out".into())),
+        ];
+        for sent in answers {
+            let received = answer(&reply(&sent).expect("encode")).expect("decode");
+            assert_eq!(received, sent);
+        }
+    }
+
+    #[test]
+    fn an_empty_reply_does_not_decode() {
+        let empty = pb::ForwardReply { result: Vec::new() };
+        assert!(matches!(answer(&empty), Err(DecodeError::Empty)));
+    }
+}
