@@ -28,9 +28,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cluster_procs::{Layout, Procs, fast_timing, precommit, prevote, proposal};
-use quorumkms::demo::CHAIN_ID;
-use quorumkms::demo::checker::Checker;
-use quorumkms::demo::validator::{Outcome, Validator};
+use quorumkms::testnet::CHAIN_ID;
+use quorumkms::validator::{Checker, MockValidator, SignOutcome};
 use quorumkms::watermark::{Position, Step};
 use tokio::time::Instant;
 
@@ -129,7 +128,7 @@ fn position(height: i64, step: Step) -> Position {
 /// One validator node: every height, its own proposal, then the honest
 /// prevote and precommit.
 async fn validate(
-    mut v: Validator,
+    mut v: MockValidator,
     me: u8,
     start: Instant,
     until: Arc<Mutex<Option<Instant>>>,
@@ -162,7 +161,7 @@ async fn validate(
                 sent,
                 received: Instant::now(),
                 signed: match outcome {
-                    Outcome::Signed { sign_bytes, .. } => Some(sign_bytes),
+                    SignOutcome::Signed { sign_bytes, .. } => Some(sign_bytes),
                     _ => None,
                 },
             });

@@ -10,12 +10,11 @@ mod cluster_procs;
 use std::time::Duration;
 
 use cluster_procs::{Layout, Procs, assert_no_conflicts, fast_timing, precommit, prevote};
-use quorumkms::demo::checker::Checker;
-use quorumkms::demo::validator::{Outcome, Validator};
+use quorumkms::validator::{Checker, MockValidator, SignOutcome};
 
 /// Three validator nodes; signer node `i` dials only validator node `i`.
 /// Returns them once each is connected to its signer.
-async fn start(checker: &Checker) -> (Procs, Vec<Validator>) {
+async fn start(checker: &Checker) -> (Procs, Vec<MockValidator>) {
     let mut c = Procs::new(3, Layout::Loopback);
     let mut validators = Vec::new();
     let mut addrs = Vec::new();
@@ -74,11 +73,11 @@ fn identical_requests_to_all_nodes_get_identical_signatures() {
             let mut signed = Vec::new();
             for o in [&x, &y, &z] {
                 match o {
-                    Outcome::Signed { signature, .. } => signed.push(signature.clone()),
-                    Outcome::Refused(e) => {
+                    SignOutcome::Signed { signature, .. } => signed.push(signature.clone()),
+                    SignOutcome::Refused(e) => {
                         assert!(e.description.contains("owned"), "height {h}: {e:?}")
                     }
-                    Outcome::Failed(e) => panic!("height {h}: precommit failed: {e}"),
+                    SignOutcome::Failed(e) => panic!("height {h}: precommit failed: {e}"),
                 }
             }
             assert!(
@@ -117,13 +116,13 @@ fn conflicting_requests_to_all_nodes_sign_at_most_one() {
             );
             let prevotes = [x, y, z];
             let signed: Vec<usize> = (0..3)
-                .filter(|&k| matches!(prevotes[k], Outcome::Signed { .. }))
+                .filter(|&k| matches!(prevotes[k], SignOutcome::Signed { .. }))
                 .collect();
             assert_eq!(signed.len(), 1, "height {h} prevotes: {prevotes:?}");
             assert!(
                 prevotes
                     .iter()
-                    .all(|o| matches!(o, Outcome::Signed { .. } | Outcome::Refused(_))),
+                    .all(|o| matches!(o, SignOutcome::Signed { .. } | SignOutcome::Refused(_))),
                 "height {h}: a request went unanswered: {prevotes:?}"
             );
             winners[signed[0]] += 1;
@@ -136,7 +135,7 @@ fn conflicting_requests_to_all_nodes_sign_at_most_one() {
             );
             let precommits = [x, y, z];
             let signed_pc: Vec<usize> = (0..3)
-                .filter(|&k| matches!(precommits[k], Outcome::Signed { .. }))
+                .filter(|&k| matches!(precommits[k], SignOutcome::Signed { .. }))
                 .collect();
             assert_eq!(signed_pc, signed, "height {h} precommits: {precommits:?}");
         }

@@ -13,8 +13,7 @@ use std::time::Duration;
 use cluster_procs::{
     Layout, Procs, Tmpfs, assert_no_conflicts, fast_timing, prevote, short_timing,
 };
-use quorumkms::demo::checker::Checker;
-use quorumkms::demo::validator::Outcome;
+use quorumkms::validator::{Checker, SignOutcome};
 use tokio::time::Instant;
 
 #[test]
@@ -49,7 +48,7 @@ fn a_full_disk_refuses_then_recovers() {
         for _ in 0..5 {
             h += 1;
             let o = a.sign_vote(prevote(h, 0)).await;
-            assert!(matches!(o, Outcome::Signed { .. }), "height {h}: {o:?}");
+            assert!(matches!(o, SignOutcome::Signed { .. }), "height {h}: {o:?}");
         }
         h += 1;
         let o = b.sign_vote(prevote(h, 0)).await;
@@ -67,7 +66,7 @@ fn a_full_disk_refuses_then_recovers() {
         let (faulted, fault_after) = loop {
             h += 1;
             let o = a.sign_vote(prevote(h, 0)).await;
-            assert!(matches!(o, Outcome::Signed { .. }), "height {h}: {o:?}");
+            assert!(matches!(o, SignOutcome::Signed { .. }), "height {h}: {o:?}");
             if let Some(s) = c.status(FULL).await
                 && s.storage_fault.is_some()
             {
@@ -85,14 +84,14 @@ fn a_full_disk_refuses_then_recovers() {
             h += 1;
             let o = a.sign_vote(prevote(h, 0)).await;
             assert!(
-                matches!(o, Outcome::Signed { .. }) && c.served_by(&o) != Some(FULL),
+                matches!(o, SignOutcome::Signed { .. }) && c.served_by(&o) != Some(FULL),
                 "height {h}: {o:?}"
             );
         }
         c.wait_ready(&[1, 2], Duration::from_secs(10)).await;
         h += 1;
         let o = b.sign_vote(prevote(h, 9)).await;
-        if !matches!(o, Outcome::Failed(_)) {
+        if !matches!(o, SignOutcome::Failed(_)) {
             // redb can still find free pages inside its own file after the
             // filesystem is full, so the node may recover before the disk
             // is freed. Then, and only then, it may sign again.
@@ -118,7 +117,7 @@ fn a_full_disk_refuses_then_recovers() {
         h += 1;
         let o = a.sign_vote(prevote(h, 0)).await;
         assert!(
-            matches!(o, Outcome::Signed { .. }),
+            matches!(o, SignOutcome::Signed { .. }),
             "A after recovery: {o:?}"
         );
         assert_no_conflicts(&checker);

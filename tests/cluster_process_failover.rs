@@ -13,23 +13,22 @@ use std::time::Duration;
 use cluster_procs::{
     Layout, Procs, assert_no_conflicts, expected_signature, fast_timing, precommit, prevote,
 };
-use quorumkms::demo::checker::Checker;
-use quorumkms::demo::validator::{Outcome, Validator};
 use quorumkms::session::DIE_AFTER_GRANT_ENV;
+use quorumkms::validator::{Checker, MockValidator, SignOutcome};
 use tokio::time::Instant;
 
 /// Signs prevote and precommit at `heights`, asserting each is signed;
 /// returns when each signature arrived and which node served it.
 async fn sign_heights(
     c: &Procs,
-    v: &mut Validator,
+    v: &mut MockValidator,
     heights: std::ops::RangeInclusive<i64>,
 ) -> Vec<(Instant, Option<usize>)> {
     let mut out = Vec::new();
     for h in heights {
         for vote in [prevote(h, 0), precommit(h, 0)] {
             let o = v.sign_vote(vote).await;
-            assert!(matches!(o, Outcome::Signed { .. }), "height {h}: {o:?}");
+            assert!(matches!(o, SignOutcome::Signed { .. }), "height {h}: {o:?}");
             out.push((Instant::now(), c.served_by(&o)));
         }
     }
@@ -178,7 +177,7 @@ fn a_node_dying_with_a_fresh_grant_is_covered_by_the_retry() {
         let sent = Instant::now();
         let o = v.sign_vote(vote).await;
         let took = sent.elapsed();
-        let Outcome::Signed {
+        let SignOutcome::Signed {
             sign_bytes,
             signature,
             via,
@@ -202,7 +201,7 @@ fn a_node_dying_with_a_fresh_grant_is_covered_by_the_retry() {
         );
         // Its grant stands: a different block at that position is refused.
         let other = v.sign_vote(prevote(DIE_AT, 1)).await;
-        assert!(matches!(other, Outcome::Refused(_)), "{other:?}");
+        assert!(matches!(other, SignOutcome::Refused(_)), "{other:?}");
         sign_heights(&c, &mut v, DIE_AT..=DIE_AT + 3).await;
         assert_no_conflicts(&checker);
         eprintln!(

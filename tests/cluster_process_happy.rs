@@ -11,9 +11,8 @@ use std::time::Duration;
 use cluster_procs::{
     Layout, Procs, assert_no_conflicts, fast_timing, precommit, prevote, proposal,
 };
-use quorumkms::demo::CHAIN_ID;
-use quorumkms::demo::checker::Checker;
-use quorumkms::demo::validator::Outcome;
+use quorumkms::testnet::CHAIN_ID;
+use quorumkms::validator::{Checker, SignOutcome};
 use quorumkms::watermark::{Position, Step};
 use tokio::time::Instant;
 
@@ -38,13 +37,13 @@ fn three_nodes_sign_for_one_validator() {
                 v.sign_vote(precommit(h, 0)).await,
             ];
             for o in &outcomes {
-                assert!(matches!(o, Outcome::Signed { .. }), "height {h}: {o:?}");
+                assert!(matches!(o, SignOutcome::Signed { .. }), "height {h}: {o:?}");
             }
             if h % 5 == 0 {
                 // A conflicting precommit at the same H/R/step: refused.
                 let other = v.sign_vote(precommit(h, 1)).await;
                 assert!(
-                    matches!(other, Outcome::Refused(_)),
+                    matches!(other, SignOutcome::Refused(_)),
                     "height {h}: {other:?}"
                 );
                 refused += 1;

@@ -12,12 +12,11 @@ use std::time::Duration;
 use cluster_procs::{
     Layout, Procs, assert_no_conflicts, fast_timing, precommit, prevote, signature,
 };
-use quorumkms::demo::checker::Checker;
-use quorumkms::demo::validator::{Outcome, Validator};
+use quorumkms::validator::{Checker, MockValidator, SignOutcome};
 
-fn refused(o: &Outcome, what: &str) -> String {
+fn refused(o: &SignOutcome, what: &str) -> String {
     match o {
-        Outcome::Refused(e) => e.description.clone(),
+        SignOutcome::Refused(e) => e.description.clone(),
         other => panic!("{what}: expected a refusal, got {other:?}"),
     }
 }
@@ -38,7 +37,7 @@ fn only_the_height_owner_is_signed() {
 
         for h in 1..=10i64 {
             // The owner alternates: A first at odd heights, B at even ones.
-            let (owner, other): (&mut Validator, &mut Validator) = if h % 2 == 1 {
+            let (owner, other): (&mut MockValidator, &mut MockValidator) = if h % 2 == 1 {
                 (&mut a, &mut b)
             } else {
                 (&mut b, &mut a)

@@ -16,9 +16,8 @@ use cluster_procs::{
     Layout, Procs, assert_no_conflicts, fast_timing, precommit, prevote, short_timing,
 };
 use quorumkms::cluster::admin;
-use quorumkms::demo::CHAIN_ID;
-use quorumkms::demo::checker::Checker;
-use quorumkms::demo::validator::Outcome;
+use quorumkms::testnet::CHAIN_ID;
+use quorumkms::validator::{Checker, SignOutcome};
 use quorumkms::watermark::{Position, Step};
 use tokio::time::Instant;
 
@@ -78,7 +77,10 @@ fn a_cut_off_node_cannot_sign_and_its_validator_fails_over() {
         c.wait_ready(&[1, 2], Duration::from_secs(10)).await;
         // B only has node 3: nothing is signed for it.
         let o = b.sign_vote(prevote(16, 9)).await;
-        assert!(matches!(o, Outcome::Failed(_)), "B during the cut: {o:?}");
+        assert!(
+            matches!(o, SignOutcome::Failed(_)),
+            "B during the cut: {o:?}"
+        );
         let status = c
             .status(CUT)
             .await
@@ -108,7 +110,7 @@ fn a_cut_off_node_cannot_sign_and_its_validator_fails_over() {
         assert_eq!(c.served_by(&o), Some(CUT), "B after the heal: {o:?}");
         let o = a.sign_vote(prevote(18, 0)).await;
         assert!(
-            matches!(o, Outcome::Signed { .. }),
+            matches!(o, SignOutcome::Signed { .. }),
             "A after the heal: {o:?}"
         );
         assert_no_conflicts(&checker);

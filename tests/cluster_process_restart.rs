@@ -10,12 +10,11 @@ use std::time::Duration;
 use cluster_procs::{
     Layout, Procs, assert_no_conflicts, fast_timing, precommit, prevote, proposal,
 };
-use quorumkms::demo::checker::Checker;
-use quorumkms::demo::validator::Outcome;
+use quorumkms::validator::{Checker, SignOutcome};
 use quorumkms::watermark::{Position, Step};
 
-fn is_refused(o: &Outcome) -> bool {
-    matches!(o, Outcome::Refused(_))
+fn is_refused(o: &SignOutcome) -> bool {
+    matches!(o, SignOutcome::Refused(_))
 }
 
 #[test]
@@ -34,7 +33,7 @@ fn full_restart_keeps_every_watermark() {
                 v.sign_vote(prevote(h, 0)).await,
                 v.sign_vote(precommit(h, 0)).await,
             ] {
-                assert!(matches!(o, Outcome::Signed { .. }), "height {h}: {o:?}");
+                assert!(matches!(o, SignOutcome::Signed { .. }), "height {h}: {o:?}");
                 last = Some(o);
             }
         }
@@ -46,7 +45,7 @@ fn full_restart_keeps_every_watermark() {
         for i in 1..=3 {
             c.wait_status(i, "at 10/0/precommit", Duration::from_secs(5), |s| {
                 s.chains
-                    .get(quorumkms::demo::CHAIN_ID)
+                    .get(quorumkms::testnet::CHAIN_ID)
                     .and_then(|c| c.position)
                     == Some(top)
             })
@@ -84,7 +83,7 @@ fn full_restart_keeps_every_watermark() {
         // And signing goes on above it.
         for h in 11..=13 {
             let o = v.sign_vote(prevote(h, 0)).await;
-            assert!(matches!(o, Outcome::Signed { .. }), "height {h}: {o:?}");
+            assert!(matches!(o, SignOutcome::Signed { .. }), "height {h}: {o:?}");
         }
         assert_no_conflicts(&checker);
     });

@@ -3,14 +3,14 @@
 
 mod support;
 
-use quorumkms::demo::validator::Outcome;
 use quorumkms::privval::Version;
 use quorumkms::session::code;
+use quorumkms::validator::SignOutcome;
 use support::{Single, Transport};
 
-fn refused_with(outcome: &Outcome, expected_code: i32, text: &str) {
+fn refused_with(outcome: &SignOutcome, expected_code: i32, text: &str) {
     match outcome {
-        Outcome::Refused(e) => {
+        SignOutcome::Refused(e) => {
             assert_eq!(e.code, expected_code, "{e:?}");
             assert!(e.description.contains(text), "{e:?} lacks {text:?}");
         }
@@ -22,7 +22,7 @@ fn refused_with(outcome: &Outcome, expected_code: i32, text: &str) {
 async fn conflicts_and_regressions_are_refused_and_the_connection_kept() {
     let mut s = Single::start(Version::V0_38, Transport::Tcp).await;
     let signed = s.validator.sign_proposal(s.proposal(10, 1, 0, 0)).await;
-    assert!(matches!(signed, Outcome::Signed { .. }), "{signed:?}");
+    assert!(matches!(signed, SignOutcome::Signed { .. }), "{signed:?}");
     // The same position, another block.
     refused_with(
         &s.validator.sign_proposal(s.proposal(10, 1, 1, 0)).await,
@@ -30,7 +30,7 @@ async fn conflicts_and_regressions_are_refused_and_the_connection_kept() {
         "conflicting data",
     );
     let signed = s.validator.sign_vote(s.prevote(10, 1, 0, 0)).await;
-    assert!(matches!(signed, Outcome::Signed { .. }), "{signed:?}");
+    assert!(matches!(signed, SignOutcome::Signed { .. }), "{signed:?}");
     refused_with(
         &s.validator.sign_vote(s.prevote(10, 1, 1, 0)).await,
         code::DOUBLE_SIGN,
@@ -54,7 +54,7 @@ async fn conflicts_and_regressions_are_refused_and_the_connection_kept() {
     );
     // Still serving on the same connection.
     let signed = s.validator.sign_vote(s.precommit(10, 1, Some(0), 0)).await;
-    assert!(matches!(signed, Outcome::Signed { .. }), "{signed:?}");
+    assert!(matches!(signed, SignOutcome::Signed { .. }), "{signed:?}");
     assert_eq!(s.validator.accepted, 1);
     assert_eq!(s.checker.report().conflicts, 0);
 }
@@ -64,7 +64,7 @@ async fn identical_request_gets_the_identical_signature() {
     let mut s = Single::start(Version::V0_37, Transport::Unix).await;
     let first = s.validator.sign_vote(s.prevote(3, 0, 0, 0)).await;
     let again = s.validator.sign_vote(s.prevote(3, 0, 0, 0)).await;
-    assert!(matches!(first, Outcome::Signed { .. }));
+    assert!(matches!(first, SignOutcome::Signed { .. }));
     assert_eq!(first, again);
 }
 
@@ -74,12 +74,12 @@ async fn timestamp_only_change_gets_the_stored_timestamp_and_signature() {
     let first = s.validator.sign_vote(s.prevote(7, 0, 0, 100)).await;
     let later = s.validator.sign_vote(s.prevote(7, 0, 0, 900)).await;
     let (
-        Outcome::Signed {
+        SignOutcome::Signed {
             signature: sig1,
             timestamp: ts1,
             ..
         },
-        Outcome::Signed {
+        SignOutcome::Signed {
             signature: sig2,
             timestamp: ts2,
             ..
@@ -93,7 +93,7 @@ async fn timestamp_only_change_gets_the_stored_timestamp_and_signature() {
     let proposal = s.validator.sign_proposal(s.proposal(8, 0, 0, 0)).await;
     let moved = s.validator.sign_proposal(s.proposal(8, 0, 0, 500)).await;
     match (&proposal, &moved) {
-        (Outcome::Signed { signature: a, .. }, Outcome::Signed { signature: b, .. }) => {
+        (SignOutcome::Signed { signature: a, .. }, SignOutcome::Signed { signature: b, .. }) => {
             assert_eq!(a, b)
         }
         other => panic!("{other:?}"),
@@ -120,14 +120,14 @@ async fn wrong_chain_id_is_refused_and_the_node_keeps_serving() {
     assert_eq!(error.code, code::WRONG_CHAIN);
     assert!(error.description.contains("wrong chain id"), "{error:?}");
     let signed = s.validator.sign_vote(s.prevote(4, 0, 0, 0)).await;
-    assert!(matches!(signed, Outcome::Signed { .. }), "{signed:?}");
+    assert!(matches!(signed, SignOutcome::Signed { .. }), "{signed:?}");
 }
 
 #[tokio::test]
 async fn max_height_is_enforced() {
     let mut s = Single::start_with(Version::V0_38, Transport::Unix, "max_height = 5").await;
     let ok = s.validator.sign_vote(s.prevote(5, 0, 0, 0)).await;
-    assert!(matches!(ok, Outcome::Signed { .. }), "{ok:?}");
+    assert!(matches!(ok, SignOutcome::Signed { .. }), "{ok:?}");
     refused_with(
         &s.validator.sign_vote(s.prevote(6, 0, 0, 0)).await,
         code::MAX_HEIGHT,

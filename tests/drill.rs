@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cluster_procs::{Layout, Procs};
-use quorumkms::demo::CHAIN_ID;
 use quorumkms::drill::{self, Drill, plan::Plan};
+use quorumkms::testnet::CHAIN_ID;
 
 /// Kills every node the control scripts started, also on a panic.
 struct Started(Vec<PathBuf>);
@@ -101,7 +101,7 @@ fn every_drill_passes_with_no_conflict_and_a_node_that_stays_down_fails_one() {
     cluster_procs::run(async {
         let mut c = Procs::new(3, Layout::Netns);
         let host = c.validator_host();
-        let ports = quorumkms::demo::free_ports(2).expect("ports");
+        let ports = quorumkms::testnet::free_ports(2).expect("ports");
         let sentries: Vec<String> = ports.iter().map(|p| format!("tcp://{host}:{p}")).collect();
         let dial = sentries.clone();
         c.write(&|_| dial.clone());

@@ -3,8 +3,8 @@
 
 mod support;
 
-use quorumkms::demo::validator::Outcome;
 use quorumkms::privval::Version;
+use quorumkms::validator::SignOutcome;
 use support::{Single, Transport};
 
 #[tokio::test]
@@ -23,7 +23,7 @@ async fn garbage_gets_an_error_and_the_node_keeps_serving() {
         assert_eq!(error.code, quorumkms::session::code::MALFORMED, "{error:?}");
     }
     let signed = s.validator.sign_vote(s.prevote(1, 0, 0, 0)).await;
-    assert!(matches!(signed, Outcome::Signed { .. }), "{signed:?}");
+    assert!(matches!(signed, SignOutcome::Signed { .. }), "{signed:?}");
     assert_eq!(s.validator.accepted, 1);
 }
 
@@ -39,6 +39,6 @@ async fn an_oversized_frame_is_refused_without_losing_the_connection() {
         "{error:?}"
     );
     let signed = s.validator.sign_vote(s.prevote(1, 0, 0, 0)).await;
-    assert!(matches!(signed, Outcome::Signed { .. }), "{signed:?}");
+    assert!(matches!(signed, SignOutcome::Signed { .. }), "{signed:?}");
     assert_eq!(s.validator.accepted, 1);
 }

@@ -4,10 +4,9 @@
 
 mod support;
 
-use quorumkms::demo::checker::Checker;
-use quorumkms::demo::validator::{Listen, Outcome, Validator};
-use quorumkms::demo::{self, consensus};
 use quorumkms::privval::Version;
+use quorumkms::testnet;
+use quorumkms::validator::{Checker, MockValidator, SignOutcome, SignerListener, consensus};
 
 #[tokio::test]
 async fn two_chains_keep_separate_watermarks() {
@@ -21,14 +20,14 @@ async fn two_chains_keep_separate_watermarks() {
     let mut validators_cfg = Vec::new();
     for (i, chain) in chains.iter().enumerate() {
         // Two validator nodes per chain: one on tcp, one on unix.
-        let tcp = Listen::tcp("127.0.0.1:0").await.unwrap();
-        let unix = Listen::unix(dir.path().join(format!("v{i}.sock"))).unwrap();
+        let tcp = SignerListener::tcp("127.0.0.1:0").await.unwrap();
+        let unix = SignerListener::unix(dir.path().join(format!("v{i}.sock"))).unwrap();
         validators_cfg.push((chain.clone(), tcp.signer_addr()));
         validators_cfg.push((chain.clone(), unix.signer_addr()));
         listens.push((chain.clone(), tcp));
         listens.push((chain.clone(), unix));
     }
-    let node = demo::write_node(
+    let node = testnet::write_node(
         dir.path(),
         1,
         seed,
@@ -38,12 +37,12 @@ async fn two_chains_keep_separate_watermarks() {
         "",
     )
     .unwrap();
-    let _child = demo::spawn_node(&support::exe(), &node).unwrap();
+    let _child = testnet::spawn_node(&support::exe(), &node).unwrap();
     let checker = Checker::new();
-    let mut validators: Vec<Validator> = listens
+    let mut validators: Vec<MockValidator> = listens
         .into_iter()
         .map(|(chain, listen)| {
-            Validator::new(
+            MockValidator::new(
                 listen,
                 &chain,
                 Version::V0_38,
@@ -63,7 +62,7 @@ async fn two_chains_keep_separate_watermarks() {
                 let vote = consensus::vote(Version::V0_38, false, height, 0, block, &address, 0);
                 let outcome = v.sign_vote(vote).await;
                 assert!(
-                    matches!(outcome, Outcome::Signed { .. }),
+                    matches!(outcome, SignOutcome::Signed { .. }),
                     "{height}: {outcome:?}"
                 );
             }

@@ -4,8 +4,8 @@
 
 mod support;
 
-use quorumkms::demo::validator::Outcome;
 use quorumkms::privval::Version;
+use quorumkms::validator::SignOutcome;
 use support::{Single, Transport};
 
 async fn happy_path(version: Version, transport: Transport) {
@@ -24,7 +24,7 @@ async fn happy_path(version: Version, transport: Transport) {
         ];
         for outcome in outcomes {
             assert!(
-                matches!(outcome, Outcome::Signed { .. }),
+                matches!(outcome, SignOutcome::Signed { .. }),
                 "height {height}: {outcome:?}\n{}",
                 s.log()
             );

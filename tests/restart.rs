@@ -5,8 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use quorumkms::demo::validator::Outcome;
 use quorumkms::privval::Version;
+use quorumkms::validator::SignOutcome;
 use support::{Single, Transport};
 
 #[tokio::test]
@@ -15,7 +15,7 @@ async fn restart_keeps_the_watermark() {
     for h in 1..=10 {
         assert!(matches!(
             s.validator.sign_vote(s.prevote(h, 0, 0, 0)).await,
-            Outcome::Signed { .. }
+            SignOutcome::Signed { .. }
         ));
     }
     let last = s.validator.sign_vote(s.prevote(10, 0, 0, 0)).await;
@@ -23,10 +23,10 @@ async fn restart_keeps_the_watermark() {
     s.restart();
     // Below the watermark: refused. At it with the same bytes: the same signature.
     let lower = s.validator.sign_vote(s.prevote(9, 0, 0, 0)).await;
-    assert!(matches!(lower, Outcome::Refused(_)), "{lower:?}");
+    assert!(matches!(lower, SignOutcome::Refused(_)), "{lower:?}");
     let conflicting = s.validator.sign_vote(s.prevote(10, 0, 1, 0)).await;
     assert!(
-        matches!(conflicting, Outcome::Refused(_)),
+        matches!(conflicting, SignOutcome::Refused(_)),
         "{conflicting:?}"
     );
     assert_eq!(s.validator.sign_vote(s.prevote(10, 0, 0, 0)).await, last);
@@ -49,13 +49,13 @@ async fn kill_9_mid_stream_never_signs_below_a_released_signature() {
             tokio::time::sleep(delay).await;
             let _ = child.start_kill();
             let _ = child.wait().await;
-            quorumkms::demo::spawn_node(&support::exe(), &node).expect("respawn")
+            quorumkms::testnet::spawn_node(&support::exe(), &node).expect("respawn")
         });
         while !killer.is_finished() {
             height += 1;
             let outcome = s.validator.sign_vote(s.prevote(height, 0, 0, 0)).await;
             assert!(
-                matches!(outcome, Outcome::Signed { .. }),
+                matches!(outcome, SignOutcome::Signed { .. }),
                 "{outcome:?}\n{}",
                 s.log()
             );
@@ -63,7 +63,7 @@ async fn kill_9_mid_stream_never_signs_below_a_released_signature() {
         s.child = Some(killer.await.expect("killer"));
         let highest = s
             .checker
-            .highest(quorumkms::demo::CHAIN_ID)
+            .highest(quorumkms::testnet::CHAIN_ID)
             .expect("something was signed");
         // Every position below the highest released one is refused.
         let below = s
@@ -71,7 +71,7 @@ async fn kill_9_mid_stream_never_signs_below_a_released_signature() {
             .sign_vote(s.prevote(highest.height - 1, 0, 0, 0))
             .await;
         assert!(
-            matches!(below, Outcome::Refused(_)),
+            matches!(below, SignOutcome::Refused(_)),
             "below {highest}: {below:?}\n{}",
             s.log()
         );
@@ -80,7 +80,7 @@ async fn kill_9_mid_stream_never_signs_below_a_released_signature() {
             .sign_vote(s.prevote(highest.height, 0, 1, 0))
             .await;
         assert!(
-            matches!(other, Outcome::Refused(_)),
+            matches!(other, SignOutcome::Refused(_)),
             "conflict at {highest}: {other:?}"
         );
         height = highest.height;

@@ -9,8 +9,9 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use quorumkms::demo::{self, CHAIN_ID, NodeFiles, consensus};
 use quorumkms::privval::{Version, sign_bytes};
+use quorumkms::testnet::{self, CHAIN_ID, NodeFiles};
+use quorumkms::validator::consensus;
 use quorumkms::watermark::{Position, SignState, StateFile, Step};
 use support::{exe, run_cli};
 
@@ -58,7 +59,7 @@ fn precommit(height: i64, round: i32) -> Position {
 }
 
 fn single_node(root: &Path) -> NodeFiles {
-    demo::write_nodes(root, 1, SEED, &[], Version::V0_38, &|_| String::new())
+    testnet::write_nodes(root, 1, SEED, &[], Version::V0_38, &|_| String::new())
         .expect("node files")
         .remove(0)
 }
@@ -302,7 +303,7 @@ fn malformed_files_change_nothing() {
 async fn a_running_single_node_keeps_its_state_file_locked() {
     let dir = tempfile::tempdir().unwrap();
     let node = single_node(dir.path());
-    let mut child = demo::spawn_node(&exe(), &node).expect("spawn");
+    let mut child = testnet::spawn_node(&exe(), &node).expect("spawn");
     let log = node.dir.join("node.log");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(&log)
@@ -337,20 +338,20 @@ async fn a_running_single_node_keeps_its_state_file_locked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_import_is_raise_only_and_exports_what_was_imported() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = demo::free_ports(3).unwrap();
-    let nodes = demo::write_nodes(dir.path(), 3, SEED, &[], Version::V0_38, &|i| {
-        demo::cluster_section(i, &ports)
+    let ports = testnet::free_ports(3).unwrap();
+    let nodes = testnet::write_nodes(dir.path(), 3, SEED, &[], Version::V0_38, &|i| {
+        testnet::cluster_section(i, &ports)
     })
     .unwrap();
     let mut children: Vec<_> = nodes
         .iter()
-        .map(|n| demo::spawn_node(&exe(), n).expect("spawn"))
+        .map(|n| testnet::spawn_node(&exe(), n).expect("spawn"))
         .collect();
-    demo::initialize_cluster(&ports, Duration::from_secs(30))
+    testnet::initialize_cluster(&ports, Duration::from_secs(30))
         .await
         .expect("cluster initializes");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while demo::find_leader(&ports).await.is_none() {
+    while testnet::find_leader(&ports).await.is_none() {
         assert!(Instant::now() < deadline, "no leader");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

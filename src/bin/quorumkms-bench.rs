@@ -20,10 +20,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use quorumkms::demo::checker::Checker;
-use quorumkms::demo::validator::{Listen, Outcome, Timing, Validator};
-use quorumkms::demo::{self, NodeFiles, consensus};
 use quorumkms::privval::Version;
+use quorumkms::testnet::{self as demo, NodeFiles};
+use quorumkms::validator::{
+    Checker, MockValidator as Validator, SignOutcome as Outcome, SignerListener as Listen,
+    ValidatorTiming as Timing, consensus,
+};
 use tokio::process::Child;
 
 #[derive(Parser, Debug)]

@@ -30,9 +30,9 @@ pub fn init_tracing() {
 }
 
 /// `n` distinct free addresses on 127.0.0.1, out of the way of ports the
-/// kernel hands out on its own (see `demo::free_ports`).
+/// kernel hands out on its own (see `testnet::free_ports`).
 pub fn free_addrs(n: usize) -> Vec<String> {
-    quorumkms::demo::free_ports(n)
+    quorumkms::testnet::free_ports(n)
         .expect("free ports")
         .into_iter()
         .map(|port| format!("127.0.0.1:{port}"))

@@ -21,10 +21,11 @@ use std::time::Duration;
 
 use ed25519_dalek::Signer;
 use quorumkms::cluster::admin::{self, Status};
-use quorumkms::demo::checker::Checker;
-use quorumkms::demo::validator::{Listen, Outcome, Timing, Validator};
-use quorumkms::demo::{self, CHAIN_ID, NodeFiles, consensus};
 use quorumkms::privval::{Proposal, Version, Vote};
+use quorumkms::testnet::{self, CHAIN_ID, NodeFiles};
+use quorumkms::validator::{
+    Checker, MockValidator, SignOutcome, SignerListener, ValidatorTiming, consensus,
+};
 use quorumkms::watermark::Position;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
@@ -87,8 +88,8 @@ pub fn expected_signature(sign_bytes: &[u8]) -> Vec<u8> {
 }
 
 /// For a validator whose requests are expected to fail: gives up quickly.
-pub fn short_timing() -> Timing {
-    Timing {
+pub fn short_timing() -> ValidatorTiming {
+    ValidatorTiming {
         accept_timeout: Duration::from_millis(1500),
         retries: 2,
         ..fast_timing()
@@ -97,12 +98,16 @@ pub fn short_timing() -> Timing {
 
 /// A validator listening on `host` (port chosen by the kernel), recording
 /// into `checker`. Returns it with the address signers dial.
-pub async fn validator(host: &str, checker: &Checker, timing: Timing) -> (Validator, String) {
-    let listen = Listen::tcp(&format!("{host}:0"))
+pub async fn validator(
+    host: &str,
+    checker: &Checker,
+    timing: ValidatorTiming,
+) -> (MockValidator, String) {
+    let listen = SignerListener::tcp(&format!("{host}:0"))
         .await
         .expect("bind validator");
     let addr = listen.signer_addr();
-    let v = Validator::new(
+    let v = MockValidator::new(
         listen,
         CHAIN_ID,
         VERSION,
@@ -135,9 +140,9 @@ pub fn proposal(height: i64, variant: u8) -> Proposal {
 }
 
 /// The signature of a signed outcome; panics with `what` otherwise.
-pub fn signature(outcome: &Outcome, what: &str) -> Vec<u8> {
+pub fn signature(outcome: &SignOutcome, what: &str) -> Vec<u8> {
     match outcome {
-        Outcome::Signed { signature, .. } => signature.clone(),
+        SignOutcome::Signed { signature, .. } => signature.clone(),
         other => panic!("{what}: expected a signature, got {other:?}"),
     }
 }
@@ -405,7 +410,7 @@ impl Procs {
             .expect("tempdir");
         let (net, admin) = match layout {
             Layout::Loopback => {
-                let ports = demo::free_ports(count).expect("free ports");
+                let ports = testnet::free_ports(count).expect("free ports");
                 (
                     None,
                     ports.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
@@ -466,7 +471,7 @@ impl Procs {
             ));
             text
         };
-        self.nodes = demo::write_nodes(self.dir.path(), self.len(), SEED, &[], VERSION, &extra)
+        self.nodes = testnet::write_nodes(self.dir.path(), self.len(), SEED, &[], VERSION, &extra)
             .expect("write node files");
     }
 
@@ -558,9 +563,9 @@ impl Procs {
     }
 
     /// Which node served an outcome, if it was signed.
-    pub fn served_by(&self, outcome: &Outcome) -> Option<usize> {
+    pub fn served_by(&self, outcome: &SignOutcome) -> Option<usize> {
         match outcome {
-            Outcome::Signed { via, .. } => self.index_of(via),
+            SignOutcome::Signed { via, .. } => self.index_of(via),
             _ => None,
         }
     }
@@ -573,7 +578,7 @@ impl Procs {
     /// Bootstraps the cluster through node `i`.
     pub async fn initialize(&self, i: usize) {
         if let Err(e) =
-            demo::initialize_cluster_at(&self.admin[i - 1], Duration::from_secs(20)).await
+            testnet::initialize_cluster_at(&self.admin[i - 1], Duration::from_secs(20)).await
         {
             panic!("initialize via node {i}: {e}");
         }
@@ -658,7 +663,7 @@ impl Procs {
     /// Makes node `i` the validator's active signer connection: drops
     /// whatever connection is active until node `i`'s is accepted, as
     /// CometBFT would after timeouts.
-    pub async fn make_active(&self, v: &mut Validator, i: usize, within: Duration) {
+    pub async fn make_active(&self, v: &mut MockValidator, i: usize, within: Duration) {
         let deadline = Instant::now() + within;
         let want = self.nodes[i - 1].node_id.clone();
         loop {
@@ -675,7 +680,7 @@ impl Procs {
     }
 
     /// Waits until the validator has a working signer connection.
-    pub async fn connect(&self, v: &mut Validator, within: Duration) {
+    pub async fn connect(&self, v: &mut MockValidator, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
             match v.pub_key().await {

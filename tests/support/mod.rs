@@ -5,10 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use quorumkms::demo::checker::Checker;
-use quorumkms::demo::validator::{Listen, Validator};
-use quorumkms::demo::{self, CHAIN_ID, NodeFiles, consensus};
 use quorumkms::privval::{Proposal, Version, Vote};
+use quorumkms::testnet::{self, CHAIN_ID, NodeFiles};
+use quorumkms::validator::{Checker, MockValidator, SignerListener, consensus};
 use tokio::process::Child;
 
 mod timing;
@@ -24,7 +23,7 @@ pub struct Single {
     pub dir: tempfile::TempDir,
     pub node: NodeFiles,
     pub child: Option<Child>,
-    pub validator: Validator,
+    pub validator: MockValidator,
     pub checker: Checker,
     pub public_key: [u8; 32],
     pub address: Vec<u8>,
@@ -46,14 +45,16 @@ impl Single {
     pub async fn start_with(version: Version, transport: Transport, chain_extra: &str) -> Single {
         let dir = tempfile::tempdir().expect("tempdir");
         let listen = match transport {
-            Transport::Tcp => Listen::tcp("127.0.0.1:0").await.expect("bind"),
-            Transport::Unix => Listen::unix(dir.path().join("validator.sock")).expect("bind"),
+            Transport::Tcp => SignerListener::tcp("127.0.0.1:0").await.expect("bind"),
+            Transport::Unix => {
+                SignerListener::unix(dir.path().join("validator.sock")).expect("bind")
+            }
         };
         let seed = [42u8; 32];
         let public_key = ed25519_dalek::SigningKey::from_bytes(&seed)
             .verifying_key()
             .to_bytes();
-        let nodes = demo::write_nodes(
+        let nodes = testnet::write_nodes(
             dir.path(),
             1,
             seed,
@@ -69,7 +70,7 @@ impl Single {
             std::fs::write(&node.config, text).expect("config");
         }
         let checker = Checker::new();
-        let validator = Validator::new(
+        let validator = MockValidator::new(
             listen,
             CHAIN_ID,
             version,
@@ -77,7 +78,7 @@ impl Single {
             fast_timing(),
             checker.clone(),
         );
-        let child = demo::spawn_node(&exe(), &node).expect("spawn node");
+        let child = testnet::spawn_node(&exe(), &node).expect("spawn node");
         Single {
             dir,
             node,
@@ -102,7 +103,7 @@ impl Single {
     /// Starts the node again from its files.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "node still running");
-        self.child = Some(demo::spawn_node(&exe(), &self.node).expect("respawn"));
+        self.child = Some(testnet::spawn_node(&exe(), &self.node).expect("respawn"));
     }
 
     pub fn prevote(&self, height: i64, round: i32, variant: u8, offset_ms: i64) -> Vote {

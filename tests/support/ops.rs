@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use quorumkms::cluster::admin::{Client, Status};
 use quorumkms::cluster::{TlsConfig, certs};
-use quorumkms::demo::checker::Checker;
-use quorumkms::demo::validator::{Listen, Outcome, Timing, Validator};
-use quorumkms::demo::{self, CHAIN_ID, NodeFiles, consensus};
 use quorumkms::privval::Version;
+use quorumkms::testnet::{self, CHAIN_ID, NodeFiles};
+use quorumkms::validator::{
+    Checker, MockValidator, SignOutcome, SignerListener, ValidatorTiming, consensus,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Child;
 use tokio::task::JoinHandle;
@@ -82,7 +83,7 @@ pub struct Ops {
     /// The certificate directory, when the cluster runs mutual TLS.
     pub certs: Option<PathBuf>,
     pub public_key: [u8; 32],
-    listen: Option<Listen>,
+    listen: Option<SignerListener>,
 }
 
 impl Ops {
@@ -92,7 +93,7 @@ impl Ops {
     pub async fn start(total: usize, initial: usize, tls: bool) -> Ops {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().to_path_buf();
-        let all = demo::free_ports(total * 2).expect("ports");
+        let all = testnet::free_ports(total * 2).expect("ports");
         let (cluster_ports, metric_ports) = all.split_at(total);
         let certs_dir = tls.then(|| root.join("certs"));
         if let Some(certs_dir) = &certs_dir {
@@ -102,7 +103,9 @@ impl Ops {
             }
             certs::operator(certs_dir, "ops").expect("operator cert");
         }
-        let listen = Listen::tcp("127.0.0.1:0").await.expect("bind validator");
+        let listen = SignerListener::tcp("127.0.0.1:0")
+            .await
+            .expect("bind validator");
         let public_key = ed25519_dalek::SigningKey::from_bytes(&SEED)
             .verifying_key()
             .to_bytes();
@@ -112,7 +115,7 @@ impl Ops {
             } else {
                 cluster_ports
             };
-            let mut section = demo::cluster_section(i, peers);
+            let mut section = testnet::cluster_section(i, peers);
             if let Some(certs_dir) = &certs_dir {
                 section.push_str(&format!(
                     "tls = {{ ca = \"{}\", cert = \"{}\", key = \"{}\" }}\n",
@@ -127,7 +130,7 @@ impl Ops {
             ));
             section
         };
-        let files = demo::write_nodes(
+        let files = testnet::write_nodes(
             &root,
             total,
             SEED,
@@ -190,7 +193,7 @@ impl Ops {
 
     /// Starts node `id`'s process.
     pub fn spawn(&mut self, id: u64) {
-        let child = demo::spawn_node(&exe(), &self.nodes[&id]).expect("spawn");
+        let child = testnet::spawn_node(&exe(), &self.nodes[&id]).expect("spawn");
         self.children.insert(id, child);
     }
 
@@ -241,14 +244,14 @@ impl Ops {
     pub fn start_signing(&mut self) -> Signing {
         let listen = self.listen.take().expect("one validator per cluster");
         let checker = Checker::new();
-        let timing = Timing {
+        let timing = ValidatorTiming {
             io_timeout: Duration::from_secs(5),
             ping_interval: Duration::from_millis(500),
             retry_interval: Duration::from_millis(100),
             retries: 50,
             accept_timeout: Duration::from_secs(15),
         };
-        let mut validator = Validator::new(
+        let mut validator = MockValidator::new(
             listen,
             CHAIN_ID,
             Version::V0_38,
@@ -287,15 +290,15 @@ impl Ops {
                     let conflicting =
                         consensus::vote(Version::V0_38, false, height, 0, other, &address, 10);
                     match validator.sign_vote(conflicting).await {
-                        Outcome::Refused(_) => tally.refused += 1,
-                        Outcome::Signed { .. } => panic!("a conflicting prevote was signed"),
-                        Outcome::Failed(_) => tally.failed += 1,
+                        SignOutcome::Refused(_) => tally.refused += 1,
+                        SignOutcome::Signed { .. } => panic!("a conflicting prevote was signed"),
+                        SignOutcome::Failed(_) => tally.failed += 1,
                     }
                 }
                 outcomes.push(validator.sign_vote(precommit).await);
                 for outcome in outcomes {
                     match outcome {
-                        Outcome::Signed { .. } => tally.signed += 1,
+                        SignOutcome::Signed { .. } => tally.signed += 1,
                         _ => tally.failed += 1,
                     }
                 }

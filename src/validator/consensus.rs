@@ -1,5 +1,5 @@
 //! Votes and proposals as a CometBFT validator would ask a signer to sign
-//! them, for the simulated validator.
+//! them, for the mock validator and the simulation.
 
 use sha2::{Digest, Sha256};
 use tendermint_proto::google::protobuf::Timestamp;

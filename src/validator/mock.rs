@@ -14,6 +14,7 @@
 //! Every signature it receives is verified against the expected public key
 //! and recorded in a [`Checker`].
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -27,23 +28,23 @@ use crate::privval::{Proposal, RemoteError, Request, Response, SignRequest, Vers
 use crate::transport::{self, Stream, Timeouts};
 
 /// Where the validator listens for signers.
-pub enum Listen {
+pub enum SignerListener {
     /// TCP with SecretConnection, authenticated by the validator's node key.
     Tcp(TcpListener, Box<ed25519_consensus::SigningKey>),
     /// A unix socket, plaintext.
     Unix(UnixListener, PathBuf),
 }
 
-impl Listen {
+impl SignerListener {
     /// Binds TCP on `addr` (use port 0 for any) with a fresh node key.
     ///
     /// # Errors
     ///
     /// When the address cannot be bound.
-    pub async fn tcp(addr: &str) -> std::io::Result<Listen> {
+    pub async fn tcp(addr: &str) -> std::io::Result<SignerListener> {
         let listener = TcpListener::bind(addr).await?;
         let seed: [u8; 32] = rand::random();
-        Ok(Listen::Tcp(
+        Ok(SignerListener::Tcp(
             listener,
             Box::new(ed25519_consensus::SigningKey::from(seed)),
         ))
@@ -54,11 +55,11 @@ impl Listen {
     /// # Errors
     ///
     /// Another scheme, or an address that cannot be bound.
-    pub async fn bind(addr: &str) -> Result<Listen, String> {
+    pub async fn bind(addr: &str) -> Result<SignerListener, String> {
         let bound = if let Some(path) = addr.strip_prefix("unix://") {
-            Listen::unix(PathBuf::from(path))
+            SignerListener::unix(PathBuf::from(path))
         } else if let Some(host_port) = addr.strip_prefix("tcp://") {
-            Listen::tcp(host_port).await
+            SignerListener::tcp(host_port).await
         } else {
             return Err(format!("{addr:?}: expected tcp://host:port or unix://path"));
         };
@@ -70,29 +71,29 @@ impl Listen {
     /// # Errors
     ///
     /// When the path cannot be bound.
-    pub fn unix(path: PathBuf) -> std::io::Result<Listen> {
+    pub fn unix(path: PathBuf) -> std::io::Result<SignerListener> {
         let _ = std::fs::remove_file(&path);
-        Ok(Listen::Unix(UnixListener::bind(&path)?, path))
+        Ok(SignerListener::Unix(UnixListener::bind(&path)?, path))
     }
 
     /// The address signers dial: `tcp://NODE_ID@host:port` or `unix://path`.
     pub fn signer_addr(&self) -> String {
         match self {
-            Listen::Tcp(listener, key) => {
+            SignerListener::Tcp(listener, key) => {
                 let id = transport::node_id(&key.verification_key().to_bytes());
                 let local = listener
                     .local_addr()
                     .map_or_else(|_| "0.0.0.0:0".to_string(), |a| a.to_string());
                 format!("tcp://{}@{local}", hex::encode(id))
             }
-            Listen::Unix(_, path) => format!("unix://{}", path.display()),
+            SignerListener::Unix(_, path) => format!("unix://{}", path.display()),
         }
     }
 }
 
-/// Timing of the simulated validator. Defaults are CometBFT's.
+/// Timing of the mock validator. Defaults are CometBFT's.
 #[derive(Clone, Debug)]
-pub struct Timing {
+pub struct ValidatorTiming {
     /// Read/write timeout on the signer connection.
     pub io_timeout: Duration,
     /// Ping period while idle or after a failed request.
@@ -105,9 +106,9 @@ pub struct Timing {
     pub accept_timeout: Duration,
 }
 
-impl Default for Timing {
-    fn default() -> Timing {
-        Timing {
+impl Default for ValidatorTiming {
+    fn default() -> ValidatorTiming {
+        ValidatorTiming {
             io_timeout: Duration::from_secs(5),
             ping_interval: Duration::from_millis(3_333),
             retry_interval: Duration::from_millis(100),
@@ -119,7 +120,7 @@ impl Default for Timing {
 
 /// The answer to one sign request after retries.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Outcome {
+pub enum SignOutcome {
     /// Signed, verified and recorded.
     Signed {
         /// The signed bytes (carrying the timestamp the signer answered).
@@ -137,6 +138,21 @@ pub enum Outcome {
     Failed(String),
 }
 
+impl SignOutcome {
+    /// The outcome in words, and the name of the signer that served it
+    /// (its entry in `names`, else its node id).
+    pub fn describe(&self, names: &BTreeMap<String, String>) -> (String, Option<String>) {
+        match self {
+            SignOutcome::Signed { via, .. } => (
+                "signed".to_string(),
+                Some(names.get(via).cloned().unwrap_or_else(|| via.clone())),
+            ),
+            SignOutcome::Refused(e) => (format!("REFUSED ({})", e.description), None),
+            SignOutcome::Failed(e) => (format!("FAILED ({e})"), None),
+        }
+    }
+}
+
 struct Active {
     frames: FrameReader<tokio::io::ReadHalf<Box<dyn Stream>>>,
     write: tokio::io::WriteHalf<Box<dyn Stream>>,
@@ -146,13 +162,14 @@ struct Active {
     broken: bool,
 }
 
-/// A simulated validator node.
-pub struct Validator {
-    listen: Listen,
+/// A mock CometBFT validator node: listens for signers and asks them to
+/// sign, with CometBFT's connection handling.
+pub struct MockValidator {
+    listen: SignerListener,
     chain_id: String,
     version: Version,
     public_key: [u8; 32],
-    timing: Timing,
+    timing: ValidatorTiming,
     checker: Checker,
     active: Option<Active>,
     last_success: Instant,
@@ -166,17 +183,17 @@ enum Exchange {
     Failed(String),
 }
 
-impl Validator {
+impl MockValidator {
     /// A validator for `chain_id` expecting signatures by `public_key`.
     pub fn new(
-        listen: Listen,
+        listen: SignerListener,
         chain_id: &str,
         version: Version,
         public_key: [u8; 32],
-        timing: Timing,
+        timing: ValidatorTiming,
         checker: Checker,
-    ) -> Validator {
-        Validator {
+    ) -> MockValidator {
+        MockValidator {
             listen,
             chain_id: chain_id.to_string(),
             version,
@@ -213,14 +230,14 @@ impl Validator {
         };
         let accepted = timeout(self.timing.accept_timeout, async {
             match &self.listen {
-                Listen::Tcp(listener, key) => {
+                SignerListener::Tcp(listener, key) => {
                     let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
                     let (stream, peer) = transport::accept_secret_connection(tcp, key, &io)
                         .await
                         .map_err(|e| e.to_string())?;
                     Ok::<_, String>((stream, hex::encode(peer)))
                 }
-                Listen::Unix(listener, _) => {
+                SignerListener::Unix(listener, _) => {
                     let (unix, _) = listener.accept().await.map_err(|e| e.to_string())?;
                     Ok((Box::new(unix) as Box<dyn Stream>, "unix".to_string()))
                 }
@@ -327,20 +344,20 @@ impl Validator {
     }
 
     /// Asks a signer to sign `vote`, retrying as CometBFT does.
-    pub async fn sign_vote(&mut self, vote: Vote) -> Outcome {
+    pub async fn sign_vote(&mut self, vote: Vote) -> SignOutcome {
         let request = match SignRequest::from_vote(self.version, self.chain_id.clone(), vote, false)
         {
             Ok(request) => request,
-            Err(e) => return Outcome::Failed(format!("invalid vote: {e}")),
+            Err(e) => return SignOutcome::Failed(format!("invalid vote: {e}")),
         };
         self.sign(Request::Sign(request)).await
     }
 
     /// Asks a signer to sign `proposal`, retrying as CometBFT does.
-    pub async fn sign_proposal(&mut self, proposal: Proposal) -> Outcome {
+    pub async fn sign_proposal(&mut self, proposal: Proposal) -> SignOutcome {
         let request = match SignRequest::from_proposal(self.chain_id.clone(), proposal) {
             Ok(request) => request,
-            Err(e) => return Outcome::Failed(format!("invalid proposal: {e}")),
+            Err(e) => return SignOutcome::Failed(format!("invalid proposal: {e}")),
         };
         self.sign(Request::Sign(request)).await
     }
@@ -362,9 +379,9 @@ impl Validator {
         }
     }
 
-    async fn sign(&mut self, request: Request) -> Outcome {
+    async fn sign(&mut self, request: Request) -> SignOutcome {
         let Request::Sign(sign) = &request else {
-            return Outcome::Failed("not a sign request".into());
+            return SignOutcome::Failed("not a sign request".into());
         };
         let mut last_error = String::from("no attempt");
         for attempt in 0..self.timing.retries.max(1) {
@@ -379,17 +396,17 @@ impl Validator {
                 }
             };
             if let Some(error) = response.error() {
-                return Outcome::Refused(error.clone());
+                return SignOutcome::Refused(error.clone());
             }
             let via = self.peer().unwrap_or("?").to_string();
             return self.check_signed(sign, response, via);
         }
-        Outcome::Failed(last_error)
+        SignOutcome::Failed(last_error)
     }
 
     /// Recomputes the sign bytes of what the signer returned, verifies the
     /// signature and records it.
-    fn check_signed(&self, sent: &SignRequest, response: Response, via: String) -> Outcome {
+    fn check_signed(&self, sent: &SignRequest, response: Response, via: String) -> SignOutcome {
         let (signed, signature, timestamp, extension) = match response {
             Response::SignedVote { mut vote, .. } => {
                 let signature = std::mem::take(&mut vote.signature);
@@ -405,14 +422,14 @@ impl Validator {
                 let signed = SignRequest::from_proposal(self.chain_id.clone(), proposal);
                 (signed, signature, timestamp, None)
             }
-            other => return Outcome::Failed(format!("unexpected reply {other:?}")),
+            other => return SignOutcome::Failed(format!("unexpected reply {other:?}")),
         };
         let signed = match signed {
             Ok(signed) => signed,
-            Err(e) => return Outcome::Failed(format!("signed reply does not decode: {e}")),
+            Err(e) => return SignOutcome::Failed(format!("signed reply does not decode: {e}")),
         };
         if signed.position != sent.position {
-            return Outcome::Failed(format!(
+            return SignOutcome::Failed(format!(
                 "signer answered {} for a request at {}",
                 signed.position, sent.position
             ));
@@ -420,7 +437,7 @@ impl Validator {
         if let (Some(bytes), Some(ext_sig)) = (&signed.extension_sign_bytes, &extension)
             && !verify(&self.public_key, bytes, ext_sig)
         {
-            return Outcome::Failed("invalid vote extension signature".into());
+            return SignOutcome::Failed("invalid vote extension signature".into());
         }
         let ok = self.checker.record(
             &self.public_key,
@@ -432,12 +449,12 @@ impl Validator {
             },
         );
         if !ok {
-            return Outcome::Failed(format!(
+            return SignOutcome::Failed(format!(
                 "invalid or conflicting signature at {}",
                 signed.position
             ));
         }
-        Outcome::Signed {
+        SignOutcome::Signed {
             sign_bytes: signed.sign_bytes,
             signature,
             timestamp,
