@@ -22,4 +22,4 @@ pub use layout::{
     write_nodes,
 };
 pub use ports::free_ports;
-pub use process::{spawn_node, spawn_node_in};
+pub use process::{spawn_node, spawn_node_in, spawn_node_with_env};

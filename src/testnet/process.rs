@@ -23,6 +23,20 @@ pub fn spawn_node(exe: &Path, node: &NodeFiles) -> std::io::Result<Child> {
 ///
 /// When the process cannot be spawned.
 pub fn spawn_node_in(exe: &Path, node: &NodeFiles, netns: Option<&str>) -> std::io::Result<Child> {
+    spawn_node_with_env(exe, node, netns, &[])
+}
+
+/// [`spawn_node_in`], with `env` added to the node's environment.
+///
+/// # Errors
+///
+/// When the process cannot be spawned.
+pub fn spawn_node_with_env(
+    exe: &Path,
+    node: &NodeFiles,
+    netns: Option<&str>,
+    env: &[(String, String)],
+) -> std::io::Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -40,6 +54,7 @@ pub fn spawn_node_in(exe: &Path, node: &NodeFiles, netns: Option<&str>) -> std::
         .arg("-c")
         .arg(&node.config)
         .env("RUST_LOG", "info")
+        .envs(env.iter().map(|(key, value)| (key, value)))
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
