@@ -13,7 +13,9 @@
 //! - [`node`]: a running signer assembled from a config.
 //! - [`metrics`]: Prometheus metrics, `/healthz` and `/readyz`.
 //! - [`cli`]: command-line subcommands.
-//! - [`demo`]: the simulated validator and the local demo.
+//! - [`validator`]: a mock CometBFT validator that checks every signature.
+//! - [`testnet`]: node directories, ports and processes of a local network.
+//! - [`demo`]: the local demo.
 //! - [`drill`]: failover drills against a running cluster.
 
 #![deny(unsafe_code)]
@@ -32,5 +34,7 @@ pub mod privval;
 pub mod session;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod testnet;
 pub mod transport;
+pub mod validator;
 pub mod watermark;

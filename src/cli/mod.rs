@@ -2,6 +2,7 @@
 //! `run` function. Only `main.rs` turns errors into an exit code.
 
 pub mod cluster;
+pub mod demo;
 pub mod drill;
 pub mod init;
 pub mod softsign;
@@ -42,7 +43,7 @@ pub enum Command {
     /// Run the signer.
     Start(start::Args),
     /// Run a local demo: signer nodes and a simulated validator.
-    Demo(crate::demo::Args),
+    Demo(demo::Args),
     /// Soft (file) keys.
     #[command(subcommand)]
     Softsign(softsign::Command),
@@ -77,7 +78,7 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Init(args) => init::run(&args),
         Command::Start(args) => start::run(&args),
-        Command::Demo(args) => crate::demo::run(&args),
+        Command::Demo(args) => demo::run(&args),
         Command::Softsign(cmd) => softsign::run(&cmd).map_err(|e| e as Box<dyn std::error::Error>),
         Command::Yubihsm(args) => yubihsm::run(&args).map_err(|e| e as Box<dyn std::error::Error>),
         Command::Cluster(cmd) => cluster::run(&cmd),

@@ -2,16 +2,16 @@
 //! compose cluster, a drill): one soft consensus key shared by every
 //! signer node, a fresh identity key each, the validator nodes to dial and
 //! a `[cluster]` section with the given peer addresses. Written with the
-//! demo's [`write_node`], plus `signers.txt` (`NODE_ID NAME` lines, for
+//! [`crate::testnet`] layout, plus `signers.txt` (`NODE_ID NAME` lines, for
 //! `validator-sim --signer-names` and drill plans) and `consensus.pub` (the
 //! key, hex). With `--canary`, every signer also serves the drill's canary
 //! chain.
 
 use std::path::PathBuf;
 
-use crate::demo::{cluster_section_at, write_node};
 use crate::keys::{ConsensusSigner, softsign};
 use crate::privval::Version;
+use crate::testnet::{cluster_section_at, write_node};
 
 /// Arguments of `testnet-config`.
 #[derive(clap::Args, Debug)]
@@ -20,7 +20,7 @@ pub struct Args {
     #[arg(long)]
     pub dir: PathBuf,
     /// Chain id.
-    #[arg(long, default_value = crate::demo::CHAIN_ID)]
+    #[arg(long, default_value = crate::testnet::CHAIN_ID)]
     pub chain: String,
     /// A validator node every signer dials (repeat): `tcp://[ID@]host:port`.
     #[arg(long = "validator", required = true)]

@@ -1,6 +1,6 @@
 //! `quorumkms validator-sim`: a long-running simulated validator node for
 //! deployments and drills. It listens for signers as a CometBFT validator
-//! does, produces heights as the demo does (the demo's [`produce_height`]),
+//! does, produces heights as the demo does ([`produce_height`]),
 //! verifies every signature in a [`Checker`], prints one line per height
 //! and periodic stats, and exits non-zero when a conflicting or invalid
 //! signature was seen (at the end, or on SIGTERM/SIGINT after a summary).
@@ -12,10 +12,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::Instant;
 
-use crate::demo::checker::Checker;
-use crate::demo::validator::{Listen, Outcome, Timing, Validator};
-use crate::demo::{DOUBLE_SIGN_STEP, consensus, describe, parse_duration, produce_height};
+use crate::config::parse_duration;
 use crate::privval::Version;
+use crate::testnet::read_signer_names;
+use crate::validator::{
+    Checker, DOUBLE_SIGN_STEP, MockValidator, SignOutcome, SignerListener, ValidatorTiming,
+    consensus, produce_height,
+};
 
 /// Arguments of `validator-sim`.
 #[derive(clap::Args, Debug)]
@@ -25,7 +28,7 @@ pub struct Args {
     #[arg(long, default_value = "tcp://0.0.0.0:26658")]
     pub listen: String,
     /// Chain id.
-    #[arg(long, default_value = crate::demo::CHAIN_ID)]
+    #[arg(long, default_value = crate::testnet::CHAIN_ID)]
     pub chain: String,
     /// Expected consensus public key (hex, 32 bytes); default: the key the
     /// first PubKey reply announces.
@@ -105,7 +108,7 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let expected = args.pubkey.as_deref().map(parse_pubkey).transpose()?;
     let names = match &args.signer_names {
-        Some(path) => crate::demo::read_signer_names(&std::fs::read_to_string(path)?),
+        Some(path) => read_signer_names(&std::fs::read_to_string(path)?),
         None => BTreeMap::new(),
     };
     let runtime = tokio::runtime::Runtime::new()?;
@@ -154,7 +157,7 @@ fn short(via: &str) -> String {
 
 async fn drive(
     args: &Args,
-    validator: &mut Validator,
+    validator: &mut MockValidator,
     expected: Option<[u8; 32]>,
     names: &BTreeMap<String, String>,
     checker: &Checker,
@@ -201,20 +204,20 @@ async fn drive(
         let mut line = format!("height {height}");
         let mut via = None;
         for (step, outcome) in &results {
-            let (what, by) = describe(outcome, names);
+            let (what, by) = outcome.describe(names);
             match outcome {
-                Outcome::Signed { .. } => {
+                SignOutcome::Signed { .. } => {
                     stats.signed += 1;
                     if let Some(last) = stats.last_signed {
                         stats.longest_gap = stats.longest_gap.max(last.elapsed());
                     }
                     stats.last_signed = Some(Instant::now());
                 }
-                Outcome::Refused(_) if *step == DOUBLE_SIGN_STEP => {
+                SignOutcome::Refused(_) if *step == DOUBLE_SIGN_STEP => {
                     stats.double_signs_refused += 1;
                 }
-                Outcome::Refused(_) => stats.refused += 1,
-                Outcome::Failed(_) => stats.failed += 1,
+                SignOutcome::Refused(_) => stats.refused += 1,
+                SignOutcome::Failed(_) => stats.failed += 1,
             }
             line.push_str(&format!("  {step} {what}"));
             via = via.or(by);
@@ -237,13 +240,13 @@ async fn run_async(
     expected: Option<[u8; 32]>,
     names: &BTreeMap<String, String>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let listen = Listen::bind(&args.listen).await?;
+    let listen = SignerListener::bind(&args.listen).await?;
     let checker = Checker::new();
-    let timing = Timing {
+    let timing = ValidatorTiming {
         accept_timeout: Duration::from_secs(1),
-        ..Timing::default()
+        ..ValidatorTiming::default()
     };
-    let mut validator = Validator::new(
+    let mut validator = MockValidator::new(
         listen,
         &args.chain,
         args.protocol,
@@ -289,7 +292,7 @@ mod tests {
 
     #[test]
     fn names_file() {
-        let names = crate::demo::read_signer_names("# signers\nABCD node-1\n\nef01  node-2\nbad\n");
+        let names = read_signer_names("# signers\nABCD node-1\n\nef01  node-2\nbad\n");
         assert_eq!(names.get("abcd").map(String::as_str), Some("node-1"));
         assert_eq!(names.get("ef01").map(String::as_str), Some("node-2"));
         assert_eq!(names.len(), 2);

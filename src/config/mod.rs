@@ -7,6 +7,8 @@
 //! once with the key it concerns, so nothing is first discovered at connect
 //! time.
 
+mod duration;
+
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,8 @@ use serde::Deserialize;
 
 use crate::privval::Version;
 use crate::transport::Address;
+
+pub use duration::{DurationError, parse_duration};
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Deserialize)]

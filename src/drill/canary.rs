@@ -14,9 +14,10 @@ use tokio::time::Instant;
 
 use super::plan;
 use super::timeline::Attempt;
-use crate::demo::checker::Checker;
-use crate::demo::validator::{Listen, Outcome, Timing, Validator};
-use crate::demo::{DOUBLE_SIGN_STEP, consensus, produce_height};
+use crate::validator::{
+    Checker, DOUBLE_SIGN_STEP, MockValidator, SignOutcome, SignerListener, ValidatorTiming,
+    consensus, produce_height,
+};
 
 /// What the sentries share.
 struct Shared {
@@ -71,7 +72,7 @@ impl Canary {
         let checker = Checker::new();
         let mut validators = Vec::new();
         for addr in &config.sentries {
-            validators.push(sentry(config, Listen::bind(addr).await?, &checker));
+            validators.push(sentry(config, SignerListener::bind(addr).await?, &checker));
         }
         let deadline = Instant::now() + within;
         let public_key = loop {
@@ -161,7 +162,7 @@ impl Canary {
         // The aborted task releases its listener once it has been dropped.
         let mut listen = Err(String::new());
         for _ in 0..50 {
-            listen = Listen::bind(addr).await;
+            listen = SignerListener::bind(addr).await;
             if listen.is_ok() {
                 break;
             }
@@ -191,12 +192,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn sentry(config: &plan::Canary, listen: Listen, checker: &Checker) -> Validator {
-    let timing = Timing {
+fn sentry(config: &plan::Canary, listen: SignerListener, checker: &Checker) -> MockValidator {
+    let timing = ValidatorTiming {
         accept_timeout: config.block_time.max(Duration::from_secs(1)),
-        ..Timing::default()
+        ..ValidatorTiming::default()
     };
-    Validator::new(
+    MockValidator::new(
         listen,
         &config.chain_id,
         config.protocol,
@@ -206,24 +207,24 @@ fn sentry(config: &plan::Canary, listen: Listen, checker: &Checker) -> Validator
     )
 }
 
-fn record(shared: &Shared, height: i64, at: Duration, results: &[(&'static str, Outcome)]) {
+fn record(shared: &Shared, height: i64, at: Duration, results: &[(&'static str, SignOutcome)]) {
     let mut attempts = lock(&shared.attempts);
     for (step, outcome) in results {
-        if let Outcome::Signed { via, .. } = outcome {
+        if let SignOutcome::Signed { via, .. } = outcome {
             *lock(&shared.last_signer) = Some(via.clone());
         }
         attempts.push(Attempt {
             height,
             step,
             at,
-            signed: matches!(outcome, Outcome::Signed { .. }),
+            signed: matches!(outcome, SignOutcome::Signed { .. }),
             double_sign: *step == DOUBLE_SIGN_STEP,
         });
     }
 }
 
 /// One sentry's loop: every height, the validator's requests.
-async fn ask(mut validator: Validator, shared: Arc<Shared>) {
+async fn ask(mut validator: MockValidator, shared: Arc<Shared>) {
     let address = consensus::address(&shared.public_key);
     let every = shared.config.double_sign_every;
     let mut last = shared.first_height - 1;

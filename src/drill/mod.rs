@@ -487,7 +487,7 @@ fn choose(
 /// the signers' SecretConnection ids.
 fn serving_node(plan: &Plan, nodes: &Nodes, canary: &Canary) -> Option<usize> {
     let path = plan.canary.signer_names.as_ref()?;
-    let names = crate::demo::read_signer_names(&std::fs::read_to_string(path).ok()?);
+    let names = crate::testnet::read_signer_names(&std::fs::read_to_string(path).ok()?);
     let name = names.get(&canary.last_signer()?)?;
     (0..nodes.len()).find(|i| nodes.name(*i) == name)
 }

@@ -152,7 +152,7 @@ fn default_double_sign_every() -> i64 {
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
-    crate::demo::parse_duration(&text).map_err(serde::de::Error::custom)
+    crate::config::parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
 impl Plan {

@@ -47,12 +47,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::cluster::{self, Deps, Node, Peer, StoreChoice, runtime};
-use crate::demo::checker::Checker;
 use crate::grant::Granter;
 use crate::keys::ConsensusSigner;
 use crate::keys::softsign::SoftSigner;
 use crate::privval::{Version, codec};
 use crate::session;
+use crate::validator::Checker;
 
 use faults::{Active, Kind, Plan};
 use store::SimStore;

@@ -24,10 +24,10 @@ use tokio::io::{ReadHalf, WriteHalf};
 
 use super::net;
 use super::trace::{Trace, now};
-use crate::demo::checker::{Checker, Released, verify};
-use crate::demo::consensus;
 use crate::privval::codec::{self, FrameReader, ReadError};
 use crate::privval::{Request, Response, SignRequest, Version};
+use crate::validator::checker::{Checker, Released, verify};
+use crate::validator::consensus;
 use crate::watermark::Position;
 
 /// Pause before retrying a failed request on the next signer.
@@ -96,7 +96,9 @@ enum Answer {
     Refused,
 }
 
-struct Validator {
+/// One validator node of the simulation, as a turmoil client (not the
+/// mock validator of [`crate::validator`], which listens for signers).
+struct SimValidator {
     spec: Spec,
     version: Version,
     rng: StdRng,
@@ -113,7 +115,7 @@ struct Validator {
 ///
 /// Never: every failure is recorded and retried.
 pub async fn run(spec: Spec, checker: Checker, ledger: Ledger, trace: Trace) -> turmoil::Result {
-    let mut v = Validator {
+    let mut v = SimValidator {
         rng: StdRng::seed_from_u64(spec.seed),
         next_signer: spec.index,
         version: Version::V0_38,
@@ -131,7 +133,7 @@ fn hash8(bytes: &[u8]) -> String {
     hex::encode(&Sha256::digest(bytes)[..4])
 }
 
-impl Validator {
+impl SimValidator {
     async fn run(&mut self) {
         let address = consensus::address(&self.spec.public_key);
         for height in 1..=self.spec.heights {

@@ -1,13 +1,12 @@
 //! Validator timing shared by the in-process and the real-process test
 //! harnesses.
 
+use quorumkms::validator::ValidatorTiming;
 use std::time::Duration;
 
-use quorumkms::demo::validator::Timing;
-
 /// CometBFT's behaviour, shorter waits.
-pub fn fast_timing() -> Timing {
-    Timing {
+pub fn fast_timing() -> ValidatorTiming {
+    ValidatorTiming {
         io_timeout: Duration::from_secs(5),
         ping_interval: Duration::from_millis(500),
         retry_interval: Duration::from_millis(100),

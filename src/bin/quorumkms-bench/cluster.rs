@@ -5,10 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use quorumkms::demo::checker::Checker;
-use quorumkms::demo::validator::{Listen, Timing, Validator};
-use quorumkms::demo::{self, NodeFiles};
 use quorumkms::privval::Version;
+use quorumkms::testnet::{self, NodeFiles};
+use quorumkms::validator::{Checker, MockValidator, SignerListener, ValidatorTiming};
 use tokio::process::Child;
 
 use crate::args::{Site, region_of};
@@ -82,7 +81,7 @@ pub struct Bench {
     /// Each node's process, by node number - 1; `None` while it is down.
     pub children: Vec<Option<Child>>,
     /// Each validator, by listener; `None` while a measurement holds it.
-    pub validators: Vec<Option<Validator>>,
+    pub validators: Vec<Option<MockValidator>>,
     /// Checks every signature the validators receive.
     pub checker: Checker,
     /// Each node's cluster (and admin) address; empty in single-node mode.
@@ -133,14 +132,14 @@ impl Bench {
         let mut listens = Vec::new();
         for l in 0..listeners {
             listens.push(match link {
-                Link::Unix => Listen::unix(dir.path().join(format!("v{l}.sock")))?,
-                Link::SecretConnection => Listen::tcp(&format!("{validator_ip}:0")).await?,
+                Link::Unix => SignerListener::unix(dir.path().join(format!("v{l}.sock")))?,
+                Link::SecretConnection => SignerListener::tcp(&format!("{validator_ip}:0")).await?,
             });
         }
         let cluster = nodes >= 3;
         let admin: Vec<String> = match layout {
             _ if !cluster => Vec::new(),
-            Layout::Loopback => demo::free_ports(nodes)?
+            Layout::Loopback => testnet::free_ports(nodes)?
                 .iter()
                 .map(|p| format!("127.0.0.1:{p}"))
                 .collect(),
@@ -160,12 +159,12 @@ impl Bench {
                 .collect();
             let mut extra = String::new();
             if cluster {
-                extra = demo::cluster_section_at(i, &admin[i - 1], &admin);
+                extra = testnet::cluster_section_at(i, &admin[i - 1], &admin);
             }
             if regions.len() > 1 {
                 extra.push_str(WAN_TIMEOUTS);
             }
-            files.push(demo::write_node(
+            files.push(testnet::write_node(
                 dir.path(),
                 i,
                 SEED,
@@ -191,19 +190,19 @@ impl Bench {
             bench.children.push(Some(child));
         }
         if cluster {
-            demo::initialize_cluster_at(&bench.admin[0], Duration::from_secs(30)).await?;
+            testnet::initialize_cluster_at(&bench.admin[0], Duration::from_secs(30)).await?;
         }
-        let timing = Timing {
+        let timing = ValidatorTiming {
             accept_timeout: Duration::from_secs(30),
             ping_interval: Duration::from_millis(500),
-            ..Timing::default()
+            ..ValidatorTiming::default()
         };
         bench.validators = listens
             .into_iter()
             .enumerate()
             .map(|(l, listen)| {
                 let chain = &chain_ids[l / if per_node_validators { nodes } else { 1 }];
-                Some(Validator::new(
+                Some(MockValidator::new(
                     listen,
                     chain,
                     Version::V0_38,
@@ -219,7 +218,7 @@ impl Bench {
     /// Starts node `i` (1-based), in its namespace in multi-region mode.
     pub fn spawn(&self, i: usize) -> std::io::Result<Child> {
         let netns = self.sites.get(i - 1).map(|s| s.1.as_str());
-        demo::spawn_node_in(&self.exe, &self.nodes[i - 1], netns)
+        testnet::spawn_node_in(&self.exe, &self.nodes[i - 1], netns)
     }
 
     /// Node `i`'s name: its site in multi-region mode.
@@ -294,7 +293,7 @@ pub async fn wait_rejoined(addr: &str) -> Result<(), String> {
 pub async fn wait_for_leader(admin: &[String]) -> Option<u64> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if let Some((leader, _)) = demo::find_leader_at(admin).await {
+        if let Some((leader, _)) = testnet::find_leader_at(admin).await {
             return Some(leader);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

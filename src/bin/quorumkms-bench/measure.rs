@@ -5,9 +5,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use quorumkms::demo::consensus;
-use quorumkms::demo::validator::{Outcome, Validator};
 use quorumkms::privval::Version;
+use quorumkms::validator::{MockValidator, SignOutcome, consensus};
 
 use crate::cluster::{self, Bench, Layout, Link, public_key, rss_mib, wait_for_leader};
 
@@ -55,10 +54,10 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// Signs `count` prevotes at consecutive heights from `start`; returns the
 /// latency of each.
 async fn sign_run(
-    mut validator: Validator,
+    mut validator: MockValidator,
     start: i64,
     count: usize,
-) -> Result<(Validator, Vec<Duration>), String> {
+) -> Result<(MockValidator, Vec<Duration>), String> {
     let address = consensus::address(&public_key());
     let mut latencies = Vec::with_capacity(count);
     for h in 0..count as i64 {
@@ -74,7 +73,7 @@ async fn sign_run(
         );
         let t0 = Instant::now();
         match validator.sign_vote(vote).await {
-            Outcome::Signed { .. } => latencies.push(t0.elapsed()),
+            SignOutcome::Signed { .. } => latencies.push(t0.elapsed()),
             other => return Err(format!("height {height}: {other:?}")),
         }
     }
@@ -83,11 +82,11 @@ async fn sign_run(
 
 /// [`sign_run`] with a pause of `spacing` before each request.
 async fn sign_spaced(
-    mut validator: Validator,
+    mut validator: MockValidator,
     start: i64,
     count: usize,
     spacing: Duration,
-) -> Result<(Validator, Vec<Duration>), String> {
+) -> Result<(MockValidator, Vec<Duration>), String> {
     let mut latencies = Vec::with_capacity(count);
     for h in 0..count as i64 {
         tokio::time::sleep(spacing).await;

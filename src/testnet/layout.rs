@@ -1,0 +1,155 @@
+//! The node-directory layout of a local test network: what the demo,
+//! `testnet-config`, the benchmark and the integration tests write for each
+//! signer node (config, identity key, shared soft consensus key, empty
+//! state files), and the `signers.txt` list of node ids `testnet-config`
+//! writes beside them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::keys::{identity, softsign};
+use crate::privval::Version;
+
+/// The chain id of a local test network (the demo's, the tests', and
+/// `testnet-config`'s and `validator-sim`'s default).
+pub const CHAIN_ID: &str = "demo-1";
+
+/// One signer node's files, as the demo and the tests lay them out.
+#[derive(Clone, Debug)]
+pub struct NodeFiles {
+    /// Node name, e.g. `node-1`.
+    pub name: String,
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its config file.
+    pub config: PathBuf,
+    /// Its SecretConnection node id (hex), as the validator sees it.
+    pub node_id: String,
+}
+
+/// Writes `count` signer node directories under `root`, all holding the
+/// same consensus key (`seed`) and each its own identity key, dialling
+/// `validator_addrs` for [`CHAIN_ID`]. `extra` is appended to every
+/// config (e.g. a `[cluster]` section, see [`cluster_section`]).
+///
+/// # Errors
+///
+/// Any file that cannot be written.
+pub fn write_nodes(
+    root: &Path,
+    count: usize,
+    seed: [u8; 32],
+    validator_addrs: &[String],
+    version: Version,
+    extra: &dyn Fn(usize) -> String,
+) -> Result<Vec<NodeFiles>, Box<dyn std::error::Error>> {
+    let validators: Vec<(String, String)> = validator_addrs
+        .iter()
+        .map(|addr| (CHAIN_ID.to_string(), addr.clone()))
+        .collect();
+    (1..=count)
+        .map(|i| {
+            write_node(
+                root,
+                i,
+                seed,
+                &[CHAIN_ID.to_string()],
+                &validators,
+                version,
+                &extra(i),
+            )
+        })
+        .collect()
+}
+
+/// Writes signer node `i` (named `node-i`) under `root`: one soft key
+/// (`seed`) for every chain in `chains`, a fresh identity key, an empty
+/// state file per chain, and one `[[validator]]` per (chain, address) in
+/// `validators`. `extra` is appended to the config.
+///
+/// # Errors
+///
+/// Any file that cannot be written.
+pub fn write_node(
+    root: &Path,
+    i: usize,
+    seed: [u8; 32],
+    chains: &[String],
+    validators: &[(String, String)],
+    version: Version,
+    extra: &str,
+) -> Result<NodeFiles, Box<dyn std::error::Error>> {
+    let name = format!("node-{i}");
+    let dir = root.join(&name);
+    std::fs::create_dir_all(dir.join("secrets"))?;
+    std::fs::create_dir_all(dir.join("state"))?;
+    let id_key = identity::generate(&dir.join("secrets/kms-identity.key"))?;
+    softsign::write_secret_file(
+        &dir.join("secrets/consensus.key"),
+        softsign::encode_seed(&seed).as_bytes(),
+    )?;
+    let mut config = String::new();
+    for chain in chains {
+        config.push_str(&format!(
+            "[[chain]]\nid = \"{chain}\"\nstate_file = \"state/{chain}.json\"\n\n"
+        ));
+        crate::watermark::StateFile::new(dir.join(format!("state/{chain}.json")))
+            .save(&crate::watermark::SignState::default())?;
+    }
+    let quoted: Vec<String> = chains.iter().map(|c| format!("\"{c}\"")).collect();
+    config.push_str(&format!(
+        "[[providers.softsign]]\nchain_ids = [{}]\npath = \"secrets/consensus.key\"\n\n",
+        quoted.join(", ")
+    ));
+    for (chain, addr) in validators {
+        config.push_str(&format!(
+            "[[validator]]\nchain_id = \"{chain}\"\naddr = \"{addr}\"\n\
+             secret_key = \"secrets/kms-identity.key\"\nprotocol_version = \"{version}\"\n\n"
+        ));
+    }
+    config.push_str(extra);
+    let config_path = dir.join("quorumkms.toml");
+    std::fs::write(&config_path, config)?;
+    Ok(NodeFiles {
+        name,
+        dir,
+        config: config_path,
+        node_id: hex::encode(identity::node_id(&id_key)),
+    })
+}
+
+/// A `[cluster]` section for node `i` (1-based) of a loopback cluster whose
+/// nodes listen on `ports`, with LAN timeouts.
+pub fn cluster_section(i: usize, ports: &[u16]) -> String {
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    cluster_section_at(i, &addrs[i - 1], &addrs)
+}
+
+/// A `[cluster]` section for node `i` (1-based) listening on `listen`, of a
+/// cluster whose nodes are reached at `peers` (host:port, node `j` at index
+/// `j - 1`), with LAN timeouts.
+pub fn cluster_section_at(i: usize, listen: &str, peers: &[String]) -> String {
+    let peers: Vec<String> = peers
+        .iter()
+        .enumerate()
+        .map(|(j, addr)| format!("{{ id = {}, addr = \"{addr}\" }}", j + 1))
+        .collect();
+    format!(
+        "[cluster]\nnode_id = {i}\nlisten = \"{listen}\"\ndata_dir = \"raft\"\npeers = [{}]\n",
+        peers.join(", ")
+    )
+}
+
+/// Reads `NODE_ID NAME` lines (as `testnet-config` writes them to
+/// `signers.txt`) into a map from lower-case SecretConnection node id to
+/// name; blank lines and `#` comments are skipped.
+pub fn read_signer_names(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let (id, name) = l.split_once(char::is_whitespace)?;
+            Some((id.to_lowercase(), name.trim().to_string()))
+        })
+        .collect()
+}

@@ -1,0 +1,25 @@
+//! Local test networks: signer node directories, loopback ports, node
+//! processes and the admin calls that bring a cluster up.
+//!
+//! The demo, `quorumkms testnet-config`, the benchmark and the integration
+//! tests all lay nodes out with this module, so a node directory looks the
+//! same wherever it was written.
+//!
+//! - [`layout`]: the node directory ([`NodeFiles`]) and its config, the
+//!   `[cluster]` section, `signers.txt`.
+//! - [`ports`]: loopback ports no one else takes before the node binds.
+//! - [`process`]: `quorumkms start` as a child process.
+//! - [`admin`]: bootstrap a cluster and find its leader.
+
+pub mod admin;
+pub mod layout;
+pub mod ports;
+pub mod process;
+
+pub use admin::{find_leader, find_leader_at, initialize_cluster, initialize_cluster_at};
+pub use layout::{
+    CHAIN_ID, NodeFiles, cluster_section, cluster_section_at, read_signer_names, write_node,
+    write_nodes,
+};
+pub use ports::free_ports;
+pub use process::{spawn_node, spawn_node_in, spawn_node_with_env};

@@ -1,0 +1,119 @@
+//! A healthy 3-node cluster: grants from every node agree, watermarks
+//! replicate to every node, and raise-only imports never lower a watermark.
+
+use std::time::Duration;
+
+use crate::support::{TestCluster, attempt};
+use quorumkms::watermark::{Position, Refusal, SignState, Step, Verdict};
+
+const CHAIN: &str = "test-chain";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grants_from_every_node_agree() {
+    let mut cluster = TestCluster::start(3).await;
+    for height in 1..=5 {
+        for step in [Step::Propose, Step::Prevote, Step::Precommit] {
+            let bytes = format!("block-{height}-{step}");
+            for id in 1..=3 {
+                let verdict = cluster
+                    .grant(id, CHAIN, attempt(height, 0, step, &bytes))
+                    .await
+                    .expect("healthy cluster grants");
+                assert_eq!(
+                    verdict,
+                    Verdict::Sign(bytes.clone().into_bytes()),
+                    "node {id}"
+                );
+            }
+        }
+    }
+    let top = Position {
+        height: 5,
+        round: 0,
+        step: Step::Precommit,
+    };
+    cluster
+        .wait_watermark(CHAIN, top, Duration::from_secs(5))
+        .await;
+    for node in cluster.nodes.values() {
+        let state = node.applied_state();
+        let chain = &state.chains[CHAIN];
+        assert_eq!(chain.position, Some(top), "node {}", node.id());
+        assert_eq!(chain.sign_bytes, b"block-5-precommit".to_vec());
+    }
+    // A regression is refused by whichever node is asked.
+    let verdict = cluster
+        .grant(2, CHAIN, attempt(4, 0, Step::Precommit, "old"))
+        .await
+        .expect("verdict");
+    assert!(matches!(
+        verdict,
+        Verdict::Refuse(Refusal::HeightRegression { got: 4, last: 5 })
+    ));
+    assert_eq!(cluster.collector.conflicts(), 0);
+    assert_eq!(cluster.collector.signed_positions(), 15);
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn raise_only_import() {
+    let mut cluster = TestCluster::start(3).await;
+    let imported = SignState {
+        position: Some(Position {
+            height: 100,
+            round: 1,
+            step: Step::Prevote,
+        }),
+        sign_bytes: b"imported".to_vec(),
+        signature: None,
+        owner: None,
+    };
+    let raised = cluster.node(2).raise(CHAIN, imported.clone()).await;
+    assert_eq!(raised, Ok(Ok(())));
+
+    // Lower or equal imports are refused and change nothing.
+    let mut lower = imported.clone();
+    lower.position = Some(Position {
+        height: 50,
+        round: 0,
+        step: Step::Precommit,
+    });
+    let refused = cluster.node(3).raise(CHAIN, lower).await.expect("verdict");
+    assert!(matches!(refused, Err(Refusal::HeightRegression { .. })));
+    let again = cluster
+        .node(1)
+        .raise(CHAIN, imported.clone())
+        .await
+        .expect("verdict");
+    assert!(again.is_err());
+
+    // Grants follow the imported watermark.
+    let below = cluster
+        .grant(1, CHAIN, attempt(99, 0, Step::Precommit, "x"))
+        .await
+        .expect("verdict");
+    assert!(matches!(
+        below,
+        Verdict::Refuse(Refusal::HeightRegression { .. })
+    ));
+    let same = cluster
+        .grant(3, CHAIN, attempt(100, 1, Step::Prevote, "imported"))
+        .await
+        .expect("verdict");
+    assert_eq!(same, Verdict::Sign(b"imported".to_vec()));
+    let above = cluster
+        .grant(2, CHAIN, attempt(100, 1, Step::Precommit, "next"))
+        .await
+        .expect("verdict");
+    assert_eq!(above, Verdict::Sign(b"next".to_vec()));
+    let top = Position {
+        height: 100,
+        round: 1,
+        step: Step::Precommit,
+    };
+    cluster
+        .wait_watermark(CHAIN, top, Duration::from_secs(5))
+        .await;
+    assert_eq!(cluster.collector.conflicts(), 0);
+    cluster.stop_all().await;
+}

@@ -1,0 +1,11 @@
+//! The Raft cluster in one process: real nodes over real gRPC on
+//! 127.0.0.1, with a collector of every grant.
+
+mod support;
+
+mod conflicts;
+mod failover;
+mod happy;
+mod minority;
+mod rpc;
+mod snapshot;

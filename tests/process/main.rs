@@ -1,0 +1,18 @@
+//! Clusters of real `quorumkms start` processes: signing through failover,
+//! restarts, partitions and a full disk, operations (membership, TLS,
+//! metrics), the chaos run and the drills.
+
+mod support;
+
+mod admin;
+mod chaos;
+mod concurrent;
+mod disk;
+mod drill;
+mod failover;
+mod happy;
+mod metrics;
+mod ownership;
+mod partition;
+mod restart;
+mod tls;
