@@ -1,7 +1,7 @@
 //! The drill's canary: simulated validator sentries of the canary chain,
 //! one per plan address, asking for a proposal, votes and now and then a
 //! conflicting vote at every height, as CometBFT would. Every answer goes
-//! into the [`Attempt`] timeline and every signature into a [`Checker`].
+//! into the [`CanaryRequest`] timeline and every signature into a [`Checker`].
 //!
 //! All sentries ask for the same heights on one clock, as the sentries of
 //! one validator do; a sentry that fell behind skips to the current one.
@@ -13,24 +13,24 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::plan;
-use super::timeline::Attempt;
+use super::timeline::CanaryRequest;
 use crate::validator::{
     Checker, DOUBLE_SIGN_STEP, MockValidator, SignOutcome, SignerListener, ValidatorTiming,
     consensus, produce_height,
 };
 
 /// What the sentries share.
-struct Shared {
-    config: plan::Canary,
+struct Seen {
+    config: plan::CanaryPlan,
     public_key: [u8; 32],
     started: Instant,
     first_height: i64,
-    attempts: Mutex<Vec<Attempt>>,
+    attempts: Mutex<Vec<CanaryRequest>>,
     // The SecretConnection id of the signer that signed last.
     last_signer: Mutex<Option<String>>,
 }
 
-impl Shared {
+impl Seen {
     /// The height due now.
     fn height_now(&self) -> i64 {
         let ticks = self.started.elapsed().as_nanos() / self.config.block_time.as_nanos().max(1);
@@ -52,7 +52,7 @@ impl Shared {
 
 /// Running canary sentries.
 pub struct Canary {
-    shared: Arc<Shared>,
+    shared: Arc<Seen>,
     checker: Checker,
     sentries: Vec<Option<JoinHandle<()>>>,
 }
@@ -65,7 +65,7 @@ impl Canary {
     ///
     /// An address that cannot be bound, or no signer within `within`.
     pub async fn start(
-        config: &plan::Canary,
+        config: &plan::CanaryPlan,
         first_height: i64,
         within: Duration,
     ) -> Result<Canary, String> {
@@ -88,7 +88,7 @@ impl Canary {
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         };
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Seen {
             config: config.clone(),
             public_key,
             started: Instant::now(),
@@ -116,7 +116,7 @@ impl Canary {
     }
 
     /// Every attempt so far.
-    pub fn attempts(&self) -> Vec<Attempt> {
+    pub fn attempts(&self) -> Vec<CanaryRequest> {
         lock(&self.shared.attempts).clone()
     }
 
@@ -192,7 +192,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn sentry(config: &plan::Canary, listen: SignerListener, checker: &Checker) -> MockValidator {
+fn sentry(config: &plan::CanaryPlan, listen: SignerListener, checker: &Checker) -> MockValidator {
     let timing = ValidatorTiming {
         accept_timeout: config.block_time.max(Duration::from_secs(1)),
         ..ValidatorTiming::default()
@@ -207,13 +207,13 @@ fn sentry(config: &plan::Canary, listen: SignerListener, checker: &Checker) -> M
     )
 }
 
-fn record(shared: &Shared, height: i64, at: Duration, results: &[(&'static str, SignOutcome)]) {
+fn record(shared: &Seen, height: i64, at: Duration, results: &[(&'static str, SignOutcome)]) {
     let mut attempts = lock(&shared.attempts);
     for (step, outcome) in results {
         if let SignOutcome::Signed { via, .. } = outcome {
             *lock(&shared.last_signer) = Some(via.clone());
         }
-        attempts.push(Attempt {
+        attempts.push(CanaryRequest {
             height,
             step,
             at,
@@ -224,7 +224,7 @@ fn record(shared: &Shared, height: i64, at: Duration, results: &[(&'static str, 
 }
 
 /// One sentry's loop: every height, the validator's requests.
-async fn ask(mut validator: MockValidator, shared: Arc<Shared>) {
+async fn ask(mut validator: MockValidator, shared: Arc<Seen>) {
     let address = consensus::address(&shared.public_key);
     let every = shared.config.double_sign_every;
     let mut last = shared.first_height - 1;

@@ -92,7 +92,7 @@ impl Drill {
 
 /// What a drill found.
 #[derive(Clone, Debug, Serialize)]
-pub struct Report {
+pub struct DrillReport {
     /// Which drill.
     pub drill: Drill,
     /// What it did, in order.
@@ -128,14 +128,14 @@ pub struct Report {
     pub problems: Vec<String>,
 }
 
-impl Report {
+impl DrillReport {
     /// Whether the cluster recovered with no conflict.
     pub fn passed(&self) -> bool {
         self.problems.is_empty()
     }
 }
 
-impl std::fmt::Display for Report {
+impl std::fmt::Display for DrillReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let secs = |d: Duration| format!("{:.2} s", d.as_secs_f64());
         let after = |d: Option<Duration>| d.map_or_else(|| "not within the limit".into(), secs);
@@ -194,7 +194,7 @@ enum Fault {
 /// that does not answer, a cluster that is unhealthy or not signing the
 /// canary before the fault. Once a fault is injected, problems go into
 /// the report instead, after the fault has been healed.
-pub async fn run(plan: &Plan, drill: Drill, target: Option<&str>) -> Result<Report, String> {
+pub async fn run(plan: &Plan, drill: Drill, target: Option<&str>) -> Result<DrillReport, String> {
     let target = preflight(plan, drill, target)?;
     let interrupt = install_ctrl_c()?;
     let mut run = DrillRun::warm_up(plan, drill, interrupt).await?;
@@ -255,7 +255,7 @@ struct DrillRun<'a> {
     leader: usize,
     /// When the fault starts, on the canary's clock.
     fault_at: Duration,
-    report: Report,
+    report: DrillReport,
 }
 
 impl<'a> DrillRun<'a> {
@@ -290,7 +290,7 @@ impl<'a> DrillRun<'a> {
             .healthy()
             .await
             .map_err(|e| format!("the cluster is not healthy before the drill: {e}"))?;
-        let report = Report {
+        let report = DrillReport {
             drill,
             actions: Vec::new(),
             baseline_gap: baseline.longest_gap,
@@ -387,7 +387,7 @@ impl<'a> DrillRun<'a> {
 
     /// Waits for recovery after `healed_at` and the plan's settle time,
     /// stops the canary and fills in the report.
-    async fn report(mut self, healed_at: Duration) -> Report {
+    async fn report(mut self, healed_at: Duration) -> DrillReport {
         let report = &mut self.report;
         recover(self.plan, &self.nodes, &self.canary, healed_at, report).await;
         tokio::time::sleep(self.plan.timing.settle).await;
@@ -546,7 +546,7 @@ async fn heal(nodes: &Nodes, canary: &mut Canary, fault: &Fault) -> Result<Strin
 
 /// Waits `hold`, or less when the operator interrupts (the fault is then
 /// healed at once).
-async fn hold(hold: Duration, interrupt: &mut Signal, report: &mut Report) -> bool {
+async fn hold(hold: Duration, interrupt: &mut Signal, report: &mut DrillReport) -> bool {
     tokio::select! {
         () = tokio::time::sleep(hold) => false,
         _ = interrupt.recv() => {
@@ -564,7 +564,7 @@ async fn rolling_restart(
     leader: usize,
     canary: &Canary,
     interrupt: &mut Signal,
-    report: &mut Report,
+    report: &mut DrillReport,
 ) -> Duration {
     let down =
         (plan.timing.hold / u32::try_from(nodes.len()).unwrap_or(1)).max(Duration::from_secs(1));
@@ -644,7 +644,7 @@ async fn recover(
     nodes: &Nodes,
     canary: &Canary,
     healed_at: Duration,
-    report: &mut Report,
+    report: &mut DrillReport,
 ) {
     let deadline = tokio::time::Instant::now() + plan.timing.recover_within;
     let mut last_problem = String::new();

@@ -9,7 +9,7 @@ use super::plan::{self, Plan};
 
 /// The plan's nodes, as the drill reaches them.
 pub struct Nodes {
-    nodes: Vec<plan::Node>,
+    nodes: Vec<plan::NodePlan>,
     clients: Vec<Client>,
     ids: Vec<u64>,
     hook_timeout: Duration,
@@ -76,7 +76,7 @@ impl Nodes {
     }
 
     /// Node `i` in the plan.
-    pub fn plan(&self, i: usize) -> &plan::Node {
+    pub fn plan(&self, i: usize) -> &plan::NodePlan {
         &self.nodes[i]
     }
 

@@ -22,7 +22,7 @@ pub const CANARY_CHAIN: &str = "quorumkms-drill";
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     /// The canary validator the drill runs.
-    pub canary: Canary,
+    pub canary: CanaryPlan,
     /// How long each phase lasts.
     #[serde(default)]
     pub timing: Timing,
@@ -30,13 +30,13 @@ pub struct Plan {
     pub tls: Option<TlsConfig>,
     /// The signer nodes, at least three.
     #[serde(rename = "node")]
-    pub nodes: Vec<Node>,
+    pub nodes: Vec<NodePlan>,
 }
 
 /// The drill's simulated validator.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Canary {
+pub struct CanaryPlan {
     /// Chain id (each signer needs a key and a `[[validator]]` for it).
     #[serde(default = "canary_chain")]
     pub chain_id: String,
@@ -94,7 +94,7 @@ impl Default for Timing {
 /// with `sh -c`, with `QK_NODE` (name), `QK_NODE_ID` and `QK_ADMIN` set.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Node {
+pub struct NodePlan {
     /// Name in reports.
     pub name: String,
     /// Admin (cluster) address, host:port.
@@ -123,7 +123,7 @@ pub enum Hook {
     IsolateRejoin,
 }
 
-impl Node {
+impl NodePlan {
     /// The command pair for `hook`, when the plan gives both.
     pub fn pair(&self, hook: Hook) -> Option<(&str, &str)> {
         let (a, b) = match hook {

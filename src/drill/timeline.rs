@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// One sign request as a canary sentry finished it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Attempt {
+pub struct CanaryRequest {
     /// Height asked for.
     pub height: i64,
     /// Step name (`proposal`, `prevote`, `precommit`, or a double-sign
@@ -40,7 +40,7 @@ pub struct Window {
 }
 
 /// Analyses the attempts finished in `[from, to)`.
-pub fn window(attempts: &[Attempt], from: Duration, to: Duration) -> Window {
+pub fn window(attempts: &[CanaryRequest], from: Duration, to: Duration) -> Window {
     let mut out = Window::default();
     let mut positions: BTreeMap<(i64, &str), bool> = BTreeMap::new();
     for a in attempts.iter().filter(|a| a.at >= from && a.at < to) {
@@ -61,7 +61,7 @@ pub fn window(attempts: &[Attempt], from: Duration, to: Duration) -> Window {
 }
 
 /// The longest stretch without a signature that overlaps `[from, to)`.
-fn longest_gap(attempts: &[Attempt], from: Duration, to: Duration) -> Duration {
+fn longest_gap(attempts: &[CanaryRequest], from: Duration, to: Duration) -> Duration {
     let mut times: Vec<Duration> = attempts
         .iter()
         .filter(|a| a.signed && !a.double_sign)
@@ -82,7 +82,7 @@ fn longest_gap(attempts: &[Attempt], from: Duration, to: Duration) -> Duration {
 }
 
 /// The first honest signature at or after `since`, if any.
-pub fn first_signature_after(attempts: &[Attempt], since: Duration) -> Option<Duration> {
+pub fn first_signature_after(attempts: &[CanaryRequest], since: Duration) -> Option<Duration> {
     attempts
         .iter()
         .filter(|a| a.signed && !a.double_sign && a.at >= since)
@@ -98,8 +98,8 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    fn signed(height: i64, step: &'static str, at: u64) -> Attempt {
-        Attempt {
+    fn signed(height: i64, step: &'static str, at: u64) -> CanaryRequest {
+        CanaryRequest {
             height,
             step,
             at: ms(at),
@@ -108,8 +108,8 @@ mod tests {
         }
     }
 
-    fn failed(height: i64, step: &'static str, at: u64) -> Attempt {
-        Attempt {
+    fn failed(height: i64, step: &'static str, at: u64) -> CanaryRequest {
+        CanaryRequest {
             signed: false,
             ..signed(height, step, at)
         }

@@ -60,7 +60,7 @@ impl Kind {
 }
 
 /// The fault plan of one run, drawn from its own seeded RNG.
-pub struct Plan {
+pub struct FaultPlan {
     rng: StdRng,
     /// No fault starts after this.
     pub window_end: Duration,
@@ -83,10 +83,10 @@ pub struct Active {
     pub other: usize,
 }
 
-impl Plan {
+impl FaultPlan {
     /// The plan for `seed`: faults between `start` and `window_end`.
-    pub fn new(seed: u64, start: Duration, window_end: Duration) -> Plan {
-        Plan {
+    pub fn new(seed: u64, start: Duration, window_end: Duration) -> FaultPlan {
+        FaultPlan {
             rng: StdRng::seed_from_u64(seed ^ 0x5eed_fa17_0000_0001),
             window_end,
             next_at: start,

@@ -54,7 +54,7 @@ use crate::privval::{Version, codec};
 use crate::session;
 use crate::validator::Checker;
 
-use faults::{Active, Kind, Plan};
+use faults::{Active, FaultPlan, Kind};
 use store::SimStore;
 use trace::{Trace, hash_json, short};
 use validator::{Ledger, Spec};
@@ -564,7 +564,7 @@ impl<'a> Run<'a> {
         let nodes = self.settings.nodes;
         let spare = self.signers;
         let mut rng = StdRng::seed_from_u64(self.seed ^ 0x0be7_a70e_0000_0002);
-        let plan = operator::Plan {
+        let plan = operator::OperatorPlan {
             nodes: (1..=nodes)
                 .map(|id| format!("{}:{RAFT_PORT}", signer_host(id)))
                 .collect(),
@@ -585,7 +585,7 @@ impl<'a> Run<'a> {
     /// (true), or a host fails, a check fails or time runs out (false).
     fn drive(&mut self, report: &mut RunReport) -> bool {
         let deadline = self.settings.fault_window + FINISH_GRACE;
-        let mut plan = Plan::new(
+        let mut plan = FaultPlan::new(
             self.seed,
             Duration::from_secs(1),
             self.settings.fault_window,

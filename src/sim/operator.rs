@@ -22,7 +22,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the operator does, and when.
 #[derive(Clone, Debug)]
-pub struct Plan {
+pub struct OperatorPlan {
     /// Admin addresses (`host:port`) of the nodes it may ask.
     pub nodes: Vec<String>,
     /// The spare node's id.
@@ -41,7 +41,7 @@ pub struct Plan {
 pub type Removed = Arc<AtomicBool>;
 
 struct Operator {
-    plan: Plan,
+    plan: OperatorPlan,
     client: Client,
     next: usize,
     trace: Trace,
@@ -86,7 +86,7 @@ impl Operator {
 /// # Errors
 ///
 /// Never: every failure is traced and retried.
-pub async fn run(plan: Plan, removed: Removed, trace: Trace) -> turmoil::Result {
+pub async fn run(plan: OperatorPlan, removed: Removed, trace: Trace) -> turmoil::Result {
     let client =
         Client::new(plan.nodes[0].clone(), CALL_TIMEOUT).with_transport(Arc::new(SimTransport));
     let mut op = Operator {
