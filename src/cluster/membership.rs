@@ -12,7 +12,7 @@
 //!   and whose replicated index is within [`MAX_PROMOTE_LAG`]), and the
 //!   leader is not removed while it leads; `force` overrides both.
 //!
-//! openraft 0.9 has no leadership transfer. [`transfer_leader`] does it in
+//! openraft 0.9 has no leadership transfer. `transfer_leader` does it in
 //! three steps: the leader pauses its heartbeats and new proposals, waits
 //! until its followers' leader lease (the election timeout's upper bound)
 //! has run out, then asks the target to start an election. The target has

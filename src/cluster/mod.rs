@@ -5,9 +5,9 @@
 //!
 //! Each file imports only files listed above it (no cycles):
 //!
-//! - [`types`]: openraft's type configuration, [`Command`] and [`Outcome`];
-//!   [`runtime`]: the async runtime openraft runs on (seedable RNG, one
-//!   spawn helper), the seams a deterministic simulation needs.
+//! - [`runtime`]: the async runtime openraft runs on (seedable RNG, one
+//!   spawn helper), the seams a deterministic simulation needs; [`types`]:
+//!   openraft's type configuration, [`Command`] and [`Outcome`].
 //! - [`store`] (and `store_sled`): the durable log, vote and state (redb,
 //!   sled, or memory for tests); [`state_machine`]: applies committed
 //!   commands through the `watermark` rules and publishes the applied

@@ -3,7 +3,7 @@
 //! leader.
 //!
 //! The byte streams come from a [`Transport`], the seam where TLS and a
-//! simulated network plug in; [`dialer`] is how every tonic channel of
+//! simulated network plug in; `dialer` is how every tonic channel of
 //! the cluster (and the operator's admin client) opens its connections.
 //!
 //! Every RPC runs under a timeout. A failed connect, a timeout or any other

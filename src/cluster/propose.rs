@@ -5,11 +5,11 @@
 //! forwards the command to the leader ([`network::forward`]), follows the
 //! leader hints it gets back, and waits out elections, all within the
 //! grant timeout. A leader answers a forwarded command with
-//! [`Proposer::propose_local`].
+//! `Proposer::propose_local`.
 //!
 //! # Invariant
 //!
-//! [`Proposer::grant`] returns `Verdict::Sign(bytes)` only from a
+//! `Proposer::grant` returns `Verdict::Sign(bytes)` only from a
 //! committed, applied entry's outcome, or from the applied state when that
 //! already holds exactly `bytes` at the attempt's position (the same
 //! signature again).

@@ -1,5 +1,5 @@
 //! Mutual TLS on the cluster port (rustls with ring): the node's
-//! [`TlsTransport`], the operator's client settings, and the role checks
+//! [`TlsTransport`] (dialing only, for an operator), and the role checks
 //! the gRPC services apply to each caller.
 //!
 //! Every certificate comes from the cluster's own CA (`quorumkms cluster

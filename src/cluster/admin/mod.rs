@@ -4,13 +4,16 @@
 //!
 //! - [`status`]: [`Status`], what `quorumkms cluster status` prints.
 //! - [`service`]: the server side ([`AdminService`]).
-//! - [`client`]: the operator's side ([`Client`]) and its [`ClientError`].
+//! - [`client`]: the operator's side ([`Client`]); [`error`]: its
+//!   [`ClientError`].
 
 pub mod client;
+pub mod error;
 pub mod service;
 pub mod status;
 
-pub use client::{Client, ClientError, KnownLeader};
+pub use client::{Client, KnownLeader};
+pub use error::ClientError;
 pub use service::AdminService;
 pub use status::{ChainStatus, LEADER_ADDR, MemberStatus, Status, ValidatorStatus};
 
