@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use openraft::raft::InstallSnapshotRequest;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
@@ -18,6 +19,12 @@ use super::instance::Instance;
 use super::pb;
 use super::propose::Proposer;
 use super::tls::{Role, require};
+use super::types::TypeConfig;
+
+/// Largest snapshot a node accepts, in bytes. A snapshot holds one
+/// watermark per chain, a few hundred bytes each, so this is generous; it
+/// keeps a chunk's offset from deciding how much memory a node allocates.
+pub const MAX_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The tonic service for one node: its Raft instance, and its proposer for
 /// forwarded commands.
@@ -39,6 +46,22 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Status> {
     serde_json::to_vec(value).map_err(|e| Status::internal(format!("encode: {e}")))
+}
+
+/// Refuses a snapshot chunk that would end past [`MAX_SNAPSHOT_BYTES`]:
+/// the receiving buffer grows to the chunk's end.
+fn check_chunk(rpc: &InstallSnapshotRequest<TypeConfig>) -> Result<(), Status> {
+    let end = u64::try_from(rpc.data.len())
+        .ok()
+        .and_then(|len| rpc.offset.checked_add(len));
+    match end {
+        Some(end) if end <= MAX_SNAPSHOT_BYTES => Ok(()),
+        _ => Err(Status::invalid_argument(format!(
+            "snapshot chunk of {} bytes at offset {} ends past the {MAX_SNAPSHOT_BYTES}-byte limit",
+            rpc.data.len(),
+            rpc.offset
+        ))),
+    }
 }
 
 #[tonic::async_trait]
@@ -72,7 +95,8 @@ impl pb::cluster_server::Cluster for ClusterService {
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
         require(&request, Role::Node)?;
-        let rpc = decode(&request.into_inner().data)?;
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(&request.into_inner().data)?;
+        check_chunk(&rpc)?;
         let result = self.instance.raft().install_snapshot(rpc).await;
         Ok(Response::new(pb::RaftReply {
             data: encode(&result)?,
