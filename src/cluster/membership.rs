@@ -344,8 +344,7 @@ pub(crate) async fn transfer_leader(node: &Membership, id: NodeId) -> Result<Str
     let lease = Duration::from_millis(config.election_timeout_max_ms);
     let margin = Duration::from_millis(config.election_timeout_min_ms / 3);
     let raft = node.raft();
-    node.set_transferring(true);
-    raft.runtime_config().heartbeat(false);
+    let pause = TransferPause::start(node);
     tokio::time::sleep(lease + margin).await;
     let asked = network::elect(node.channels(), &addr, lease).await;
     // Wait for any new leader, up to two election rounds.
@@ -360,8 +359,7 @@ pub(crate) async fn transfer_leader(node: &Membership, id: NodeId) -> Result<Str
         }
         let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
     }
-    raft.runtime_config().heartbeat(true);
-    node.set_transferring(false);
+    drop(pause);
     if let Err(e) = asked {
         return Err(ChangeError::Failed(format!(
             "could not ask node {id} to run: {e}"
@@ -376,6 +374,31 @@ pub(crate) async fn transfer_leader(node: &Membership, id: NodeId) -> Result<Str
             "node {id} did not take over in time; node {} still leads",
             node.id()
         ))),
+    }
+}
+
+/// Heartbeats and local proposals paused for a leadership transfer.
+/// Dropping it resumes both, so a transfer whose admin call is cancelled
+/// (the client gave up and the server dropped the call) never leaves a
+/// leader that neither heartbeats nor proposes.
+struct TransferPause<'a> {
+    node: &'a Membership,
+    raft: Raft,
+}
+
+impl<'a> TransferPause<'a> {
+    fn start(node: &'a Membership) -> TransferPause<'a> {
+        let raft = node.raft();
+        node.set_transferring(true);
+        raft.runtime_config().heartbeat(false);
+        TransferPause { node, raft }
+    }
+}
+
+impl Drop for TransferPause<'_> {
+    fn drop(&mut self) {
+        self.raft.runtime_config().heartbeat(true);
+        self.node.set_transferring(false);
     }
 }
 

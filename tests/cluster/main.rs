@@ -9,3 +9,4 @@ mod happy;
 mod minority;
 mod rpc;
 mod snapshot;
+mod transfer;
