@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support;
-use crate::support::{Layout, Procs, fast_timing, precommit, prevote, proposal};
+use crate::support::{Cluster, fast_timing, precommit, prevote, proposal};
 use quorumkms::testnet::CHAIN_ID;
 use quorumkms::validator::{Checker, MockValidator, SignOutcome};
 use quorumkms::watermark::{Position, Step};
@@ -170,7 +170,7 @@ async fn validate(
 
 /// The leader, as the first of `up` that follows a leader with quorum
 /// reports it.
-async fn leader(c: &Procs, up: &[usize]) -> Option<usize> {
+async fn leader(c: &Cluster, up: &[usize]) -> Option<usize> {
     for s in c.statuses(up).await.into_iter().flatten() {
         if s.has_quorum_leader
             && let Some(l) = s.leader
@@ -181,7 +181,7 @@ async fn leader(c: &Procs, up: &[usize]) -> Option<usize> {
     None
 }
 
-async fn apply(c: &mut Procs, faults: &mut Faults, action: Action) -> String {
+async fn apply(c: &mut Cluster, faults: &mut Faults, action: Action) -> String {
     let up: Vec<usize> = (1..=NODES).filter(|i| !faults.down.contains(i)).collect();
     let aimed_at_leader = matches!(action, Action::KillLeader | Action::IsolateLeader);
     let action = match action {
@@ -204,7 +204,7 @@ async fn apply(c: &mut Procs, faults: &mut Faults, action: Action) -> String {
         Action::Kill(i) => {
             c.kill(i).await;
             faults.isolated.retain(|n| *n != i);
-            c.net.as_ref().expect("net").heal(i);
+            c.heal(i);
             faults.down.push(i);
         }
         Action::Restart(i) => {
@@ -212,11 +212,11 @@ async fn apply(c: &mut Procs, faults: &mut Faults, action: Action) -> String {
             faults.down.retain(|n| *n != i);
         }
         Action::Isolate(i) => {
-            c.net.as_ref().expect("net").isolate(i);
+            c.isolate(i);
             faults.isolated.push(i);
         }
         Action::Heal(i) => {
-            c.net.as_ref().expect("net").heal(i);
+            c.heal(i);
             faults.isolated.retain(|n| *n != i);
         }
         Action::KillLeader | Action::IsolateLeader => unreachable!("resolved above"),
@@ -307,7 +307,7 @@ fn random_kills_restarts_and_partitions_never_double_sign_or_regress() {
     support::run(async move {
         let mut rng = Rng(seed);
         let checker = Checker::new();
-        let mut c = Procs::new(NODES, Layout::Netns);
+        let mut c = Cluster::builder(NODES).netns().build();
         let host = c.validator_host();
         let mut validators = Vec::new();
         let mut addrs = Vec::new();
@@ -366,7 +366,7 @@ fn random_kills_restarts_and_partitions_never_double_sign_or_regress() {
 
         // Heal everything; signing must resume.
         for i in faults.isolated.clone() {
-            c.net.as_ref().expect("net").heal(i);
+            c.heal(i);
         }
         for i in faults.down.clone() {
             c.spawn(i);

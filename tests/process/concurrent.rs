@@ -7,13 +7,13 @@
 use std::time::Duration;
 
 use crate::support;
-use crate::support::{Layout, Procs, assert_no_conflicts, fast_timing, precommit, prevote};
+use crate::support::{Cluster, assert_no_conflicts, fast_timing, precommit, prevote};
 use quorumkms::validator::{Checker, MockValidator, SignOutcome};
 
 /// Three validator nodes; signer node `i` dials only validator node `i`.
 /// Returns them once each is connected to its signer.
-async fn start(checker: &Checker) -> (Procs, Vec<MockValidator>) {
-    let mut c = Procs::new(3, Layout::Loopback);
+async fn start(checker: &Checker) -> (Cluster, Vec<MockValidator>) {
+    let mut c = Cluster::builder(3).build();
     let mut validators = Vec::new();
     let mut addrs = Vec::new();
     for _ in 0..3 {

@@ -8,9 +8,7 @@
 use std::time::Duration;
 
 use crate::support;
-use crate::support::{
-    Layout, Procs, Tmpfs, assert_no_conflicts, fast_timing, prevote, short_timing,
-};
+use crate::support::{Cluster, assert_no_conflicts, fast_timing, prevote, short_timing};
 use quorumkms::validator::{Checker, SignOutcome};
 use tokio::time::Instant;
 
@@ -22,7 +20,7 @@ fn a_full_disk_refuses_then_recovers() {
     support::run(async {
         const FULL: usize = 3;
         let checker = Checker::new();
-        let mut c = Procs::new(3, Layout::Loopback);
+        let mut c = Cluster::builder(3).tmpfs(FULL, "16m").build();
         let host = c.validator_host();
         // A: dialled by every node. B: dialled by node 3 alone.
         let (mut a, addr_a) = support::validator(&host, &checker, fast_timing()).await;
@@ -34,8 +32,6 @@ fn a_full_disk_refuses_then_recovers() {
             }
             addrs
         });
-        let disk = Tmpfs::mount(&c.data_dir(FULL), "16m");
-        c.mounts.push(disk);
         c.spawn_all();
         // Bootstrapped through node 3, which then usually leads.
         c.initialize(FULL).await;
@@ -56,7 +52,7 @@ fn a_full_disk_refuses_then_recovers() {
             "B before the disk fills: {o:?}"
         );
 
-        c.mounts[0].fill();
+        c.disk(FULL).fill();
         let filled_at = Instant::now();
         // Keep signing through A until node 3's writes fail; every request
         // is signed all along.
@@ -100,7 +96,7 @@ fn a_full_disk_refuses_then_recovers() {
             );
         }
 
-        c.mounts[0].free();
+        c.disk(FULL).free();
         let freed_at = Instant::now();
         c.wait_status(FULL, "recovered", Duration::from_secs(20), |s| {
             s.storage_fault.is_none() && s.has_quorum_leader

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::support;
-use crate::support::{Layout, Procs};
+use crate::support::Cluster;
 use quorumkms::drill::{self, Drill, plan::Plan};
 use quorumkms::testnet::CHAIN_ID;
 
@@ -31,8 +31,8 @@ impl Drop for Started {
 }
 
 /// Writes `DIR/ctl` for node `i`: `ctl start|stop|isolate|rejoin`.
-fn control_script(c: &Procs, i: usize) -> PathBuf {
-    let net = c.net.as_ref().expect("namespaces");
+fn control_script(c: &Cluster, i: usize) -> PathBuf {
+    let net = c.net();
     let node = &c.nodes[i - 1];
     let dir = node.dir.display();
     let ns = net.ns(i);
@@ -65,7 +65,7 @@ fn control_script(c: &Procs, i: usize) -> PathBuf {
     path
 }
 
-fn plan_text(c: &Procs, ctl: &[PathBuf], sentries: &[String], recover_within: &str) -> String {
+fn plan_text(c: &Cluster, ctl: &[PathBuf], sentries: &[String], recover_within: &str) -> String {
     let quoted: Vec<String> = sentries.iter().map(|s| format!("\"{s}\"")).collect();
     let mut text = format!(
         "[canary]\nchain_id = \"{CHAIN_ID}\"\nsentries = [{}]\nblock_time = \"200ms\"\n\
@@ -97,7 +97,7 @@ fn every_drill_passes_with_no_conflict_and_a_node_that_stays_down_fails_one() {
         return;
     }
     support::run(async {
-        let mut c = Procs::new(3, Layout::Netns);
+        let mut c = Cluster::builder(3).netns().build();
         let host = c.validator_host();
         let ports = quorumkms::testnet::free_ports(2).expect("ports");
         let sentries: Vec<String> = ports.iter().map(|p| format!("tcp://{host}:{p}")).collect();

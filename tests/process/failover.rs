@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::support;
 use crate::support::{
-    Layout, Procs, assert_no_conflicts, expected_signature, fast_timing, precommit, prevote,
+    Cluster, assert_no_conflicts, expected_signature, fast_timing, precommit, prevote,
 };
 use quorumkms::grant::test_hook::DIE_AFTER_GRANT_ENV;
 use quorumkms::validator::{Checker, MockValidator, SignOutcome};
@@ -18,7 +18,7 @@ use tokio::time::Instant;
 /// Signs prevote and precommit at `heights`, asserting each is signed;
 /// returns when each signature arrived and which node served it.
 async fn sign_heights(
-    c: &Procs,
+    c: &Cluster,
     v: &mut MockValidator,
     heights: std::ops::RangeInclusive<i64>,
 ) -> Vec<(Instant, Option<usize>)> {
@@ -46,7 +46,7 @@ fn longest_gap(times: &[(Instant, Option<usize>)]) -> Duration {
 fn kill_9_the_leader_mid_stream() {
     support::run(async {
         let checker = Checker::new();
-        let mut c = Procs::new(3, Layout::Loopback);
+        let mut c = Cluster::builder(3).build();
         let (mut v, addr) = support::validator(&c.validator_host(), &checker, fast_timing()).await;
         c.write(&|_| vec![addr.clone()]);
         let leader = c.start(Duration::from_secs(20)).await;
@@ -79,7 +79,7 @@ fn kill_9_the_leader_mid_stream() {
 fn kill_9_the_leader_while_a_follower_serves() {
     support::run(async {
         let checker = Checker::new();
-        let mut c = Procs::new(3, Layout::Loopback);
+        let mut c = Cluster::builder(3).build();
         let (mut v, addr) = support::validator(&c.validator_host(), &checker, fast_timing()).await;
         c.write(&|_| vec![addr.clone()]);
         let leader = c.start(Duration::from_secs(20)).await;
@@ -115,7 +115,7 @@ fn kill_9_the_leader_while_a_follower_serves() {
 fn five_nodes_keep_signing_with_two_down() {
     support::run(async {
         let checker = Checker::new();
-        let mut c = Procs::new(5, Layout::Loopback);
+        let mut c = Cluster::builder(5).build();
         let (mut v, addr) = support::validator(&c.validator_host(), &checker, fast_timing()).await;
         c.write(&|_| vec![addr.clone()]);
         let leader = c.start(Duration::from_secs(20)).await;
@@ -155,13 +155,14 @@ fn a_node_dying_with_a_fresh_grant_is_covered_by_the_retry() {
     support::run(async {
         const DIE_AT: i64 = 5;
         let checker = Checker::new();
-        let mut c = Procs::new(3, Layout::Loopback);
-        let (mut v, addr) = support::validator(&c.validator_host(), &checker, fast_timing()).await;
-        c.write(&|_| vec![addr.clone()]);
         // Node 2 aborts right after its first grant at DIE_AT, before it
         // signs or replies.
         let victim = 2;
-        c.set_env(victim, DIE_AFTER_GRANT_ENV, &DIE_AT.to_string());
+        let mut c = Cluster::builder(3)
+            .env(victim, DIE_AFTER_GRANT_ENV, &DIE_AT.to_string())
+            .build();
+        let (mut v, addr) = support::validator(&c.validator_host(), &checker, fast_timing()).await;
+        c.write(&|_| vec![addr.clone()]);
         c.start(Duration::from_secs(20)).await;
         c.make_active(&mut v, victim, Duration::from_secs(15)).await;
         let before = sign_heights(&c, &mut v, 1..=DIE_AT - 1).await;

@@ -6,9 +6,7 @@
 use std::time::Duration;
 
 use crate::support;
-use crate::support::{
-    Layout, Procs, assert_no_conflicts, fast_timing, precommit, prevote, proposal,
-};
+use crate::support::{Cluster, assert_no_conflicts, fast_timing, precommit, prevote, proposal};
 use quorumkms::testnet::CHAIN_ID;
 use quorumkms::validator::{Checker, SignOutcome};
 use quorumkms::watermark::{Position, Step};
@@ -20,7 +18,7 @@ const HEIGHTS: i64 = 30;
 fn three_nodes_sign_for_one_validator() {
     support::run(async {
         let checker = Checker::new();
-        let mut c = Procs::new(3, Layout::Loopback);
+        let mut c = Cluster::builder(3).build();
         let (mut v, addr) = support::validator(&c.validator_host(), &checker, fast_timing()).await;
         c.write(&|_| vec![addr.clone()]);
         c.start(Duration::from_secs(20)).await;

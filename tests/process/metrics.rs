@@ -4,21 +4,23 @@
 
 use std::time::Duration;
 
-use crate::support::ops::{Ops, sample};
+use crate::support::Cluster;
+use crate::support::metrics::sample;
+use crate::support::signing::start_cluster;
 use tokio::time::Instant;
 
 const T: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_follow_signing_and_readiness_follows_quorum() {
-    let mut ops = Ops::start(3, 3, false).await;
+    let (mut ops, validator) = start_cluster(Cluster::builder(3).metrics()).await;
     let (status, body) = ops.http_get(1, "/healthz").await;
     assert!(status.contains("200"), "{status}");
     assert_eq!(body, "ok\n");
     let (status, _) = ops.http_get(1, "/nope").await;
     assert!(status.contains("404"), "{status}");
 
-    let signing = ops.start_signing();
+    let signing = validator.start_signing();
     signing.wait_more(15, T).await;
     // Some node holds the validator connection while it signs.
     let deadline = Instant::now() + T;

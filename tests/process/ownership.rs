@@ -7,9 +7,7 @@
 use std::time::Duration;
 
 use crate::support;
-use crate::support::{
-    Layout, Procs, assert_no_conflicts, fast_timing, precommit, prevote, signature,
-};
+use crate::support::{Cluster, assert_no_conflicts, fast_timing, precommit, prevote, signature};
 use quorumkms::validator::{Checker, MockValidator, SignOutcome};
 
 fn refused(o: &SignOutcome, what: &str) -> String {
@@ -23,7 +21,7 @@ fn refused(o: &SignOutcome, what: &str) -> String {
 fn only_the_height_owner_is_signed() {
     support::run(async {
         let checker = Checker::new();
-        let mut c = Procs::new(3, Layout::Loopback);
+        let mut c = Cluster::builder(3).build();
         let (mut a, addr_a) =
             support::validator(&c.validator_host(), &checker, fast_timing()).await;
         let (mut b, addr_b) =

@@ -10,9 +10,7 @@
 use std::time::Duration;
 
 use crate::support;
-use crate::support::{
-    Layout, Procs, assert_no_conflicts, fast_timing, precommit, prevote, short_timing,
-};
+use crate::support::{Cluster, assert_no_conflicts, fast_timing, precommit, prevote, short_timing};
 use quorumkms::cluster::admin;
 use quorumkms::testnet::CHAIN_ID;
 use quorumkms::validator::{Checker, SignOutcome};
@@ -27,7 +25,7 @@ fn a_cut_off_node_cannot_sign_and_its_validator_fails_over() {
     support::run(async {
         const CUT: usize = 3;
         let checker = Checker::new();
-        let mut c = Procs::new(3, Layout::Netns);
+        let mut c = Cluster::builder(3).netns().build();
         let host = c.validator_host();
         // A: dialled by every node. B: dialled by node 3 alone.
         let (mut a, addr_a) = support::validator(&host, &checker, fast_timing()).await;
@@ -49,7 +47,7 @@ fn a_cut_off_node_cannot_sign_and_its_validator_fails_over() {
         let o = b.sign_vote(prevote(6, 0)).await;
         assert_eq!(c.served_by(&o), Some(CUT), "B before the cut: {o:?}");
 
-        c.net.as_ref().expect("netns").isolate(CUT);
+        c.isolate(CUT);
         let cut_at = Instant::now();
         // The majority side keeps (or elects) a leader; node 3 gives up.
         c.wait_status(
@@ -103,7 +101,7 @@ fn a_cut_off_node_cannot_sign_and_its_validator_fails_over() {
             );
         }
 
-        c.net.as_ref().expect("netns").heal(CUT);
+        c.heal(CUT);
         c.wait_ready(&[1, 2, 3], Duration::from_secs(15)).await;
         // Node 3 signs again: B (still only node 3) owns a fresh height.
         c.connect(&mut b, Duration::from_secs(10)).await;

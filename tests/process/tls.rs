@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support;
-use crate::support::ops::Ops;
+use crate::support::Cluster;
+use crate::support::signing::start_cluster;
 use quorumkms::cluster::admin::Client;
 use quorumkms::cluster::network::{self, Channels};
 use quorumkms::cluster::{TcpTransport, TlsConfig, TlsTransport, certs};
@@ -18,7 +19,7 @@ const T: Duration = Duration::from_secs(3);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn only_cluster_certificates_with_the_right_role_get_in() {
-    let mut ops = Ops::start(3, 3, true).await;
+    let (mut ops, _validator) = start_cluster(Cluster::builder(3).tls().metrics()).await;
     let addr = ops.addr(1);
 
     // The operator is served.
@@ -68,7 +69,7 @@ async fn only_cluster_certificates_with_the_right_role_get_in() {
     let as_node = TlsTransport::from_config(&node_cert).expect("node transport");
     let channels = Channels::new(Arc::new(as_node), T);
     assert_eq!(network::ping(&channels, &addr, T).await, Ok(1));
-    let operator = ops.tls_files("operator-ops").expect("tls");
+    let operator = ops.operator_tls().expect("tls");
     let as_operator = TlsTransport::from_config(&operator).expect("operator transport");
     let channels = Channels::new(Arc::new(as_operator), T);
     let refused = network::ping(&channels, &addr, T)
@@ -107,7 +108,7 @@ async fn only_cluster_certificates_with_the_right_role_get_in() {
     assert_eq!(json["members"].as_array().map(Vec::len), Some(3));
     let out = std::process::Command::new(support::exe())
         .args(["cluster", "status", "-c"])
-        .arg(&ops.nodes[&1].config)
+        .arg(&ops.nodes[0].config)
         .env_remove("QUORUMKMS_CERT")
         .env_remove("QUORUMKMS_KEY")
         .output()
