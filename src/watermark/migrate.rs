@@ -216,10 +216,10 @@ mod tests {
         assert!(err.starts_with("invalid cometbft file"), "{err}");
     }
 
-    #[test]
-    fn exports_every_format_and_reads_it_back() {
-        let bytes = inspect::tests::sign_bytes("c", 9, 0, Step::Prevote, true);
-        let chain = ChainState {
+    /// A cluster's watermark for chain `c` at 9/0/prevote: sign bytes, no
+    /// signature.
+    fn cluster_watermark() -> ChainState {
+        ChainState {
             chain_id: "c".into(),
             public_key: None,
             state: SignState {
@@ -228,11 +228,16 @@ mod tests {
                     round: 0,
                     step: Step::Prevote,
                 }),
-                sign_bytes: bytes,
+                sign_bytes: inspect::tests::sign_bytes("c", 9, 0, Step::Prevote, true),
                 signature: None,
                 owner: None,
             },
-        };
+        }
+    }
+
+    #[test]
+    fn exports_every_format_and_reads_it_back() {
+        let chain = cluster_watermark();
         for format in [Format::Cometbft, Format::Tmkms, Format::Interchange] {
             let text = render(std::slice::from_ref(&chain), format).unwrap();
             let back = parse(&text, Format::Auto, Some("c")).unwrap();
@@ -260,22 +265,8 @@ mod tests {
 
     #[test]
     fn a_cometbft_export_never_holds_sign_bytes_without_a_signature() {
-        let bytes = inspect::tests::sign_bytes("c", 9, 0, Step::Prevote, true);
-        let mut chain = ChainState {
-            chain_id: "c".into(),
-            public_key: None,
-            state: SignState {
-                position: Some(Position {
-                    height: 9,
-                    round: 0,
-                    step: Step::Prevote,
-                }),
-                sign_bytes: bytes.clone(),
-                signature: None,
-                owner: None,
-            },
-        };
-        // A cluster watermark: sign bytes, no signature.
+        let mut chain = cluster_watermark();
+        let bytes = chain.state.sign_bytes.clone();
         let text = render(std::slice::from_ref(&chain), Format::Cometbft).unwrap();
         assert!(filepv_accepts(&text), "{text}");
         let back = parse(&text, Format::Cometbft, Some("c")).unwrap();
