@@ -1,0 +1,714 @@
+//! One seeded run: the hosts (signer nodes, validators, the operator), the
+//! fault schedule driven step by step, and the final checks.
+//!
+//! One cohesive thing, kept in one file on purpose: `Run` and its steps in
+//! the order a seed plays them, so the order of events (which decides the
+//! trace) reads top to bottom.
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::faults::{Active, FaultPlan, Kind};
+use super::store::SimStore;
+use super::trace::{self, Trace, hash_json, short};
+use super::validator::{Ledger, Spec};
+use super::{
+    Bug, FINISH_GRACE, MAX_ANSWER_GAP, OPERATOR_HOST, PRIVVAL_PORT, RAFT_PORT, RESUME_BOUND,
+    RunReport, SETTLE_BOUND, Settings, granter, net, operator, validator,
+};
+use crate::cluster::{self, Deps, Node, Peer, StoreChoice};
+use crate::grant::Granter;
+use crate::keys::ConsensusSigner;
+use crate::keys::softsign::SoftSigner;
+use crate::privval::{Version, codec};
+use crate::session;
+use crate::validator::Checker;
+
+fn signer_host(id: u64) -> String {
+    format!("s{id}")
+}
+
+fn validator_host(chain: usize, index: usize) -> String {
+    format!("c{chain}v{index}")
+}
+
+fn chain_id(chain: usize) -> String {
+    format!("sim-chain-{chain}")
+}
+
+fn chain_key(chain: usize) -> Arc<SoftSigner> {
+    let mut seed = [0u8; 32];
+    seed[0] = 0xc0;
+    seed[1] = chain as u8;
+    Arc::new(SoftSigner::from_seed(seed))
+}
+
+fn node_config(settings: &Settings, id: u64) -> cluster::Config {
+    // The spare lists the initial members and itself; it joins through a
+    // membership change, never through `initialize`.
+    cluster::Config {
+        node_id: id,
+        listen: format!("{}:{RAFT_PORT}", signer_host(id)),
+        peers: (1..=settings.nodes.max(id))
+            .map(|p| Peer {
+                id: p,
+                addr: format!("{}:{RAFT_PORT}", signer_host(p)),
+            })
+            .collect(),
+        data_dir: "/nonexistent/sim".into(),
+        election_timeout_min_ms: cluster::default_election_timeout_min_ms(),
+        election_timeout_max_ms: cluster::default_election_timeout_max_ms(),
+        heartbeat_interval_ms: cluster::default_heartbeat_interval_ms(),
+        grant_timeout_ms: cluster::default_grant_timeout_ms(),
+        // The simulated network carries plaintext (TLS would draw OS
+        // randomness and break determinism).
+        tls: None,
+    }
+}
+
+/// Serves one chain's privval connections on a signer host.
+async fn serve_chain(ctx: session::Context, port: u16) -> std::io::Result<()> {
+    let listener = net::bind(port).await?;
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        // The validator node's host name is the request origin, for
+        // height ownership.
+        let origin = turmoil::reverse_lookup(peer.ip()).unwrap_or_else(|| peer.ip().to_string());
+        let mut ctx = ctx.clone();
+        ctx.origin = Some(origin);
+        tokio::task::spawn_local(async move {
+            let _ = session::serve(&ctx, stream).await;
+        });
+    }
+}
+
+type Slot = Arc<Mutex<Option<Node>>>;
+
+fn slot_node(slot: &Slot) -> Option<Node> {
+    slot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn set_slot(slot: &Slot, node: Option<Node>) {
+    *slot.lock().unwrap_or_else(|p| p.into_inner()) = node;
+}
+
+/// Nodes that are down or refuse to grant (a storage fault stands), with
+/// why.
+fn unserving(slots: &[Slot]) -> Vec<(usize, String)> {
+    slots
+        .iter()
+        .enumerate()
+        .filter_map(|(i, slot)| match slot_node(slot) {
+            None => Some((i + 1, "not running".to_string())),
+            Some(node) => node
+                .storage_fault()
+                .map(|fault| (i + 1, format!("storage fault: {fault}"))),
+        })
+        .collect()
+}
+
+/// Traces each node that starts or stops refusing to grant because of a
+/// storage fault; `seen` holds who refused at the last look.
+fn note_storage_faults(slots: &[Slot], seen: &mut [bool], trace: &Trace, now: Duration) {
+    for (i, slot) in slots.iter().enumerate() {
+        let Some(node) = slot_node(slot) else {
+            continue;
+        };
+        let fault = node.storage_fault();
+        if fault.is_some() != seen[i] {
+            seen[i] = fault.is_some();
+            match fault {
+                Some(fault) => trace.event(now, format!("n{} refuses: {fault}", i + 1)),
+                None => trace.event(now, format!("n{} serves again", i + 1)),
+            }
+        }
+    }
+}
+
+/// The node that leads with the highest term, if any.
+fn current_leader(slots: &[Slot]) -> Option<u64> {
+    slots
+        .iter()
+        .filter_map(slot_node)
+        .map(|n| n.metrics())
+        .filter(|m| m.state == openraft::ServerState::Leader)
+        .max_by_key(|m| m.current_term)
+        .map(|m| m.id)
+}
+
+pub(super) fn run_inner(seed: u64, settings: &Settings, trace: &Trace, report: &mut RunReport) {
+    let mut run = Run::new(seed, settings, trace);
+    run.add_signers();
+    run.add_validators();
+    if settings.membership {
+        run.add_operator();
+    }
+    let finished = run.drive(report);
+    run.end_faults();
+    if finished {
+        run.settle_and_check();
+    }
+    run.record(report);
+}
+
+/// What a signer host needs to boot, and to boot again after a crash.
+#[derive(Clone)]
+struct SignerHost {
+    id: u64,
+    store: SimStore,
+    slot: Slot,
+    config: cluster::Config,
+    trace: Trace,
+    /// One key per chain.
+    keys: Vec<Arc<SoftSigner>>,
+    bug: Option<Bug>,
+    /// Boots so far, shared by every boot of this host.
+    boots: Rc<Cell<u32>>,
+}
+
+impl SignerHost {
+    /// Starts the node (after a crash: on what its disk kept) and serves
+    /// every chain's privval port until the host crashes.
+    async fn boot(self) -> turmoil::Result {
+        let id = self.id;
+        let boot = self.boots.get();
+        self.boots.set(boot + 1);
+        if boot > 0 {
+            let dropped = self.store.restart();
+            self.trace.event(
+                trace::now(),
+                format!("n{id} boots again (disk lost {dropped} entries)"),
+            );
+        }
+        let deps = Deps {
+            store: StoreChoice::Backend(self.store.backend()),
+            transport: Arc::new(net::SimTransport),
+            ..Deps::default()
+        };
+        let node = cluster::run_node(self.config, deps).await?;
+        set_slot(&self.slot, Some(node.clone()));
+        if id == 1 && boot == 0 {
+            node.initialize().await?;
+        }
+        let granter: Arc<dyn Granter> = match self.bug {
+            Some(Bug::SignBeforeCommit) => Arc::new(granter::EagerGranter::new(node)),
+            _ => Arc::new(node),
+        };
+        let mut listeners = Vec::new();
+        for (chain, key) in self.keys.iter().enumerate() {
+            let ctx = session::Context {
+                chain_id: chain_id(chain),
+                version: Version::V0_38,
+                granter: granter.clone(),
+                signer: key.clone(),
+                max_height: None,
+                origin: None,
+                max_frame: codec::DEFAULT_MAX_FRAME,
+            };
+            listeners.push(serve_chain(ctx, PRIVVAL_PORT + chain as u16));
+        }
+        futures_util::future::try_join_all(listeners).await?;
+        Ok(())
+    }
+}
+
+/// One run: the simulation and the handles its steps share. The steps run
+/// in a fixed order (signers, validators, operator, then the step loop),
+/// which fixes the order of host starts and RNG draws, hence the trace.
+struct Run<'a> {
+    seed: u64,
+    settings: &'a Settings,
+    trace: &'a Trace,
+    sim: turmoil::Sim<'a>,
+    /// Signer hosts: the initial members, then the spare, if any (the
+    /// spare's id is this count).
+    signers: u64,
+    /// Each signer host's disk, by id - 1.
+    stores: Vec<SimStore>,
+    /// Each signer host's running node, by id - 1.
+    slots: Vec<Slot>,
+    /// One key per chain.
+    keys: Vec<Arc<SoftSigner>>,
+    /// Every host, signers first; faults act on the links between them.
+    hosts: Vec<String>,
+    checker: Checker,
+    ledger: Ledger,
+    /// Set by the operator once it has removed the spare.
+    removed: operator::Removed,
+    /// Nodes stopped for good (the spare, once removed).
+    retired: BTreeSet<u64>,
+    /// The fault in progress, if any.
+    active: Option<Active>,
+    /// When the last fault healed.
+    last_heal: Duration,
+    /// Which nodes refused to grant for a storage fault at the last look.
+    storage_faults: Vec<bool>,
+}
+
+impl<'a> Run<'a> {
+    /// The simulation and each signer host's disk, with nothing started.
+    fn new(seed: u64, settings: &'a Settings, trace: &'a Trace) -> Run<'a> {
+        let sim = turmoil::Builder::new()
+            .rng_seed(seed)
+            .simulation_duration(
+                settings.fault_window + FINISH_GRACE + SETTLE_BOUND + Duration::from_secs(10),
+            )
+            .tick_duration(Duration::from_millis(1))
+            .min_message_latency(Duration::from_millis(1))
+            .max_message_latency(Duration::from_millis(20))
+            .enable_random_order()
+            .build();
+        let forget = if settings.bug == Some(Bug::ForgetTail) {
+            3
+        } else {
+            0
+        };
+        let signers = settings.nodes + u64::from(settings.membership);
+        let stores: Vec<SimStore> = (1..=signers)
+            .map(|id| SimStore::new(id, trace.clone(), forget))
+            .collect();
+        let slots: Vec<Slot> = (1..=signers).map(|_| Slot::default()).collect();
+        Run {
+            seed,
+            settings,
+            trace,
+            sim,
+            signers,
+            storage_faults: vec![false; slots.len()],
+            stores,
+            slots,
+            keys: (0..settings.chains).map(chain_key).collect(),
+            hosts: (1..=signers).map(signer_host).collect(),
+            checker: Checker::new(),
+            ledger: Ledger::default(),
+            removed: operator::Removed::default(),
+            retired: BTreeSet::new(),
+            active: None,
+            last_heal: Duration::ZERO,
+        }
+    }
+
+    /// Adds every signer host (the spare too: it waits to be added).
+    fn add_signers(&mut self) {
+        for id in 1..=self.signers {
+            let index = (id - 1) as usize;
+            let host = SignerHost {
+                id,
+                store: self.stores[index].clone(),
+                slot: self.slots[index].clone(),
+                config: node_config(self.settings, id),
+                trace: self.trace.clone(),
+                keys: self.keys.clone(),
+                bug: self.settings.bug,
+                boots: Rc::new(Cell::new(0)),
+            };
+            self.sim.host(signer_host(id), move || host.clone().boot());
+        }
+    }
+
+    /// Adds each chain's validator nodes, which dial the initial members.
+    fn add_validators(&mut self) {
+        let nodes = self.settings.nodes;
+        for (chain, key) in self.keys.iter().enumerate() {
+            for index in 0..self.settings.validators_per_chain {
+                let name = validator_host(chain, index);
+                self.hosts.push(name.clone());
+                let spec = Spec {
+                    name: name.clone(),
+                    chain_id: chain_id(chain),
+                    index,
+                    signers: (1..=nodes)
+                        .map(|id| format!("{}:{}", signer_host(id), PRIVVAL_PORT + chain as u16))
+                        .collect(),
+                    public_key: key.public_key(),
+                    heights: self.settings.heights,
+                    seed: self
+                        .seed
+                        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                        .wrapping_add((chain * 16 + index) as u64),
+                };
+                self.sim.client(
+                    name,
+                    validator::run(
+                        spec,
+                        self.checker.clone(),
+                        self.ledger.clone(),
+                        self.trace.clone(),
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Adds the operator that adds, promotes and removes the spare.
+    fn add_operator(&mut self) {
+        let nodes = self.settings.nodes;
+        let spare = self.signers;
+        let mut rng = StdRng::seed_from_u64(self.seed ^ 0x0be7_a70e_0000_0002);
+        let plan = operator::OperatorPlan {
+            nodes: (1..=nodes)
+                .map(|id| format!("{}:{RAFT_PORT}", signer_host(id)))
+                .collect(),
+            spare,
+            spare_addr: format!("{}:{RAFT_PORT}", signer_host(spare)),
+            others: (1..=nodes).collect(),
+            add_at: Duration::from_millis(rng.gen_range(1_500..6_000)),
+            keep_for: Duration::from_millis(rng.gen_range(500..4_000)),
+        };
+        self.sim.client(
+            OPERATOR_HOST,
+            operator::run(plan, self.removed.clone(), self.trace.clone()),
+        );
+        self.hosts.push(OPERATOR_HOST.to_string());
+    }
+
+    /// The step loop: injects and heals faults until the validators finish
+    /// (true), or a host fails, a check fails or time runs out (false).
+    fn drive(&mut self, report: &mut RunReport) -> bool {
+        let deadline = self.settings.fault_window + FINISH_GRACE;
+        let mut plan = FaultPlan::new(
+            self.seed,
+            Duration::from_secs(1),
+            self.settings.fault_window,
+        );
+        loop {
+            let now = self.sim.elapsed();
+            report.sim_time = now;
+            self.retire_removed(now);
+            if self.active.as_ref().is_some_and(|fault| now >= fault.until) {
+                self.heal_active(now);
+                plan.rest(now);
+            }
+            if self.active.is_none() && now >= plan.next_at && now < plan.window_end {
+                let fault = plan.draw(now, self.settings.nodes, current_leader(&self.slots));
+                self.inject(&fault, now);
+                *report.faults.entry(fault.kind.name()).or_default() += 1;
+                self.active = Some(fault);
+            }
+            match self.sim.step() {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(e) => {
+                    let text = e.to_string();
+                    if text.contains("Ran for duration") {
+                        self.trace
+                            .violation(now, format!("stall: the run did not finish: {text}"));
+                    } else {
+                        self.trace.violation(now, format!("host failed: {text}"));
+                    }
+                    return false;
+                }
+            }
+            if now.as_millis().is_multiple_of(16) {
+                note_storage_faults(&self.slots, &mut self.storage_faults, self.trace, now);
+            }
+            if now.as_millis().is_multiple_of(64) && !self.trace.violations().is_empty() {
+                return false;
+            }
+            if now > deadline {
+                self.trace
+                    .violation(now, "stall: the validators did not finish in time");
+                return false;
+            }
+        }
+    }
+
+    /// After the step loop: stops the spare if it was removed and heals
+    /// the fault still in progress.
+    fn end_faults(&mut self) {
+        let now = self.sim.elapsed();
+        self.retire_removed(now);
+        self.heal_active(now);
+    }
+
+    /// Lets every node still in the cluster come back and catch up, then
+    /// checks that each serves and runs the end-of-run checks.
+    fn settle_and_check(&mut self) {
+        let live = |id: &u64| !self.retired.contains(id);
+        let stores: Vec<SimStore> = (1..=self.signers)
+            .filter(live)
+            .map(|id| self.stores[(id - 1) as usize].clone())
+            .collect();
+        let slots: Vec<Slot> = (1..=self.signers)
+            .filter(live)
+            .map(|id| self.slots[(id - 1) as usize].clone())
+            .collect();
+        let settle_until = self.sim.elapsed() + SETTLE_BOUND;
+        while self.sim.elapsed() < settle_until {
+            let states: Vec<_> = stores.iter().map(SimStore::applied_state).collect();
+            if states.iter().all(|s| *s == states[0]) && unserving(&slots).is_empty() {
+                break;
+            }
+            let now = self.sim.elapsed();
+            if now.as_millis().is_multiple_of(16) {
+                note_storage_faults(&slots, &mut self.storage_faults, self.trace, now);
+            }
+            if let Err(e) = self.sim.step() {
+                self.trace.violation(
+                    self.sim.elapsed(),
+                    format!("host failed while settling: {e}"),
+                );
+                break;
+            }
+        }
+        for (id, why) in unserving(&slots) {
+            self.trace.violation(
+                self.sim.elapsed(),
+                format!("n{id} does not serve after every fault healed: {why}"),
+            );
+        }
+        self.final_checks(&stores, self.sim.elapsed());
+    }
+
+    /// Copies the run's totals into `report` and traces each node's final
+    /// state.
+    fn record(&self, report: &mut RunReport) {
+        report.sim_time = self.sim.elapsed();
+        let ledger = self.ledger.lock();
+        report.signatures = ledger.signatures;
+        report.refusals = ledger.refusals;
+        report.retries = ledger.retries;
+        for (i, store) in self.stores.iter().enumerate() {
+            let state = store.applied_state();
+            self.trace.event(
+                report.sim_time,
+                format!("final n{} state {}", i + 1, short(&hash_json(&state))),
+            );
+        }
+    }
+
+    fn inject(&mut self, fault: &Active, now: Duration) {
+        let target = signer_host(fault.node);
+        self.trace.event(
+            now,
+            format!(
+                "FAULT {} {target} until {}ms",
+                fault.kind.name(),
+                fault.until.as_millis()
+            ),
+        );
+        let others: Vec<&String> = self.hosts.iter().filter(|h| **h != target).collect();
+        match fault.kind {
+            Kind::PartitionLeader | Kind::PartitionFollower => {
+                for other in others {
+                    self.sim.hold(target.as_str(), other.as_str());
+                }
+            }
+            Kind::CrashLeader | Kind::CrashNode => {
+                set_slot(&self.slots[(fault.node - 1) as usize], None);
+                self.sim.crash(target.as_str());
+            }
+            Kind::Hold => {
+                let other = others[fault.other % others.len()];
+                self.trace.event(now, format!("hold {target} <-> {other}"));
+                self.sim.hold(target.as_str(), other.as_str());
+            }
+            Kind::LatencySpike => {
+                for other in others {
+                    self.sim.set_link_max_message_latency(
+                        target.as_str(),
+                        other.as_str(),
+                        fault.latency,
+                    );
+                }
+            }
+            Kind::DiskFull => self.stores[(fault.node - 1) as usize].set_full(true),
+        }
+    }
+
+    /// Stops the spare node for good once the operator has removed it (an
+    /// operator stops a removed node's process).
+    fn retire_removed(&mut self, now: Duration) {
+        let spare = self.signers;
+        if !self.removed.load(Ordering::SeqCst) || !self.retired.insert(spare) {
+            return;
+        }
+        let host = signer_host(spare);
+        self.trace
+            .event(now, format!("stop {host}: removed from the cluster"));
+        set_slot(&self.slots[(spare - 1) as usize], None);
+        let down = self.active.as_ref().is_some_and(|f| {
+            f.node == spare && matches!(f.kind, Kind::CrashLeader | Kind::CrashNode)
+        });
+        if !down {
+            self.sim.crash(host.as_str());
+        }
+    }
+
+    /// Heals the fault in progress, if any.
+    fn heal_active(&mut self, now: Duration) {
+        if let Some(fault) = self.active.take() {
+            self.heal(&fault, now);
+            self.last_heal = now;
+        }
+    }
+
+    fn heal(&mut self, fault: &Active, now: Duration) {
+        let target = signer_host(fault.node);
+        self.trace
+            .event(now, format!("HEAL {} {target}", fault.kind.name()));
+        let others: Vec<&String> = self.hosts.iter().filter(|h| **h != target).collect();
+        match fault.kind {
+            Kind::PartitionLeader | Kind::PartitionFollower => {
+                for other in others {
+                    self.sim.release(target.as_str(), other.as_str());
+                }
+            }
+            Kind::CrashLeader | Kind::CrashNode => {
+                if !self.retired.contains(&fault.node) {
+                    self.sim.bounce(target.as_str());
+                }
+            }
+            Kind::Hold => {
+                let other = others[fault.other % others.len()];
+                self.sim.release(target.as_str(), other.as_str());
+            }
+            Kind::LatencySpike => {
+                for other in others {
+                    self.sim.set_link_max_message_latency(
+                        target.as_str(),
+                        other.as_str(),
+                        Duration::from_millis(20),
+                    );
+                }
+            }
+            Kind::DiskFull => self.stores[(fault.node - 1) as usize].set_full(false),
+        }
+    }
+
+    /// The end-of-run checks on what the validators received and what the
+    /// nodes hold.
+    fn final_checks(&self, stores: &[SimStore], end: Duration) {
+        let report = self.checker.report();
+        if report.conflicts > 0 || report.invalid > 0 {
+            self.trace.violation(
+                end,
+                format!(
+                    "checker: {} conflicting and {} invalid signatures at {:?}",
+                    report.conflicts,
+                    report.invalid,
+                    self.checker.conflicting_positions()
+                ),
+            );
+        }
+        let states: Vec<_> = stores.iter().map(SimStore::applied_state).collect();
+        for (i, state) in states.iter().enumerate().skip(1) {
+            if state.chains != states[0].chains || state.last_applied != states[0].last_applied {
+                self.trace.violation(
+                    end,
+                    format!(
+                        "final states differ: n1 at {:?}, n{} at {:?}",
+                        states[0].last_applied.map(|l| l.index),
+                        i + 1,
+                        state.last_applied.map(|l| l.index)
+                    ),
+                );
+            }
+        }
+        let ledger = self.ledger.lock();
+        // No signature is lost: each is at or below every node's watermark,
+        // and one at the watermark is exactly the stored payload.
+        for (i, state) in states.iter().enumerate() {
+            let mut lost_count = 0;
+            let mut first_lost = None;
+            for (chain, position, bytes) in &ledger.signed {
+                let chain_state = state.chains.get(chain);
+                let lost = match chain_state.and_then(|s| s.position) {
+                    None => true,
+                    Some(mark) if mark < *position => true,
+                    Some(mark) if mark == *position => {
+                        chain_state.is_some_and(|s| s.sign_bytes != *bytes)
+                    }
+                    Some(_) => false,
+                };
+                if lost {
+                    lost_count += 1;
+                    first_lost.get_or_insert_with(|| {
+                        format!(
+                            "{chain} {position} was signed but n{} holds {:?}",
+                            i + 1,
+                            chain_state.and_then(|s| s.position).map(|p| p.to_string())
+                        )
+                    });
+                }
+            }
+            if let Some(first) = first_lost {
+                self.trace
+                    .violation(end, format!("lost grants: {lost_count}, first: {first}"));
+            }
+        }
+        // Height ownership: within a height, some validator node asked for
+        // every payload that was signed.
+        let mut by_height: BTreeMap<(String, i64), Option<BTreeSet<String>>> = BTreeMap::new();
+        for (chain, position, bytes) in &ledger.signed {
+            let askers = ledger
+                .requested
+                .get(&(chain.clone(), *position, bytes.clone()))
+                .cloned()
+                .unwrap_or_default();
+            let common = by_height
+                .entry((chain.clone(), position.height))
+                .or_insert_with(|| Some(askers.clone()));
+            if let Some(set) = common {
+                *set = set.intersection(&askers).cloned().collect();
+            }
+        }
+        for ((chain, height), common) in &by_height {
+            if common.as_ref().is_none_or(BTreeSet::is_empty) {
+                self.trace.violation(
+                    end,
+                    format!(
+                        "height ownership: {chain} height {height} advanced for two validator nodes"
+                    ),
+                );
+            }
+        }
+        // Liveness: answers keep coming, and resume after the last heal.
+        for (chain, times) in &ledger.answers {
+            let mut previous = Duration::ZERO;
+            for at in times {
+                if at.saturating_sub(previous) > MAX_ANSWER_GAP {
+                    self.trace.violation(
+                        *at,
+                        format!(
+                            "stall: {chain} got no answer between {}ms and {}ms",
+                            previous.as_millis(),
+                            at.as_millis()
+                        ),
+                    );
+                }
+                previous = *at;
+            }
+            let last = times.last().copied().unwrap_or_default();
+            if last > self.last_heal
+                && let Some(first) = times.iter().find(|t| **t >= self.last_heal)
+                && first.saturating_sub(self.last_heal) > RESUME_BOUND
+            {
+                self.trace.violation(
+                    *first,
+                    format!(
+                        "stall: {chain} resumed {}ms after the last heal",
+                        first.saturating_sub(self.last_heal).as_millis()
+                    ),
+                );
+            }
+        }
+        let expected = self.settings.chains * self.settings.validators_per_chain;
+        if ledger.finished.len() != expected {
+            self.trace.violation(
+                end,
+                format!(
+                    "stall: only {} of {expected} validator nodes finished",
+                    ledger.finished.len()
+                ),
+            );
+        }
+    }
+}
