@@ -26,6 +26,7 @@ use super::network::Channels;
 use super::propose::Proposer;
 use super::service::ClusterService;
 use super::state_machine::AppliedState;
+use super::store::Backend;
 use super::types::NodeId;
 use super::types::typ::{Raft, RaftMetrics};
 use super::{runtime, server, supervisor};
@@ -49,6 +50,11 @@ struct Parts {
     instance: Arc<Instance>,
     proposer: Arc<Proposer>,
     key_loss: KeyLoss,
+    // Held so the store closes when the last handle is dropped, by whoever
+    // drops it, rather than in one of Raft's tasks a moment after shutdown
+    // returns: a node restarted at once from the same directory must find
+    // the file closed.
+    _store: Arc<dyn Backend>,
     shutdown_tx: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -98,6 +104,7 @@ pub async fn run_node(config: Config, deps: Deps) -> Result<Node, Error> {
         applied: applied.clone(),
     };
     let raft = builder.build().await?;
+    let store = builder.backend.clone();
     let instance = Arc::new(Instance::new(
         config.node_id,
         builder.lease(),
@@ -140,6 +147,7 @@ pub async fn run_node(config: Config, deps: Deps) -> Result<Node, Error> {
             instance,
             proposer,
             key_loss: deps.key_loss,
+            _store: store,
             shutdown_tx,
             tasks: Mutex::new(vec![server, supervisor]),
         }),
