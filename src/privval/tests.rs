@@ -1,6 +1,8 @@
 //! Unit tests for request decoding, validation and replies.
 
+use super::response::{Kind, error_for};
 use super::*;
+use tendermint_proto::v0_38::types::PartSetHeader;
 
 fn block_id() -> BlockId {
     BlockId {
