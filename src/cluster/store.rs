@@ -16,6 +16,10 @@
 //! they are accepted deliberately, because `spawn_blocking` would break a
 //! single-threaded simulation and the writes are a few hundred bytes.
 //!
+//! One file on purpose: the seam, its two implementations and the log store
+//! over it are read together when checking that every write is durable
+//! before it is acknowledged.
+//!
 //! # Invariant
 //!
 //! A storage failure is returned as an error, never a panic.
