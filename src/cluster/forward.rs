@@ -2,13 +2,12 @@
 //! as it travels: the applied [`Outcome`], or a typed [`ForwardError`].
 //!
 //! The command and the outcome travel as JSON (like Raft's own messages);
-//! the answer is a protobuf [`ForwardAnswer`] (a `oneof`) inside the
-//! reply's bytes, so a reply that is neither an outcome nor a known failure
-//! does not decode.
-
-use prost::Message;
+//! the reply is a protobuf `oneof` (`ForwardReply` in
+//! `proto/cluster.proto`), so a reply that is neither an outcome nor a known
+//! failure does not decode.
 
 use super::pb;
+use super::pb::forward_reply::Result as Answer;
 use super::types::{Command, Member, NodeId, Outcome};
 
 /// Why the leader did not apply a forwarded command. The causes are the
@@ -32,60 +31,12 @@ pub enum ForwardError {
 /// The leader's answer to a forwarded command.
 pub type ForwardResult = Result<Outcome, ForwardError>;
 
-/// The wire form of a [`ForwardResult`], carried in `ForwardReply.result`
-/// (its schema is repeated in `proto/cluster.proto`).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ForwardAnswer {
-    /// The answer.
-    #[prost(oneof = "Answer", tags = "1, 2, 3, 4")]
-    pub result: Option<Answer>,
-}
-
-/// The one answer a [`ForwardAnswer`] holds.
-#[derive(Clone, PartialEq, prost::Oneof)]
-pub enum Answer {
-    /// The JSON of the applied [`Outcome`].
-    #[prost(bytes, tag = "1")]
-    Outcome(Vec<u8>),
-    /// The callee does not lead.
-    #[prost(message, tag = "2")]
-    NotLeader(NotLeader),
-    /// The leader could not make the entry durable: the cause.
-    #[prost(string, tag = "3")]
-    Storage(String),
-    /// The leader could not commit: the cause.
-    #[prost(string, tag = "4")]
-    Unavailable(String),
-}
-
-/// Who the callee thinks leads.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct NotLeader {
-    /// Absent when it knows of no leader.
-    #[prost(message, optional, tag = "1")]
-    pub leader: Option<Leader>,
-}
-
-/// A leader's id and cluster address.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Leader {
-    /// Its Raft id.
-    #[prost(uint64, tag = "1")]
-    pub id: u64,
-    /// host:port of its cluster service.
-    #[prost(string, tag = "2")]
-    pub addr: String,
-}
-
 /// Why a forward request or reply does not decode.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     /// The JSON of a command or an outcome is malformed.
     #[error("{0}")]
     Json(#[from] serde_json::Error),
-    /// The reply's bytes are not a `ForwardAnswer`.
-    #[error("{0}")]
-    Protobuf(#[from] prost::DecodeError),
     /// A reply with no answer in it.
     #[error("the reply holds no result")]
     Empty,
@@ -119,8 +70,8 @@ pub fn command(request: &pb::ForwardRequest) -> Result<Command, DecodeError> {
 pub fn reply(result: &ForwardResult) -> Result<pb::ForwardReply, serde_json::Error> {
     let answer = match result {
         Ok(outcome) => Answer::Outcome(serde_json::to_vec(outcome)?),
-        Err(ForwardError::NotLeader { leader }) => Answer::NotLeader(NotLeader {
-            leader: leader.as_ref().map(|(id, member)| Leader {
+        Err(ForwardError::NotLeader { leader }) => Answer::NotLeader(pb::NotLeader {
+            leader: leader.as_ref().map(|(id, member)| pb::Leader {
                 id: *id,
                 addr: member.addr.clone(),
             }),
@@ -128,11 +79,8 @@ pub fn reply(result: &ForwardResult) -> Result<pb::ForwardReply, serde_json::Err
         Err(ForwardError::Storage(cause)) => Answer::Storage(cause.clone()),
         Err(ForwardError::Unavailable(cause)) => Answer::Unavailable(cause.clone()),
     };
-    let answer = ForwardAnswer {
-        result: Some(answer),
-    };
     Ok(pb::ForwardReply {
-        result: answer.encode_to_vec(),
+        result: Some(answer),
     })
 }
 
@@ -142,8 +90,7 @@ pub fn reply(result: &ForwardResult) -> Result<pb::ForwardReply, serde_json::Err
 ///
 /// The reply is not an answer, is empty, or its outcome is malformed.
 pub fn answer(reply: &pb::ForwardReply) -> Result<ForwardResult, DecodeError> {
-    let answer = ForwardAnswer::decode(reply.result.as_slice())?;
-    Ok(match answer.result.ok_or(DecodeError::Empty)? {
+    Ok(match reply.result.clone().ok_or(DecodeError::Empty)? {
         Answer::Outcome(json) => Ok(serde_json::from_slice(&json)?),
         Answer::NotLeader(not_leader) => Err(ForwardError::NotLeader {
             leader: not_leader.leader.map(|l| (l.id, Member { addr: l.addr })),
@@ -186,7 +133,7 @@ mod tests {
 
     #[test]
     fn an_empty_reply_does_not_decode() {
-        let empty = pb::ForwardReply { result: Vec::new() };
+        let empty = pb::ForwardReply { result: None };
         assert!(matches!(answer(&empty), Err(DecodeError::Empty)));
     }
 }
