@@ -1,10 +1,10 @@
 //! The grant seam: where a session asks for permission to sign.
 //!
 //! A session never signs on its own judgement. It turns a request into an
-//! [`Attempt`](crate::watermark::Attempt) and asks a [`Granter`], which
-//! answers with the exact bytes it may sign or a refusal. Single-node mode's
-//! granter persists the chain's state file before answering; the cluster's
-//! commits a Raft entry and applies it first.
+//! [`Attempt`] and asks a [`Granter`], which answers with the exact bytes it
+//! may sign or a refusal. Single-node mode's granter persists the chain's
+//! state file before answering; the cluster's commits a Raft entry and
+//! applies it first.
 //!
 //! # Invariant
 //!
