@@ -163,10 +163,14 @@ async fn call<Req, Resp, F, Fut>(
     f: F,
 ) -> Result<Resp, CallError>
 where
-    F: FnOnce(ClusterClient<Channel>, Req) -> Fut,
+    F: FnOnce(ClusterClient<Channel>, tonic::Request<Req>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
 {
     let client = channels.client(addr)?;
+    // The peer learns the caller's deadline (`grpc-timeout`) and stops
+    // working on the call when it passes.
+    let mut req = tonic::Request::new(req);
+    req.set_timeout(timeout);
     match tokio::time::timeout(timeout, f(client, req)).await {
         Ok(Ok(resp)) => Ok(resp.into_inner()),
         Ok(Err(status)) => Err(CallError::Failed {
@@ -256,7 +260,7 @@ impl PeerNetwork {
         Resp: DeserializeOwned,
         E: std::error::Error,
         RaftError<E>: DeserializeOwned,
-        F: FnOnce(ClusterClient<Channel>, pb::RaftRequest) -> Fut,
+        F: FnOnce(ClusterClient<Channel>, tonic::Request<pb::RaftRequest>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<pb::RaftReply>, tonic::Status>>,
     {
         let unreachable = |e: CallError| RPCError::Unreachable(Unreachable::new(&e));

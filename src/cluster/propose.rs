@@ -165,10 +165,6 @@ impl Proposer {
         self.transferring.store(on, Ordering::SeqCst);
     }
 
-    fn grant_timeout(&self) -> Duration {
-        Duration::from_millis(self.config.grant_timeout_ms)
-    }
-
     /// Decides `attempt` for `chain_id` through the cluster.
     ///
     /// # Errors
@@ -237,22 +233,30 @@ impl Proposer {
         }
     }
 
-    /// Proposes `command` if this node leads, and waits for it to apply.
+    /// Proposes `command` if this node leads, and waits for it to apply
+    /// until `deadline`: the grant's own, so time already spent finding
+    /// the leader counts against the same bound.
     ///
     /// # Errors
     ///
     /// Not the leader, a storage fault, or no commit in time.
-    pub(crate) async fn propose_local(&self, command: Command) -> Result<Outcome, LeaderError> {
+    pub(crate) async fn propose_local(
+        &self,
+        command: Command,
+        deadline: Instant,
+    ) -> Result<Outcome, LeaderError> {
         if let Some(fault) = self.instance.fault() {
             return Err(LeaderError::Fault(fault));
         }
-        let paused_until = Instant::now() + self.grant_timeout() / 2;
+        // A leadership transfer pauses new proposals for at most half the
+        // remaining time, so the new leader still has the rest.
+        let paused_until = Instant::now() + deadline.saturating_duration_since(Instant::now()) / 2;
         while self.transferring.load(Ordering::SeqCst) && Instant::now() < paused_until {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            sleep_until_or(paused_until, Duration::from_millis(10)).await;
         }
         let raft = self.instance.raft();
         let write = raft.client_write(command);
-        match tokio::time::timeout(self.grant_timeout(), write).await {
+        match tokio::time::timeout_at(deadline, write).await {
             Ok(Ok(resp)) => Ok(resp.data),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(LeaderError::NotLeader {
@@ -280,9 +284,16 @@ impl Proposer {
             .or_else(|| self.config.peer_addr(leader).map(str::to_string))
     }
 
-    /// Gets `command` committed and applied through whichever node leads.
+    /// The deadline of a grant or forwarded command that starts now.
+    pub(crate) fn deadline(&self) -> Instant {
+        Instant::now() + Duration::from_millis(self.config.grant_timeout_ms)
+    }
+
+    /// Gets `command` committed and applied through whichever node leads,
+    /// within one grant timeout end to end: every wait below (for a
+    /// leader, a forward, a local commit, a pause) ends by `deadline`.
     async fn propose(&self, command: Command) -> Result<Outcome, ProposeError> {
-        let deadline = Instant::now() + self.grant_timeout();
+        let deadline = self.deadline();
         let pause = Duration::from_millis(self.config.heartbeat_interval_ms);
         let id = self.instance.id();
         let mut hint: Option<(NodeId, String)> = None;
@@ -299,7 +310,7 @@ impl Proposer {
                 },
             };
             let missed = if leader == id {
-                match self.propose_local(command.clone()).await {
+                match self.propose_local(command.clone(), deadline).await {
                     Ok(outcome) => return Ok(outcome),
                     Err(LeaderError::NotLeader { leader: next }) => Missed::NotLeader(next),
                     // This node's own disk failed: no other node can help.

@@ -110,9 +110,12 @@ impl pb::cluster_server::Cluster for ClusterService {
         require(&request, Role::Node)?;
         let command = forward::command(&request.into_inner())
             .map_err(|e| Status::invalid_argument(format!("decode: {e}")))?;
+        // The forwarder's remaining time arrives as `grpc-timeout`, which
+        // tonic's server enforces by dropping this call; the grant timeout
+        // bounds a caller that sent none.
         let result = self
             .proposer
-            .propose_local(command)
+            .propose_local(command, self.proposer.deadline())
             .await
             .map_err(ForwardError::from);
         let reply =

@@ -22,6 +22,7 @@
 //! is above or different from the final watermark on any node, and the
 //! final states agree; one validator node advances per height; signing
 //! resumes within a bound after each fault and the run finishes in time;
+//! every grant answers within the grant timeout;
 //! a node whose disk filled up serves again once it has room.
 //!
 //! The same seed gives the same trace digest. Two planted bugs

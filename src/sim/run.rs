@@ -192,6 +192,7 @@ impl SignerHost {
             transport: Arc::new(net::SimTransport),
             ..Deps::default()
         };
+        let grant_timeout = Duration::from_millis(self.config.grant_timeout_ms);
         let node = cluster::run_node(self.config, deps).await?;
         set_slot(&self.slot, Some(node.clone()));
         if id == 1 && boot == 0 {
@@ -201,6 +202,12 @@ impl SignerHost {
             Some(Bug::SignBeforeCommit) => Arc::new(granter::EagerGranter::new(node)),
             _ => Arc::new(node),
         };
+        let granter: Arc<dyn Granter> = Arc::new(granter::BoundedGranter::new(
+            granter,
+            grant_timeout,
+            id,
+            self.trace.clone(),
+        ));
         let mut listeners = Vec::new();
         for (chain, key) in self.keys.iter().enumerate() {
             let ctx = session::Context {
