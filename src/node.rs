@@ -230,7 +230,7 @@ pub async fn run(
             granter: granter.clone(),
             signer: key_loss.guard(signer_for(&session_signers, &chain.id)?),
             max_height: chain.max_height,
-            origin: chain.height_ownership.then(|| v.addr.clone()),
+            origin: chain.height_ownership.then(|| v.owner_name()),
             max_frame: v.max_frame_bytes,
         };
         let timeout = Duration::from_millis(v.timeout_ms);

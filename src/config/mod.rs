@@ -9,7 +9,7 @@
 
 mod duration;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -73,6 +73,11 @@ pub struct ValidatorConfig {
     pub chain_id: String,
     /// `tcp://NODE_ID@host:port` or `unix:///path`.
     pub addr: String,
+    /// The validator node's name for height ownership: every signer node
+    /// must give one validator node the same name, however it spells the
+    /// address. Default: [`ValidatorConfig::owner_name`].
+    #[serde(default)]
+    pub name: Option<String>,
     /// The SecretConnection identity key (`kms-identity.key`), for tcp.
     pub secret_key: Option<PathBuf>,
     /// privval protocol version: `v0.34`, `v0.37`, `v0.38` or `v1.0`.
@@ -87,6 +92,25 @@ pub struct ValidatorConfig {
     /// Read/write timeout on the connection, in milliseconds.
     #[serde(default = "default_io_timeout_ms")]
     pub timeout_ms: u64,
+}
+
+impl ValidatorConfig {
+    /// Who this validator node is when it asks for a height: `name` when
+    /// set, else the node id of a `tcp://NODE_ID@` address (lowercase hex,
+    /// the same on every signer node whatever host name each dials), else
+    /// the address as written.
+    pub fn owner_name(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.trim().to_string();
+        }
+        match self.addr.parse::<Address>() {
+            Ok(address) => match address.peer_id() {
+                Some(id) => hex::encode(id),
+                None => self.addr.trim().to_string(),
+            },
+            Err(_) => self.addr.trim().to_string(),
+        }
+    }
 }
 
 /// `[providers]`.
@@ -295,7 +319,22 @@ impl Config {
             }
         }
         let mut addrs = BTreeSet::new();
+        // (chain, owner name) -> the address it names.
+        let mut names = BTreeMap::new();
         for (i, v) in self.validator.iter().enumerate() {
+            if v.name.as_ref().is_some_and(|n| n.trim().is_empty()) {
+                problems.push(format!(
+                    "validator[{i}].name: must not be empty (leave it out for the default)"
+                ));
+            }
+            let name = v.owner_name();
+            match names.insert((v.chain_id.as_str(), name.clone()), v.addr.as_str()) {
+                Some(other) if other != v.addr => problems.push(format!(
+                    "validator[{i}]: the name {name:?} already names the validator node at {other}; \
+                     height ownership needs one name per validator node"
+                )),
+                _ => {}
+            }
             if !chains.contains(v.chain_id.as_str()) {
                 problems.push(format!(
                     "validator[{i}].chain_id: no [[chain]] has id {:?}",

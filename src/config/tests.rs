@@ -181,3 +181,85 @@ fn a_bad_metrics_address_is_named() {
     let p = problems(&format!("{GOOD}\n[metrics]\nport = 1\n"));
     assert!(p.iter().any(|p| p.contains("port")), "{p:?}");
 }
+
+/// The `[[validator]]` entries of `GOOD`'s chain, one per `(addr, name)`.
+fn with_validators(entries: &[(&str, Option<&str>)]) -> String {
+    let mut text = String::from(
+        "[[chain]]\nid = \"cosmoshub-4\"\nstate_file = \"s.json\"\n\n\
+         [[providers.softsign]]\nchain_ids = [\"cosmoshub-4\"]\npath = \"k\"\n",
+    );
+    for (addr, name) in entries {
+        text.push_str(&format!(
+            "\n[[validator]]\nchain_id = \"cosmoshub-4\"\naddr = \"{addr}\"\nsecret_key = \"id.key\"\n"
+        ));
+        if let Some(name) = name {
+            text.push_str(&format!("name = \"{name}\"\n"));
+        }
+    }
+    text
+}
+
+#[test]
+fn a_validator_node_owns_heights_under_one_name_however_its_address_is_spelled() {
+    // Two signer nodes dial the same validator node by different host
+    // names and with the node id in another case.
+    let id = "f88883b673fc69d7869cab098de3bafc2ff76eb8";
+    let one = parse(&with_validators(&[(
+        &format!("tcp://{id}@sentry-a:26659"),
+        None,
+    )]))
+    .unwrap();
+    let two = parse(&with_validators(&[(
+        &format!("tcp://{}@10.0.0.5:26659", id.to_uppercase()),
+        None,
+    )]))
+    .unwrap();
+    assert_eq!(one.validator[0].owner_name(), id);
+    assert_eq!(two.validator[0].owner_name(), id);
+
+    // A configured name wins; without a node id the address is the name.
+    let named = parse(&with_validators(&[(
+        "tcp://10.0.0.5:26659",
+        Some("val-east"),
+    )]))
+    .unwrap();
+    assert_eq!(named.validator[0].owner_name(), "val-east");
+    let unix = parse(&with_validators(&[("unix:///run/v.sock", None)])).unwrap();
+    assert_eq!(unix.validator[0].owner_name(), "unix:///run/v.sock");
+}
+
+#[test]
+fn one_name_for_two_validator_addresses_is_refused() {
+    let found = problems(&with_validators(&[
+        ("tcp://10.0.0.5:26659", Some("val")),
+        ("tcp://10.0.0.6:26659", Some("val")),
+    ]));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("validator[1]") && p.contains("already names")),
+        "{found:?}"
+    );
+    let id = "f88883b673fc69d7869cab098de3bafc2ff76eb8";
+    let found = problems(&with_validators(&[
+        (&format!("tcp://{id}@a:26659"), None),
+        (&format!("tcp://{id}@b:26659"), None),
+    ]));
+    assert!(
+        found.iter().any(|p| p.contains("already names")),
+        "{found:?}"
+    );
+    let found = problems(&with_validators(&[("tcp://10.0.0.5:26659", Some("  "))]));
+    assert!(
+        found.iter().any(|p| p.contains("name: must not be empty")),
+        "{found:?}"
+    );
+    // Distinct names for distinct nodes are fine.
+    assert_eq!(
+        problems(&with_validators(&[
+            ("tcp://10.0.0.5:26659", Some("a")),
+            ("tcp://10.0.0.6:26659", Some("b")),
+        ])),
+        Vec::<String>::new()
+    );
+}
