@@ -24,7 +24,7 @@ use crate::keys::ConsensusSigner;
 use crate::keys::softsign::SoftSigner;
 use crate::watermark::interchange::ChainState;
 use crate::watermark::migrate::{self, Format};
-use crate::watermark::{self, Position, SignState, StateFile, StateFileError};
+use crate::watermark::{self, Position, SignState, StateFile, StateFileError, vet};
 
 type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -53,6 +53,10 @@ pub enum Command {
         format: Format,
         /// The state file to import.
         file: PathBuf,
+        /// Raise even to a height implausibly high or far above the current
+        /// watermark (a raise can never be undone).
+        #[arg(long)]
+        force: bool,
         /// The node's config (and, in cluster mode, optionally its address).
         #[command(flatten)]
         target: Target,
@@ -92,6 +96,7 @@ pub fn run(command: &Command) -> CliResult<()> {
             chain,
             format,
             file,
+            force,
             target,
         } => {
             let text = std::fs::read_to_string(file)
@@ -99,7 +104,7 @@ pub fn run(command: &Command) -> CliResult<()> {
             let imported = migrate::parse(&text, *format, chain.as_deref())?;
             let (config, store) = Store::open(target)?;
             check_chains(&config, &target.config, &imported)?;
-            for line in store.import(&config, &imported)? {
+            for line in store.import(&config, &imported, *force)? {
                 println!("{line}");
             }
         }
@@ -201,18 +206,24 @@ impl Store {
 
     /// Raises every chain in `imported`, all or nothing as far as the
     /// checks go. Returns one line per chain.
-    fn import(&self, config: &Config, imported: &[ChainState]) -> CliResult<Vec<String>> {
+    fn import(
+        &self,
+        config: &Config,
+        imported: &[ChainState],
+        force: bool,
+    ) -> CliResult<Vec<String>> {
         match self {
-            Store::Files => import_files(config, imported),
+            Store::Files => import_files(config, imported, force),
             Store::Cluster { client } => {
                 let runtime = runtime()?;
                 let current = runtime.block_on(client.export())?;
                 let current_of = |id: &str| current.get(id).cloned().unwrap_or_default();
-                check_all(imported, |id| Ok(current_of(id)))?;
+                check_all(imported, force, |id| Ok(current_of(id)))?;
                 let mut lines = Vec::new();
                 for chain in imported {
                     let before = current_of(&chain.chain_id);
-                    let answer = runtime.block_on(client.raise(&chain.chain_id, &chain.state));
+                    let answer =
+                        runtime.block_on(client.raise(&chain.chain_id, &chain.state, force));
                     let failure = match answer {
                         Ok(()) => {
                             lines.push(raised_line(&chain.chain_id, &before, &chain.state));
@@ -254,7 +265,7 @@ fn load_or_empty(file: &StateFile) -> CliResult<SignState> {
     }
 }
 
-fn import_files(config: &Config, imported: &[ChainState]) -> CliResult<Vec<String>> {
+fn import_files(config: &Config, imported: &[ChainState], force: bool) -> CliResult<Vec<String>> {
     let mut files = BTreeMap::new();
     let mut locks = Vec::new();
     for chain in imported {
@@ -271,7 +282,7 @@ fn import_files(config: &Config, imported: &[ChainState]) -> CliResult<Vec<Strin
     for (id, file) in &files {
         before.insert(id.clone(), load_or_empty(file)?);
     }
-    let next = check_all(imported, |id| Ok(before[id].clone()))?;
+    let next = check_all(imported, force, |id| Ok(before[id].clone()))?;
     let mut lines = Vec::new();
     for (chain, state) in imported.iter().zip(next) {
         files[&chain.chain_id].save(&state)?;
@@ -289,6 +300,7 @@ fn import_files(config: &Config, imported: &[ChainState]) -> CliResult<Vec<Strin
 /// Returns the raised states, or one error listing every refusal.
 fn check_all(
     imported: &[ChainState],
+    force: bool,
     current: impl Fn(&str) -> CliResult<SignState>,
 ) -> CliResult<Vec<SignState>> {
     let mut raised = Vec::new();
@@ -296,6 +308,10 @@ fn check_all(
     for chain in imported {
         let mut state = current(&chain.chain_id)?;
         let last = state.position;
+        if let Err(e) = vet::raise(&chain.chain_id, last, &chain.state, force) {
+            refusals.push(format!("chain {}: {e}", chain.chain_id));
+            continue;
+        }
         match watermark::raise(&mut state, &chain.state) {
             Ok(()) => raised.push(state),
             Err(_) => refusals.push(format!(
@@ -315,7 +331,8 @@ fn check_all(
             ""
         };
         Err(format!(
-            "import refused, nothing was changed (an import only ever raises a watermark{hint}):\n  {}",
+            "import refused, nothing was changed (an import only ever raises a watermark, \
+             and --force lets only an implausibly high one through{hint}):\n  {}",
             refusals.join("\n  ")
         )
         .into())

@@ -17,6 +17,7 @@ pub mod interchange;
 pub mod migrate;
 mod state_file;
 pub mod tmkms;
+pub mod vet;
 
 pub use state_file::{StateFile, StateFileError, StateLock, write_atomically};
 

@@ -103,3 +103,91 @@ async fn a_snapshot_chunk_far_out_is_refused() {
     assert_eq!(verdict, Verdict::Sign(b"b1".to_vec()));
     cluster.stop_all().await;
 }
+
+/// The node vets an admin raise itself, whatever the client checked: an
+/// implausible height is refused unless forced, sign bytes of another
+/// chain are refused even when forced, and only the position and sign
+/// bytes are kept of what the client sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_admin_raise_is_vetted_on_the_node() {
+    use quorumkms::cluster::pb::admin_client::AdminClient;
+    use quorumkms::watermark::{Position, SignState};
+
+    const CHAIN: &str = "raise-chain";
+    let mut cluster = TestCluster::start(3).await;
+    cluster
+        .wait_leader(std::time::Duration::from_secs(10))
+        .await;
+    let addr = cluster.node(1).local_addr().to_string();
+    let mut admin = AdminClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let at = |height: i64| SignState {
+        position: Some(Position {
+            height,
+            round: 0,
+            step: Step::Precommit,
+        }),
+        ..SignState::default()
+    };
+    let raise = |state: &SignState, chain: &str, force: bool| pb::RaiseRequest {
+        chain_id: chain.to_string(),
+        state_json: serde_json::to_vec(state).expect("json"),
+        force,
+    };
+
+    let evil = at(9_000_000_000_000_000);
+    let status = admin
+        .raise(raise(&evil, CHAIN, false))
+        .await
+        .expect_err("an implausible raise");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("implausibly high"), "{status:?}");
+    let verdict = cluster
+        .grant(1, CHAIN, attempt(5, 0, Step::Prevote, "b5"))
+        .await
+        .expect("grant");
+    assert_eq!(
+        verdict,
+        Verdict::Sign(b"b5".to_vec()),
+        "the chain still signs"
+    );
+
+    let mut foreign = at(10);
+    foreign.sign_bytes = {
+        use quorumkms::privval::{SignRequest, Version};
+        use quorumkms::validator::consensus;
+        let block = Some(consensus::block_id(10, 0));
+        let vote = consensus::vote(Version::V0_38, true, 10, 0, block, &[1; 20], 0);
+        SignRequest::from_vote(Version::V0_38, "other-chain".into(), vote, false)
+            .expect("sign request")
+            .sign_bytes
+    };
+    let status = admin
+        .raise(raise(&foreign, CHAIN, true))
+        .await
+        .expect_err("sign bytes of another chain");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+    let mut plain = at(20);
+    plain.owner = Some("a validator node the client made up".into());
+    plain.signature = Some(vec![7; 64]);
+    let reply = admin
+        .raise(raise(&plain, CHAIN, false))
+        .await
+        .expect("a plausible raise")
+        .into_inner();
+    assert_eq!(reply.refusal, "");
+    let position = plain.position.expect("position");
+    cluster
+        .wait_watermark(CHAIN, position, std::time::Duration::from_secs(10))
+        .await;
+    for id in 1..=3 {
+        let applied = cluster.node(id).applied_state();
+        let state = &applied.chains[CHAIN];
+        assert_eq!(state.position, Some(position));
+        assert_eq!(state.owner, None, "node {id}");
+        assert_eq!(state.signature, None, "node {id}");
+    }
+    cluster.stop_all().await;
+}

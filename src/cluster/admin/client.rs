@@ -197,13 +197,19 @@ impl Client {
         }
     }
 
-    /// Raises `chain_id`'s watermark to `state` (a raise-only import).
+    /// Raises `chain_id`'s watermark to `state` (a raise-only import);
+    /// `force` lets an implausibly high one through.
     ///
     /// # Errors
     ///
     /// `Refused` with the state machine's reason when `state` is not above
     /// the watermark; otherwise the node is unreachable or has no quorum.
-    pub async fn raise(&self, chain_id: &str, state: &SignState) -> Result<(), ClientError> {
+    pub async fn raise(
+        &self,
+        chain_id: &str,
+        state: &SignState,
+        force: bool,
+    ) -> Result<(), ClientError> {
         let mut client = self.connect(&self.addr).await?;
         let state_json = serde_json::to_vec(state).map_err(|source| ClientError::BadReply {
             addr: self.addr.clone(),
@@ -213,6 +219,7 @@ impl Client {
             .raise(pb::RaiseRequest {
                 chain_id: chain_id.to_string(),
                 state_json,
+                force,
             })
             .await
             .map_err(|e| ClientError::from_status(&self.addr, e))?

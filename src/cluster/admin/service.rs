@@ -17,7 +17,7 @@ use crate::cluster::pb;
 use crate::cluster::propose::Proposer;
 use crate::cluster::tls::{Role, require};
 use crate::keys::loss::KeyLoss;
-use crate::watermark::SignState;
+use crate::watermark::{SignState, vet};
 
 /// The tonic `Admin` service: what it reports on and changes is handed
 /// to it when the node is assembled.
@@ -110,6 +110,24 @@ impl pb::admin_server::Admin for AdminService {
         let request = request.into_inner();
         let state: SignState = serde_json::from_slice(&request.state_json)
             .map_err(|e| GrpcStatus::invalid_argument(format!("state: {e}")))?;
+        // The client's checks are not ours: vet the raise here, against
+        // this node's applied watermark (the state machine still applies
+        // the raise-only rule to the committed one).
+        let current = self
+            .instance
+            .applied()
+            .chains
+            .get(&request.chain_id)
+            .and_then(|s| s.position);
+        let state = vet::raise(&request.chain_id, current, &state, request.force)
+            .map_err(|e| GrpcStatus::invalid_argument(e.to_string()))?;
+        if request.force {
+            tracing::warn!(
+                chain_id = %request.chain_id,
+                position = ?state.position,
+                "forced raise requested"
+            );
+        }
         let refusal = match self.proposer.raise(&request.chain_id, state).await {
             Ok(Ok(())) => String::new(),
             Ok(Err(refusal)) => refusal.to_string(),
