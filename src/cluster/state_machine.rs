@@ -152,9 +152,22 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             data: data.clone(),
         };
         let bytes = encode(&stored).map_err(snap_write_err)?;
-        self.backend
-            .meta_put(vec![(MetaKey::Snapshot, bytes)])
+        // A snapshot installed from the leader while this one was being
+        // built may already cover more of the log: keep the newer one, or
+        // the stored snapshot would fall behind the purged log.
+        let newer_stored = |current: &[u8]| {
+            decode::<StoredSnapshot>(current).is_ok_and(|s| s.meta.last_log_id >= meta.last_log_id)
+        };
+        let wrote = self
+            .backend
+            .meta_put_unless(MetaKey::Snapshot, bytes, &newer_stored)
             .map_err(snap_write_err)?;
+        if !wrote {
+            tracing::debug!(
+                built = ?meta.last_log_id,
+                "a snapshot at least as new is stored already; keeping it"
+            );
+        }
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),

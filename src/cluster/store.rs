@@ -100,6 +100,15 @@ pub trait Backend: Debug + Send + Sync + 'static {
     fn meta_get(&self, key: MetaKey) -> Result<Option<Vec<u8>>, BackendError>;
     /// Writes records, all in one write.
     fn meta_put(&self, records: Vec<(MetaKey, Vec<u8>)>) -> Result<(), BackendError>;
+    /// Writes `bytes` under `key` unless `keep` says the record already
+    /// there must stay; reading it and writing are one atomic write, so no
+    /// other write lands in between. Returns whether it wrote.
+    fn meta_put_unless(
+        &self,
+        key: MetaKey,
+        bytes: Vec<u8>,
+        keep: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<bool, BackendError>;
     /// Writes records that can be rebuilt from the log (the applied state
     /// machine) without waiting for the disk. They become durable with the
     /// next durable write, and a durable write (the snapshot) always comes
@@ -280,6 +289,25 @@ impl Backend for RedbBackend {
         self.put_records(redb::Durability::None, records)
     }
 
+    fn meta_put_unless(
+        &self,
+        key: MetaKey,
+        bytes: Vec<u8>,
+        keep: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<bool, BackendError> {
+        let mut wrote = false;
+        self.write(|txn| {
+            let mut table = txn.open_table(META)?;
+            let kept = table.get(key.name())?.is_some_and(|v| keep(v.value()));
+            if !kept {
+                table.insert(key.name(), bytes.as_slice())?;
+                wrote = true;
+            }
+            Ok(())
+        })?;
+        Ok(wrote)
+    }
+
     fn recover(&self) -> Result<(), BackendError> {
         let mut guard = self.db()?;
         *guard = None;
@@ -388,6 +416,21 @@ impl Backend for MemBackend {
             data.meta.insert(key, bytes);
         }
         Ok(())
+    }
+
+    fn meta_put_unless(
+        &self,
+        key: MetaKey,
+        bytes: Vec<u8>,
+        keep: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<bool, BackendError> {
+        self.check_write()?;
+        let mut data = self.data();
+        if data.meta.get(&key).is_some_and(|current| keep(current)) {
+            return Ok(false);
+        }
+        data.meta.insert(key, bytes);
+        Ok(true)
     }
 }
 
