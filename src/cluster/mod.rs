@@ -22,8 +22,10 @@
 //!   `instance`: the node's current Raft instance and its storage fault.
 //! - `propose`: the grant path (propose on the leader, or forward to it);
 //!   [`membership`]: learners, promotion, removal, leadership transfer.
-//! - [`service`]: the node-to-node server side; [`admin`]: the operator's
-//!   API (status, service, client).
+//! - `snapshot_receiver`: puts a leader's snapshot chunks together and
+//!   installs the snapshot only if it decodes; [`service`]: the
+//!   node-to-node server side; [`admin`]: the operator's API (status,
+//!   service, client).
 //! - `server`: the tonic server for both; `supervisor`: rebuilds Raft
 //!   after a storage fault.
 //! - `node`: [`run_node`] assembles all of it, and the [`Node`] handle is
@@ -50,6 +52,7 @@ pub mod propose;
 pub mod runtime;
 mod server;
 pub mod service;
+mod snapshot_receiver;
 pub mod state_machine;
 pub mod store;
 #[cfg(feature = "sled")]

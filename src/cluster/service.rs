@@ -18,6 +18,7 @@ use super::forward::{self, ForwardError};
 use super::instance::Instance;
 use super::pb;
 use super::propose::Proposer;
+use super::snapshot_receiver::SnapshotReceiver;
 use super::tls::{Role, require};
 use super::types::TypeConfig;
 
@@ -32,11 +33,16 @@ pub const MAX_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024;
 pub struct ClusterService {
     instance: Arc<Instance>,
     proposer: Arc<Proposer>,
+    snapshots: Arc<SnapshotReceiver>,
 }
 
 impl ClusterService {
     pub(crate) fn new(instance: Arc<Instance>, proposer: Arc<Proposer>) -> ClusterService {
-        ClusterService { instance, proposer }
+        ClusterService {
+            instance,
+            proposer,
+            snapshots: Arc::default(),
+        }
     }
 }
 
@@ -97,7 +103,11 @@ impl pb::cluster_server::Cluster for ClusterService {
         require(&request, Role::Node)?;
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(&request.into_inner().data)?;
         check_chunk(&rpc)?;
-        let result = self.instance.raft().install_snapshot(rpc).await;
+        let result = self
+            .snapshots
+            .receive(&self.instance.raft(), rpc)
+            .await
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(Response::new(pb::RaftReply {
             data: encode(&result)?,
         }))

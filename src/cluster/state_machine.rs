@@ -67,6 +67,15 @@ pub fn apply(state: &mut AppliedState, entry: &Entry) -> Outcome {
     }
 }
 
+/// Reads a snapshot's data: the serialized [`AppliedState`].
+///
+/// # Errors
+///
+/// The bytes are not a serialized state.
+pub fn decode_snapshot(data: &[u8]) -> Result<AppliedState, BackendError> {
+    decode(data)
+}
+
 /// The stored snapshot: its metadata and the serialized [`AppliedState`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct StoredSnapshot {
@@ -224,7 +233,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let mut state: AppliedState = decode(&data).map_err(snap_read_err)?;
+        let mut state = decode_snapshot(&data).map_err(snap_read_err)?;
         // The snapshot's own metadata is authoritative for where it ends.
         state.last_applied = meta.last_log_id;
         state.membership = meta.last_membership.clone();
