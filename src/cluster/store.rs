@@ -1,5 +1,6 @@
 //! Durable storage for one Raft node: the log, the vote, the committed and
-//! purged log ids, the applied state machine and its latest snapshot.
+//! purged log ids, the applied state machine and its latest snapshot, and
+//! the id of the cluster it belongs to.
 //!
 //! A [`Backend`] is the seam: a handful of byte-level operations, each of
 //! which is durable (fsync'd) when it returns `Ok`. Two implementations:
@@ -67,6 +68,8 @@ pub enum MetaKey {
     Snapshot,
     /// A scratch record written to check that the disk takes writes again.
     Probe,
+    /// The id of the cluster this store belongs to.
+    ClusterId,
 }
 
 impl MetaKey {
@@ -78,6 +81,7 @@ impl MetaKey {
             MetaKey::Applied => "applied",
             MetaKey::Snapshot => "snapshot",
             MetaKey::Probe => "probe",
+            MetaKey::ClusterId => "cluster_id",
         }
     }
 }

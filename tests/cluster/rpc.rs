@@ -1,6 +1,17 @@
 //! The cluster service never panics on bytes it cannot decode: it answers
 //! with an `invalid_argument` status and keeps serving.
 
+/// `message` as a request from a member of `node`'s cluster.
+fn member<T>(node: &quorumkms::cluster::Node, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let id = node.cluster_id().expect("the node has a cluster id");
+    request.metadata_mut().insert(
+        quorumkms::cluster::identity::CLUSTER_ID_HEADER,
+        id.to_string().parse().unwrap(),
+    );
+    request
+}
+
 use crate::support::{TestCluster, attempt};
 use quorumkms::cluster::pb;
 use quorumkms::cluster::pb::cluster_client::ClusterClient;
@@ -16,28 +27,40 @@ async fn malformed_rpcs_get_a_status() {
         .expect("connect");
     let garbage = b"\xff not json".to_vec();
     let status = client
-        .append_entries(pb::RaftRequest {
-            data: garbage.clone(),
-        })
+        .append_entries(member(
+            cluster.node(2),
+            pb::RaftRequest {
+                data: garbage.clone(),
+            },
+        ))
         .await
         .expect_err("append_entries");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     let status = client
-        .vote(pb::RaftRequest {
-            data: garbage.clone(),
-        })
+        .vote(member(
+            cluster.node(2),
+            pb::RaftRequest {
+                data: garbage.clone(),
+            },
+        ))
         .await
         .expect_err("vote");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     let status = client
-        .install_snapshot(pb::RaftRequest {
-            data: garbage.clone(),
-        })
+        .install_snapshot(member(
+            cluster.node(2),
+            pb::RaftRequest {
+                data: garbage.clone(),
+            },
+        ))
         .await
         .expect_err("install_snapshot");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     let status = client
-        .forward(pb::ForwardRequest { command: garbage })
+        .forward(member(
+            cluster.node(2),
+            pb::ForwardRequest { command: garbage },
+        ))
         .await
         .expect_err("forward");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
@@ -85,12 +108,12 @@ async fn a_snapshot_chunk_far_out_is_refused() {
         }
     };
     client
-        .install_snapshot(chunk(0))
+        .install_snapshot(member(cluster.node(2), chunk(0)))
         .await
         .expect("the first chunk is taken");
     for offset in [1 << 40, MAX_SNAPSHOT_BYTES, u64::MAX - 4] {
         let status = client
-            .install_snapshot(chunk(offset))
+            .install_snapshot(member(cluster.node(2), chunk(offset)))
             .await
             .expect_err("a chunk past the limit");
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{offset}");
@@ -158,7 +181,7 @@ async fn a_snapshot_that_does_not_decode_is_refused_and_changes_nothing() {
 
     // In one chunk.
     let status = client
-        .install_snapshot(chunk(0, b"\xff not a state", true))
+        .install_snapshot(member(&node, chunk(0, b"\xff not a state", true)))
         .await
         .expect_err("an undecodable snapshot");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
@@ -167,11 +190,11 @@ async fn a_snapshot_that_does_not_decode_is_refused_and_changes_nothing() {
     let good = serde_json::to_vec(&*applied).unwrap();
     let half = good.len() / 2;
     client
-        .install_snapshot(chunk(0, &good[..half], false))
+        .install_snapshot(member(&node, chunk(0, &good[..half], false)))
         .await
         .expect("the first chunk is taken");
     let status = client
-        .install_snapshot(chunk(half as u64, b"}}}} garbage", true))
+        .install_snapshot(member(&node, chunk(half as u64, b"}}}} garbage", true)))
         .await
         .expect_err("an undecodable snapshot in two chunks");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
