@@ -47,6 +47,9 @@ pub struct Options {
     /// Begin from an empty watermark when a state file is missing or
     /// corrupt (a corrupt file is renamed aside first).
     pub allow_empty_state: bool,
+    /// Cluster mode: with an empty Raft store, join a running cluster as a
+    /// learner (see `cluster::identity`).
+    pub join: bool,
 }
 
 /// Loads one key per chain from the providers.
@@ -160,6 +163,11 @@ pub async fn run(
     // The signer each chain's sessions use: in single-node mode, one that
     // reuses the signature the granter made for the state file.
     let mut session_signers = signers.clone();
+    if options.join && config.cluster.is_none() {
+        return Err(Error::Config(
+            "--join: only a cluster node joins; this config has no [cluster] section".into(),
+        ));
+    }
     let (granter, ready): (Arc<dyn Granter>, watch::Receiver<bool>) = match &config.cluster {
         None => {
             let mut local = LocalGranter::new();
@@ -190,7 +198,8 @@ pub async fn run(
             (Arc::new(local), rx)
         }
         Some(cluster) => {
-            let deps = crate::cluster::Deps::for_config(cluster, key_loss.clone())?;
+            let mut deps = crate::cluster::Deps::for_config(cluster, key_loss.clone())?;
+            deps.join = options.join;
             let node = crate::cluster::run_node(cluster.clone(), deps).await?;
             let (tx, rx) = watch::channel(false);
             // Keep the validator through an ordinary election: a session
@@ -254,7 +263,18 @@ pub async fn run(
         chains = config.chain.len(),
         "quorumkms started"
     );
-    shutdown.await;
+    // A cluster node may have to stop by itself (an empty store that a
+    // running cluster calls as a member).
+    let fatal = async {
+        match &cluster_node {
+            Some(node) => Some(node.wait_fatal().await),
+            None => std::future::pending().await,
+        }
+    };
+    let fatal = tokio::select! {
+        () = shutdown => None,
+        error = fatal => error,
+    };
     info!("shutting down");
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
@@ -266,7 +286,10 @@ pub async fn run(
     if let Some(server) = metrics_server {
         server.abort();
     }
-    Ok(())
+    match fatal {
+        Some(error) => Err(Error::Cluster(error)),
+        None => Ok(()),
+    }
 }
 
 fn signer_for(

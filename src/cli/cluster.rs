@@ -104,7 +104,8 @@ fn local_addr(listen: &str) -> String {
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
     /// Bootstrap a new cluster: run once, on one node, after starting all
-    /// of them. Every configured peer becomes a voter.
+    /// of them with empty stores. Every configured peer gets the new
+    /// cluster's id and becomes a voter; every one must be running.
     Init(Target),
     /// Show a node's view: role, leader, term, indexes, members and each
     /// chain's watermark.
@@ -117,7 +118,8 @@ pub enum Command {
         json: bool,
     },
     /// Add a node as a learner: it copies the log but does not vote yet.
-    /// Start the new node first (its peers list may name only itself).
+    /// Start the new node first, with `quorumkms start --join` (its peers
+    /// list may name only itself).
     AddLearner {
         /// The new node's id.
         id: u64,
@@ -316,6 +318,10 @@ pub fn render(status: &admin::Status) -> String {
             None => String::new(),
         }
     );
+    match &status.cluster_id {
+        Some(id) => out.push_str(&format!("cluster {id}\n")),
+        None => out.push_str("cluster: none yet (waiting for `cluster init`, or to be added)\n"),
+    }
     out.push_str("members:\n");
     for m in &status.members {
         let role = if m.voter { "voter" } else { "learner" };

@@ -15,6 +15,14 @@ pub struct Args {
     /// this when you know the key has not signed anywhere else.
     #[arg(long)]
     pub allow_empty_state: bool,
+    /// Cluster mode: with an empty Raft store, join a running cluster as a
+    /// learner, once an operator has added this node (`cluster
+    /// add-learner`; a voter whose store was lost is removed first). Without
+    /// it a node with an empty store waits for `cluster init`, and stops if
+    /// a running cluster calls it. No effect on a store that already belongs
+    /// to a cluster.
+    #[arg(long)]
+    pub join: bool,
 }
 
 /// Runs `start`.
@@ -26,6 +34,7 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let config = config::load(&args.config)?;
     let options = node::Options {
         allow_empty_state: args.allow_empty_state,
+        join: args.join,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(node::run(config, options, shutdown_signal()))?;

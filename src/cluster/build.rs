@@ -116,7 +116,7 @@ impl RaftBuilder {
         Raft::new(
             self.id,
             self.raft_config.clone(),
-            NetworkFactory::new(self.channels.clone()),
+            NetworkFactory::new(self.channels.clone(), self.applied.subscribe()),
             log,
             sm,
         )

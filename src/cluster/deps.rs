@@ -31,6 +31,9 @@ pub struct Deps {
     /// The switch the admin API flips to simulate the loss of the node's
     /// keys; whoever assembles the node wraps its keys in the same switch.
     pub key_loss: KeyLoss,
+    /// Started with `--join`: with an empty store, the node joins a
+    /// running cluster as a learner (see [`identity`](super::identity)).
+    pub join: bool,
 }
 
 impl Default for Deps {
@@ -39,6 +42,7 @@ impl Default for Deps {
             store: StoreChoice::Disk,
             transport: Arc::new(TcpTransport),
             key_loss: KeyLoss::default(),
+            join: false,
         }
     }
 }
@@ -65,6 +69,7 @@ impl Deps {
             store: StoreChoice::Disk,
             transport,
             key_loss,
+            join: false,
         })
     }
 }
@@ -73,6 +78,7 @@ impl std::fmt::Debug for Deps {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Deps")
             .field("store", &self.store)
+            .field("join", &self.join)
             .finish_non_exhaustive()
     }
 }

@@ -1,8 +1,10 @@
-//! [`Error`]: why a node could not start, or why bootstrapping it failed.
+//! [`Error`]: why a node could not start or must stop, or why bootstrapping
+//! Raft failed.
 //! openraft's errors are large, so they are boxed.
 
 use std::path::PathBuf;
 
+use super::identity::IdentityError;
 use super::store::BackendError;
 use super::tls::TlsError;
 use super::types::typ::{Fatal, InitializeError, RaftError};
@@ -38,6 +40,9 @@ pub enum Error {
     /// The store could not be opened, read or written.
     #[error("storage: {0}")]
     Storage(#[from] BackendError),
+    /// The store does not fit the cluster: see [`IdentityError`].
+    #[error("{0}")]
+    Identity(#[from] IdentityError),
     /// The Raft instance could not start.
     #[error("raft: {0}")]
     Raft(#[source] Box<Fatal>),

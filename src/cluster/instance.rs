@@ -1,6 +1,7 @@
 //! This node's Raft instance as the rest of the node sees it: the current
 //! instance (the supervisor replaces it after a storage fault), the fault
-//! while it stands, and the applied state the state machine publishes.
+//! while it stands, the applied state the state machine publishes, and the
+//! cluster the node belongs to.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -11,6 +12,7 @@ use tokio::sync::watch;
 
 use super::config::Peer;
 use super::error::Error;
+use super::identity::Identity;
 use super::state_machine::AppliedState;
 use super::types::typ::{Fatal, InitializeError, Raft, RaftError, RaftMetrics};
 use super::types::{Member, NodeId};
@@ -38,16 +40,19 @@ pub(crate) struct Instance {
     raft: RwLock<Raft>,
     fault: Mutex<Option<Fault>>,
     applied: watch::Sender<Arc<AppliedState>>,
+    identity: Arc<Identity>,
 }
 
 impl Instance {
     /// Node `id` running `raft`, whose state machine publishes to
-    /// `applied`; `lease` is the election timeout's upper bound.
+    /// `applied`, in the cluster `identity` names; `lease` is the election
+    /// timeout's upper bound.
     pub(crate) fn new(
         id: NodeId,
         lease: Duration,
         raft: Raft,
         applied: watch::Sender<Arc<AppliedState>>,
+        identity: Arc<Identity>,
     ) -> Instance {
         Instance {
             id,
@@ -55,7 +60,13 @@ impl Instance {
             raft: RwLock::new(raft),
             fault: Mutex::new(None),
             applied,
+            identity,
         }
+    }
+
+    /// The cluster this node belongs to.
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     /// This node's Raft id.

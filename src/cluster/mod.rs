@@ -11,7 +11,8 @@
 //! - [`store`] (and `store_sled`): the durable log, vote and state (redb,
 //!   sled, or memory for tests); [`state_machine`]: applies committed
 //!   commands through the `watermark` rules and publishes the applied
-//!   state.
+//!   state; [`identity`]: the cluster a node belongs to, and the rules
+//!   for taking a cluster id.
 //! - [`transport`]: the [`Transport`] seam (TCP, TLS, a simulated
 //!   network); [`tls`]: mutual TLS ([`TlsTransport`]) and caller roles;
 //!   [`certs`]: the cluster CA.
@@ -21,9 +22,12 @@
 //! - `build`: openraft's settings, the store, building a Raft instance;
 //!   `instance`: the node's current Raft instance and its storage fault.
 //! - `propose`: the grant path (propose on the leader, or forward to it);
-//!   [`membership`]: learners, promotion, removal, leadership transfer.
-//! - [`service`]: the node-to-node server side; [`admin`]: the operator's
-//!   API (status, service, client).
+//!   [`membership`]: learners, promotion, removal, leadership transfer;
+//!   [`bootstrap`]: `cluster init`.
+//! - `snapshot_receiver`: puts a leader's snapshot chunks together and
+//!   installs the snapshot only if it decodes; [`service`]: the
+//!   node-to-node server side; [`admin`]: the operator's API (status,
+//!   service, client).
 //! - `server`: the tonic server for both; `supervisor`: rebuilds Raft
 //!   after a storage fault.
 //! - `node`: [`run_node`] assembles all of it, and the [`Node`] handle is
@@ -36,12 +40,14 @@
 //! already holds exactly `bytes` at the attempt's position.
 
 pub mod admin;
+pub mod bootstrap;
 mod build;
 pub mod certs;
 pub mod config;
 pub mod deps;
 pub mod error;
 pub mod forward;
+pub mod identity;
 mod instance;
 pub mod membership;
 pub mod network;
@@ -50,6 +56,7 @@ pub mod propose;
 pub mod runtime;
 mod server;
 pub mod service;
+mod snapshot_receiver;
 pub mod state_machine;
 pub mod store;
 #[cfg(feature = "sled")]
@@ -65,12 +72,14 @@ pub mod pb {
     tonic::include_proto!("quorumkms.cluster.v1");
 }
 
+pub use bootstrap::BootstrapError;
 pub use config::{
     Config, MAX_GRANT_TIMEOUT_MS, Peer, default_election_timeout_max_ms,
     default_election_timeout_min_ms, default_grant_timeout_ms, default_heartbeat_interval_ms,
 };
 pub use deps::{Deps, StoreChoice};
 pub use error::Error;
+pub use identity::{ClusterId, IdentityError};
 pub use instance::Fault;
 pub use node::{Node, run_node};
 pub use state_machine::AppliedState;

@@ -10,6 +10,11 @@
 //! transport failure is reported to openraft as `RPCError::Unreachable`, so
 //! it backs off instead of retrying in a hot loop against a dead peer. An
 //! error the peer's Raft returned is a `RemoteError`.
+//!
+//! Every call carries this node's cluster id, and an answer is taken only
+//! from a peer of the same cluster (see [`identity`]);
+//! Raft RPCs also tell the peer whether the leader counts it as a voter or
+//! a learner.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -26,11 +31,15 @@ use openraft::raft::{
 use openraft::{RaftNetwork, RaftNetworkFactory};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
 
 use super::forward::{self, ForwardResult};
+use super::identity::{self, CLUSTER_ID_HEADER, ClusterId, MEMBER_ROLE_HEADER, MemberRole};
 use super::pb;
 use super::pb::cluster_client::ClusterClient;
+use super::state_machine::AppliedState;
 use super::transport::{BoxIo, Transport};
 use super::types::typ::{RPCError, RaftError};
 use super::types::{Command, Member, NodeId, TypeConfig};
@@ -72,6 +81,8 @@ pub struct Channels {
     transport: Arc<dyn Transport>,
     connect_timeout: Duration,
     by_addr: Arc<Mutex<BTreeMap<String, Channel>>>,
+    /// The cluster this node belongs to, once it knows.
+    cluster_id: watch::Receiver<Option<ClusterId>>,
 }
 
 impl std::fmt::Debug for Channels {
@@ -81,13 +92,60 @@ impl std::fmt::Debug for Channels {
 }
 
 impl Channels {
-    /// Channels over `transport`.
+    /// Channels over `transport`, for a node of no cluster yet: calls
+    /// carry no cluster id, and are refused by every node but one taking
+    /// part in `cluster init`.
     pub fn new(transport: Arc<dyn Transport>, connect_timeout: Duration) -> Channels {
         Channels {
             transport,
             connect_timeout,
             by_addr: Arc::new(Mutex::new(BTreeMap::new())),
+            cluster_id: watch::channel(None).1,
         }
+    }
+
+    /// The same channels, calling as a member of cluster `id`.
+    pub fn in_cluster(self, id: ClusterId) -> Channels {
+        self.following(watch::channel(Some(id)).1)
+    }
+
+    /// The same channels, calling as a member of the cluster `ids` names
+    /// at the time of each call.
+    pub(crate) fn following(mut self, ids: watch::Receiver<Option<ClusterId>>) -> Channels {
+        self.cluster_id = ids;
+        self
+    }
+
+    fn cluster_id(&self) -> Option<ClusterId> {
+        *self.cluster_id.borrow()
+    }
+
+    /// `message` as a request carrying this node's cluster id.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(id) = self.cluster_id()
+            && let Ok(value) = id.to_string().parse()
+        {
+            request.metadata_mut().insert(CLUSTER_ID_HEADER, value);
+        }
+        request
+    }
+
+    /// Takes an answer from the peer at `addr` only if it belongs to this
+    /// node's cluster.
+    fn check_callee(&self, addr: &str, metadata: &MetadataMap) -> Result<(), CallError> {
+        let Some(ours) = self.cluster_id() else {
+            return Ok(());
+        };
+        let theirs = identity::caller_id(metadata).unwrap_or(None);
+        if theirs == Some(ours) {
+            return Ok(());
+        }
+        Err(CallError::WrongCluster {
+            addr: addr.to_string(),
+            ours,
+            theirs,
+        })
     }
 
     fn client(&self, addr: &str) -> Result<ClusterClient<Channel>, CallError> {
@@ -150,18 +208,29 @@ pub enum CallError {
         /// How long the call waited.
         after: Duration,
     },
+    /// The peer answered for another cluster, or for none.
+    #[error("cluster id mismatch: this node belongs to {ours}, callee {addr} to {}", .theirs.map_or_else(|| "none".to_string(), |id| id.to_string()))]
+    WrongCluster {
+        /// The peer.
+        addr: String,
+        /// This node's cluster.
+        ours: ClusterId,
+        /// The peer's, if it named one.
+        theirs: Option<ClusterId>,
+    },
     /// The peer answered with something that does not decode.
     #[error("bad reply: {0}")]
     BadReply(String),
 }
 
-async fn call<Req, Resp, F, Fut>(
+/// Sends `req` to `addr` and returns the whole answer, whoever gave it.
+async fn exchange<Req, Resp, F, Fut>(
     channels: &Channels,
     addr: &str,
     timeout: Duration,
-    req: Req,
+    req: tonic::Request<Req>,
     f: F,
-) -> Result<Resp, CallError>
+) -> Result<tonic::Response<Resp>, CallError>
 where
     F: FnOnce(ClusterClient<Channel>, tonic::Request<Req>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
@@ -172,7 +241,7 @@ where
     let mut req = tonic::Request::new(req);
     req.set_timeout(timeout);
     match tokio::time::timeout(timeout, f(client, req)).await {
-        Ok(Ok(resp)) => Ok(resp.into_inner()),
+        Ok(Ok(resp)) => Ok(resp),
         Ok(Err(status)) => Err(CallError::Failed {
             addr: addr.to_string(),
             code: status.code(),
@@ -186,6 +255,24 @@ where
             })
         }
     }
+}
+
+/// Sends `message` to `addr` as a member of this node's cluster, and takes
+/// the answer only from a member of it.
+async fn call<Req, Resp, F, Fut>(
+    channels: &Channels,
+    addr: &str,
+    timeout: Duration,
+    message: Req,
+    f: F,
+) -> Result<Resp, CallError>
+where
+    F: FnOnce(ClusterClient<Channel>, tonic::Request<Req>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+{
+    let resp = exchange(channels, addr, timeout, channels.request(message), f).await?;
+    channels.check_callee(addr, resp.metadata())?;
+    Ok(resp.into_inner())
 }
 
 fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CallError> {
@@ -219,12 +306,14 @@ pub async fn forward(
 #[derive(Clone, Debug)]
 pub struct NetworkFactory {
     channels: Channels,
+    applied: watch::Receiver<Arc<AppliedState>>,
 }
 
 impl NetworkFactory {
-    /// A factory over `channels`.
-    pub fn new(channels: Channels) -> NetworkFactory {
-        NetworkFactory { channels }
+    /// A factory over `channels`, telling each peer its role in the
+    /// membership that `applied` (this node's applied state) holds.
+    pub fn new(channels: Channels, applied: watch::Receiver<Arc<AppliedState>>) -> NetworkFactory {
+        NetworkFactory { channels, applied }
     }
 }
 
@@ -234,6 +323,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerNetwork {
         PeerNetwork {
             channels: self.channels.clone(),
+            applied: self.applied.clone(),
             target,
             addr: node.addr.clone(),
         }
@@ -244,11 +334,27 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 #[derive(Debug)]
 pub struct PeerNetwork {
     channels: Channels,
+    applied: watch::Receiver<Arc<AppliedState>>,
     target: NodeId,
     addr: String,
 }
 
 impl PeerNetwork {
+    /// What the target is in this node's committed membership: a node
+    /// joining with an empty store takes the cluster's id only as a
+    /// learner.
+    fn role(&self) -> Option<MemberRole> {
+        let applied = self.applied.borrow();
+        let membership = applied.membership.membership();
+        if membership.voter_ids().any(|id| id == self.target) {
+            Some(MemberRole::Voter)
+        } else if membership.get_node(&self.target).is_some() {
+            Some(MemberRole::Learner)
+        } else {
+            None
+        }
+    }
+
     async fn rpc<Req, Resp, E, F, Fut>(
         &self,
         req: &Req,
@@ -265,15 +371,20 @@ impl PeerNetwork {
     {
         let unreachable = |e: CallError| RPCError::Unreachable(Unreachable::new(&e));
         let data = encode_json(req).map_err(unreachable)?;
-        let reply = call(
-            &self.channels,
-            &self.addr,
-            option.hard_ttl(),
-            pb::RaftRequest { data },
-            f,
-        )
-        .await
-        .map_err(unreachable)?;
+        let mut request = self.channels.request(pb::RaftRequest { data });
+        if let Some(role) = self.role() {
+            request.metadata_mut().insert(
+                MEMBER_ROLE_HEADER,
+                tonic::metadata::MetadataValue::from_static(role.as_str()),
+            );
+        }
+        let reply = exchange(&self.channels, &self.addr, option.hard_ttl(), request, f)
+            .await
+            .and_then(|reply| {
+                self.channels.check_callee(&self.addr, reply.metadata())?;
+                Ok(reply.into_inner())
+            })
+            .map_err(unreachable)?;
         let result: Result<Resp, RaftError<E>> = decode_json(&reply.data).map_err(unreachable)?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
@@ -344,4 +455,77 @@ pub async fn elect(channels: &Channels, addr: &str, timeout: Duration) -> Result
     )
     .await?;
     Ok(())
+}
+
+/// Offers cluster id `id` to the node at `addr` (`cluster init`); with
+/// `dry_run`, only asks whether it would take it. Returns whether that node
+/// already runs Raft (in cluster `id`).
+///
+/// # Errors
+///
+/// The peer could not be reached within `timeout`, or refused
+/// (`CallError::Failed` with `FailedPrecondition`).
+pub async fn adopt(
+    channels: &Channels,
+    addr: &str,
+    timeout: Duration,
+    id: ClusterId,
+    dry_run: bool,
+) -> Result<bool, CallError> {
+    let request = pb::AdoptRequest {
+        cluster_id: id.to_string(),
+        dry_run,
+    };
+    let reply = exchange(
+        channels,
+        addr,
+        timeout,
+        channels.request(request),
+        |mut c, r| async move { c.adopt(r).await },
+    )
+    .await?;
+    Ok(reply.into_inner().initialized)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::transport::TcpTransport;
+
+    fn answer_from(id: Option<ClusterId>) -> MetadataMap {
+        let mut metadata = MetadataMap::new();
+        if let Some(id) = id {
+            metadata.insert(CLUSTER_ID_HEADER, id.to_string().parse().unwrap());
+        }
+        metadata
+    }
+
+    #[test]
+    fn answers_from_another_cluster_or_none_are_refused() {
+        let (ours, theirs) = (ClusterId::random(), ClusterId::random());
+        let channels =
+            Channels::new(Arc::new(TcpTransport), Duration::from_secs(1)).in_cluster(ours);
+        assert_eq!(
+            channels.check_callee("b:1", &answer_from(Some(ours))),
+            Ok(())
+        );
+        let refused = channels
+            .check_callee("b:1", &answer_from(Some(theirs)))
+            .unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            format!("cluster id mismatch: this node belongs to {ours}, callee b:1 to {theirs}")
+        );
+        assert!(matches!(
+            channels.check_callee("b:1", &answer_from(None)),
+            Err(CallError::WrongCluster { theirs: None, .. })
+        ));
+        // A node of no cluster yet takes any answer (only `cluster init`
+        // calls out before it has an id).
+        let unbound = Channels::new(Arc::new(TcpTransport), Duration::from_secs(1));
+        assert_eq!(
+            unbound.check_callee("b:1", &answer_from(Some(theirs))),
+            Ok(())
+        );
+    }
 }

@@ -16,10 +16,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::admin::{AdminService, Status};
+use super::bootstrap::{Bootstrap, BootstrapError};
 use super::build::{RaftBuilder, open_store, raft_config};
 use super::config::Config;
 use super::deps::Deps;
 use super::error::Error;
+use super::identity::{ClusterId, Identity};
 use super::instance::Instance;
 use super::membership::Membership;
 use super::network::Channels;
@@ -49,6 +51,7 @@ struct Parts {
     local_addr: String,
     instance: Arc<Instance>,
     proposer: Arc<Proposer>,
+    bootstrap: Bootstrap,
     key_loss: KeyLoss,
     // Held so the store closes when the last handle is dropped, by whoever
     // drops it, rather than in one of Raft's tasks a moment after shutdown
@@ -72,7 +75,9 @@ impl std::fmt::Debug for Node {
 /// gRPC server and the storage supervisor.
 ///
 /// The node does not form a cluster by itself: call [`Node::initialize`]
-/// once, on one node, when the cluster is first created.
+/// once, on one node, when the cluster is first created. With an empty
+/// store it serves no cluster until then, or, with [`Deps::join`], until a
+/// leader adds it as a learner.
 ///
 /// # Errors
 ///
@@ -82,9 +87,11 @@ pub async fn run_node(config: Config, deps: Deps) -> Result<Node, Error> {
     config.validate().map_err(Error::Config)?;
     let raft_config = Arc::new(raft_config(&config)?);
     let backend = open_store(&config, deps.store).await?;
+    let identity = Arc::new(Identity::load(config.node_id, backend.clone(), deps.join)?);
     // A connect that takes longer than an election is as good as failed.
     let connect_timeout = Duration::from_millis(config.election_timeout_max_ms);
-    let channels = Channels::new(deps.transport.clone(), connect_timeout);
+    let channels =
+        Channels::new(deps.transport.clone(), connect_timeout).following(identity.watch());
     let listen_error = |source| Error::Listen {
         addr: config.listen.clone(),
         source,
@@ -110,24 +117,32 @@ pub async fn run_node(config: Config, deps: Deps) -> Result<Node, Error> {
         builder.lease(),
         raft,
         applied,
+        identity,
     ));
     let proposer = Arc::new(Proposer::new(
         instance.clone(),
         channels.clone(),
         config.clone(),
     ));
-    let membership = Membership::new(instance.clone(), proposer.clone(), channels, config.clone());
+    let membership = Membership::new(
+        instance.clone(),
+        proposer.clone(),
+        channels.clone(),
+        config.clone(),
+    );
+    let bootstrap = Bootstrap::new(instance.clone(), channels, config.clone());
     let cluster_service = ClusterService::new(instance.clone(), proposer.clone());
     let admin_service = AdminService::new(
         instance.clone(),
         proposer.clone(),
         membership,
         deps.key_loss.clone(),
-        config.peers.clone(),
+        bootstrap.clone(),
     );
     let (shutdown_tx, _) = watch::channel(false);
     let server = runtime::spawn(server::serve(
         config.node_id,
+        instance.identity().watch(),
         listener,
         cluster_service,
         admin_service,
@@ -146,6 +161,7 @@ pub async fn run_node(config: Config, deps: Deps) -> Result<Node, Error> {
             local_addr,
             instance,
             proposer,
+            bootstrap,
             key_loss: deps.key_loss,
             _store: store,
             shutdown_tx,
@@ -170,18 +186,30 @@ impl Node {
         &self.parts.config
     }
 
-    /// Bootstraps the cluster with every configured peer as a voter.
-    /// Returns `false` (and changes nothing) if this node already holds
-    /// cluster state.
+    /// Bootstraps a new cluster with every configured peer as a voter,
+    /// giving each the new cluster's id first (see
+    /// [`bootstrap`](super::bootstrap)). Returns `false` (and changes
+    /// nothing) if the cluster exists already.
     ///
     /// # Errors
     ///
-    /// Raft failed.
-    pub async fn initialize(&self) -> Result<bool, Error> {
-        self.parts
-            .instance
-            .initialize(&self.parts.config.peers)
-            .await
+    /// This node was started to join, a peer does not answer or refuses,
+    /// or Raft failed.
+    pub async fn initialize(&self) -> Result<bool, BootstrapError> {
+        self.parts.bootstrap.initialize().await
+    }
+
+    /// The cluster this node belongs to, once it knows.
+    pub fn cluster_id(&self) -> Option<ClusterId> {
+        self.parts.instance.identity().cluster_id()
+    }
+
+    /// Waits until the node must stop: today only when a running cluster
+    /// calls it as a member while its store is empty and it was not
+    /// started with `--join` (a wiped or lost store must not vote again).
+    /// The process then exits with this error.
+    pub async fn wait_fatal(&self) -> Error {
+        Error::Identity(self.parts.instance.identity().wait_fatal().await)
     }
 
     /// Decides `attempt` for `chain_id` through the cluster.

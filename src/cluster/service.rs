@@ -5,7 +5,8 @@
 //! that do not decode get an `invalid_argument` status, never a panic.
 //! Only cluster members may call this service: with TLS, every call needs
 //! a node certificate from the cluster CA ([`super::tls::require`]), since
-//! it accepts log entries and proposes grants.
+//! it accepts log entries and proposes grants; and every call must come
+//! from this node's cluster ([`super::identity`]).
 
 use std::sync::Arc;
 
@@ -15,9 +16,11 @@ use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
 use super::forward::{self, ForwardError};
+use super::identity::{AdoptError, ParseClusterIdError, Rpc};
 use super::instance::Instance;
 use super::pb;
 use super::propose::Proposer;
+use super::snapshot_receiver::SnapshotReceiver;
 use super::tls::{Role, require};
 use super::types::TypeConfig;
 
@@ -32,11 +35,16 @@ pub const MAX_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024;
 pub struct ClusterService {
     instance: Arc<Instance>,
     proposer: Arc<Proposer>,
+    snapshots: Arc<SnapshotReceiver>,
 }
 
 impl ClusterService {
     pub(crate) fn new(instance: Arc<Instance>, proposer: Arc<Proposer>) -> ClusterService {
-        ClusterService { instance, proposer }
+        ClusterService {
+            instance,
+            proposer,
+            snapshots: Arc::default(),
+        }
     }
 }
 
@@ -71,6 +79,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
         require(&request, Role::Node)?;
+        self.instance
+            .identity()
+            .admit(&request, Rpc::AppendEntries)?;
         let rpc = decode(&request.into_inner().data)?;
         let result = self.instance.raft().append_entries(rpc).await;
         Ok(Response::new(pb::RaftReply {
@@ -83,6 +94,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
         require(&request, Role::Node)?;
+        self.instance.identity().admit(&request, Rpc::Other)?;
         let rpc = decode(&request.into_inner().data)?;
         let result = self.instance.raft().vote(rpc).await;
         Ok(Response::new(pb::RaftReply {
@@ -95,9 +107,16 @@ impl pb::cluster_server::Cluster for ClusterService {
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
         require(&request, Role::Node)?;
+        self.instance
+            .identity()
+            .admit(&request, Rpc::InstallSnapshot)?;
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(&request.into_inner().data)?;
         check_chunk(&rpc)?;
-        let result = self.instance.raft().install_snapshot(rpc).await;
+        let result = self
+            .snapshots
+            .receive(&self.instance.raft(), rpc)
+            .await
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(Response::new(pb::RaftReply {
             data: encode(&result)?,
         }))
@@ -108,6 +127,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         request: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardReply>, Status> {
         require(&request, Role::Node)?;
+        self.instance.identity().admit(&request, Rpc::Other)?;
         let command = forward::command(&request.into_inner())
             .map_err(|e| Status::invalid_argument(format!("decode: {e}")))?;
         // The forwarder's remaining time arrives as `grpc-timeout`, which
@@ -128,6 +148,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         request: Request<pb::PingRequest>,
     ) -> Result<Response<pb::PingReply>, Status> {
         require(&request, Role::Node)?;
+        self.instance.identity().admit(&request, Rpc::Other)?;
         Ok(Response::new(pb::PingReply {
             node_id: self.instance.id(),
         }))
@@ -138,6 +159,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         request: Request<pb::ElectRequest>,
     ) -> Result<Response<pb::ElectReply>, Status> {
         require(&request, Role::Node)?;
+        self.instance.identity().admit(&request, Rpc::Other)?;
         tracing::info!(
             node_id = self.instance.id(),
             "election requested by the leader (leadership transfer)"
@@ -149,5 +171,31 @@ impl pb::cluster_server::Cluster for ClusterService {
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(pb::ElectReply {}))
+    }
+
+    async fn adopt(
+        &self,
+        request: Request<pb::AdoptRequest>,
+    ) -> Result<Response<pb::AdoptReply>, Status> {
+        require(&request, Role::Node)?;
+        let request = request.into_inner();
+        let offered = request
+            .cluster_id
+            .parse()
+            .map_err(|e: ParseClusterIdError| Status::invalid_argument(e.to_string()))?;
+        self.instance
+            .identity()
+            .adopt(offered, request.dry_run)
+            .map_err(|e| match e {
+                AdoptError::Storage { .. } => Status::unavailable(e.to_string()),
+                _ => Status::failed_precondition(e.to_string()),
+            })?;
+        let initialized = self
+            .instance
+            .raft()
+            .is_initialized()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(pb::AdoptReply { initialized }))
     }
 }

@@ -67,6 +67,15 @@ pub fn apply(state: &mut AppliedState, entry: &Entry) -> Outcome {
     }
 }
 
+/// Reads a snapshot's data: the serialized [`AppliedState`].
+///
+/// # Errors
+///
+/// The bytes are not a serialized state.
+pub fn decode_snapshot(data: &[u8]) -> Result<AppliedState, BackendError> {
+    decode(data)
+}
+
 /// The stored snapshot: its metadata and the serialized [`AppliedState`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct StoredSnapshot {
@@ -152,9 +161,22 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             data: data.clone(),
         };
         let bytes = encode(&stored).map_err(snap_write_err)?;
-        self.backend
-            .meta_put(vec![(MetaKey::Snapshot, bytes)])
+        // A snapshot installed from the leader while this one was being
+        // built may already cover more of the log: keep the newer one, or
+        // the stored snapshot would fall behind the purged log.
+        let newer_stored = |current: &[u8]| {
+            decode::<StoredSnapshot>(current).is_ok_and(|s| s.meta.last_log_id >= meta.last_log_id)
+        };
+        let wrote = self
+            .backend
+            .meta_put_unless(MetaKey::Snapshot, bytes, &newer_stored)
             .map_err(snap_write_err)?;
+        if !wrote {
+            tracing::debug!(
+                built = ?meta.last_log_id,
+                "a snapshot at least as new is stored already; keeping it"
+            );
+        }
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -211,7 +233,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let mut state: AppliedState = decode(&data).map_err(snap_read_err)?;
+        let mut state = decode_snapshot(&data).map_err(snap_read_err)?;
         // The snapshot's own metadata is authoritative for where it ends.
         state.last_applied = meta.last_log_id;
         state.membership = meta.last_membership.clone();

@@ -1,5 +1,6 @@
 //! Durable storage for one Raft node: the log, the vote, the committed and
-//! purged log ids, the applied state machine and its latest snapshot.
+//! purged log ids, the applied state machine and its latest snapshot, and
+//! the id of the cluster it belongs to.
 //!
 //! A [`Backend`] is the seam: a handful of byte-level operations, each of
 //! which is durable (fsync'd) when it returns `Ok`. Two implementations:
@@ -67,6 +68,8 @@ pub enum MetaKey {
     Snapshot,
     /// A scratch record written to check that the disk takes writes again.
     Probe,
+    /// The id of the cluster this store belongs to.
+    ClusterId,
 }
 
 impl MetaKey {
@@ -78,6 +81,7 @@ impl MetaKey {
             MetaKey::Applied => "applied",
             MetaKey::Snapshot => "snapshot",
             MetaKey::Probe => "probe",
+            MetaKey::ClusterId => "cluster_id",
         }
     }
 }
@@ -100,6 +104,15 @@ pub trait Backend: Debug + Send + Sync + 'static {
     fn meta_get(&self, key: MetaKey) -> Result<Option<Vec<u8>>, BackendError>;
     /// Writes records, all in one write.
     fn meta_put(&self, records: Vec<(MetaKey, Vec<u8>)>) -> Result<(), BackendError>;
+    /// Writes `bytes` under `key` unless `keep` says the record already
+    /// there must stay; reading it and writing are one atomic write, so no
+    /// other write lands in between. Returns whether it wrote.
+    fn meta_put_unless(
+        &self,
+        key: MetaKey,
+        bytes: Vec<u8>,
+        keep: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<bool, BackendError>;
     /// Writes records that can be rebuilt from the log (the applied state
     /// machine) without waiting for the disk. They become durable with the
     /// next durable write, and a durable write (the snapshot) always comes
@@ -280,6 +293,25 @@ impl Backend for RedbBackend {
         self.put_records(redb::Durability::None, records)
     }
 
+    fn meta_put_unless(
+        &self,
+        key: MetaKey,
+        bytes: Vec<u8>,
+        keep: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<bool, BackendError> {
+        let mut wrote = false;
+        self.write(|txn| {
+            let mut table = txn.open_table(META)?;
+            let kept = table.get(key.name())?.is_some_and(|v| keep(v.value()));
+            if !kept {
+                table.insert(key.name(), bytes.as_slice())?;
+                wrote = true;
+            }
+            Ok(())
+        })?;
+        Ok(wrote)
+    }
+
     fn recover(&self) -> Result<(), BackendError> {
         let mut guard = self.db()?;
         *guard = None;
@@ -388,6 +420,21 @@ impl Backend for MemBackend {
             data.meta.insert(key, bytes);
         }
         Ok(())
+    }
+
+    fn meta_put_unless(
+        &self,
+        key: MetaKey,
+        bytes: Vec<u8>,
+        keep: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<bool, BackendError> {
+        self.check_write()?;
+        let mut data = self.data();
+        if data.meta.get(&key).is_some_and(|current| keep(current)) {
+            return Ok(false);
+        }
+        data.meta.insert(key, bytes);
+        Ok(true)
     }
 }
 

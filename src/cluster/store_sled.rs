@@ -182,6 +182,30 @@ impl Backend for SledBackend {
         open.flush()
     }
 
+    fn meta_put_unless(
+        &self,
+        key: MetaKey,
+        bytes: Vec<u8>,
+        keep: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<bool, BackendError> {
+        let open = self.get()?;
+        let wrote = open
+            .meta
+            .transaction(|meta| {
+                if meta
+                    .get(key.name())?
+                    .is_some_and(|current| keep(current.as_ref()))
+                {
+                    return Ok(false);
+                }
+                meta.insert(key.name(), bytes.as_slice())?;
+                Ok::<_, ConflictableTransactionError<BackendError>>(true)
+            })
+            .map_err(tx_err)?;
+        open.flush()?;
+        Ok(wrote)
+    }
+
     fn recover(&self) -> Result<(), BackendError> {
         let mut open = self.open.write().unwrap_or_else(|p| p.into_inner());
         *open = None;

@@ -183,3 +183,91 @@ fn apply_is_deterministic_and_answers_every_entry() {
         Outcome::Granted(Verdict::Refuse(Refusal::HeightRegression { .. }))
     ));
 }
+
+/// A snapshot built from the state at index 10 that finishes after a
+/// snapshot at index 20 was installed must not replace it: the stored
+/// snapshot would fall behind the log purged up to 20.
+async fn a_late_build_keeps_the_newer_installed_snapshot(backend: Arc<dyn Backend>) {
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
+
+    use super::types::typ::SnapshotMeta;
+
+    let log_id = |index| LogId::new(CommittedLeaderId::new(1, 1), index);
+    let (tx, _) = watch::channel(Arc::new(AppliedState::default()));
+    let mut sm = StateMachine::open(backend, tx).unwrap();
+    let entries: Vec<Entry<TypeConfig>> = (1..=10)
+        .map(|index| Entry {
+            log_id: log_id(index),
+            payload: EntryPayload::Blank,
+        })
+        .collect();
+    sm.apply(entries).await.unwrap();
+    let mut builder = sm.get_snapshot_builder().await;
+
+    let installed = AppliedState {
+        last_applied: Some(log_id(20)),
+        ..AppliedState::default()
+    };
+    let meta = SnapshotMeta {
+        last_log_id: Some(log_id(20)),
+        last_membership: installed.membership.clone(),
+        snapshot_id: "installed-20".into(),
+    };
+    let data = serde_json::to_vec(&installed).unwrap();
+    sm.install_snapshot(&meta, Box::new(std::io::Cursor::new(data)))
+        .await
+        .unwrap();
+
+    let built = builder.build_snapshot().await.unwrap();
+    assert_eq!(built.meta.last_log_id, Some(log_id(10)));
+    let current = sm
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("a snapshot");
+    assert_eq!(current.meta.last_log_id, Some(log_id(20)));
+    assert_eq!(current.meta.snapshot_id, "installed-20");
+
+    // A build that is newer than what is stored replaces it.
+    let entries: Vec<Entry<TypeConfig>> = (21..=30)
+        .map(|index| Entry {
+            log_id: log_id(index),
+            payload: EntryPayload::Blank,
+        })
+        .collect();
+    sm.apply(entries).await.unwrap();
+    let built = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let current = sm
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("a snapshot");
+    assert_eq!(current.meta, built.meta);
+    assert_eq!(current.meta.last_log_id, Some(log_id(30)));
+}
+
+#[tokio::test]
+async fn memory_store_keeps_the_newer_snapshot() {
+    a_late_build_keeps_the_newer_installed_snapshot(Arc::new(MemBackend::new())).await;
+}
+
+#[tokio::test]
+async fn redb_store_keeps_the_newer_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = RedbBackend::open(&dir.path().join("raft.redb")).unwrap();
+    a_late_build_keeps_the_newer_installed_snapshot(Arc::new(backend)).await;
+}
+
+#[cfg(feature = "sled")]
+#[tokio::test]
+async fn sled_store_keeps_the_newer_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = super::store_sled::SledBackend::open(&dir.path().join("raft.sled")).unwrap();
+    a_late_build_keeps_the_newer_installed_snapshot(Arc::new(backend)).await;
+}

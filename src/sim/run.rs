@@ -39,6 +39,9 @@ fn validator_host(chain: usize, index: usize) -> String {
     format!("c{chain}v{index}")
 }
 
+/// Pause before node 1 tries `cluster init` again.
+const INIT_RETRY: Duration = Duration::from_millis(50);
+
 fn chain_id(chain: usize) -> String {
     format!("sim-chain-{chain}")
 }
@@ -171,6 +174,8 @@ struct SignerHost {
     bug: Option<Bug>,
     /// Boots so far, shared by every boot of this host.
     boots: Rc<Cell<u32>>,
+    /// The spare: it starts with `--join`, to be added as a learner.
+    join: bool,
 }
 
 impl SignerHost {
@@ -190,13 +195,22 @@ impl SignerHost {
         let deps = Deps {
             store: StoreChoice::Backend(self.store.backend()),
             transport: Arc::new(net::SimTransport),
+            join: self.join,
             ..Deps::default()
         };
         let grant_timeout = Duration::from_millis(self.config.grant_timeout_ms);
         let node = cluster::run_node(self.config, deps).await?;
         set_slot(&self.slot, Some(node.clone()));
-        if id == 1 && boot == 0 {
-            node.initialize().await?;
+        if id == 1 {
+            // Every member must answer `cluster init`, and the others may
+            // not listen yet; after a crash it finds the cluster formed (or
+            // finishes what it began).
+            while let Err(e) = node.initialize().await {
+                if !e.is_transient() {
+                    return Err(e.into());
+                }
+                tokio::time::sleep(INIT_RETRY).await;
+            }
         }
         let granter: Arc<dyn Granter> = match self.bug {
             Some(Bug::SignBeforeCommit) => Arc::new(granter::EagerGranter::new(node)),
@@ -315,6 +329,7 @@ impl<'a> Run<'a> {
                 keys: self.keys.clone(),
                 bug: self.settings.bug,
                 boots: Rc::new(Cell::new(0)),
+                join: id > self.settings.nodes,
             };
             self.sim.host(signer_host(id), move || host.clone().boot());
         }

@@ -254,6 +254,16 @@ impl Backend for SimStore {
         Ok(())
     }
 
+    fn meta_put_unless(
+        &self,
+        key: MetaKey,
+        bytes: Vec<u8>,
+        keep: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<bool, BackendError> {
+        self.writable()?;
+        self.disk.meta_put_unless(key, bytes, keep)
+    }
+
     fn recover(&self) -> Result<(), BackendError> {
         self.disk.recover()
     }

@@ -23,10 +23,11 @@ pub fn spawn_node(exe: &Path, node: &NodeFiles) -> std::io::Result<Child> {
 ///
 /// When the process cannot be spawned.
 pub fn spawn_node_in(exe: &Path, node: &NodeFiles, netns: Option<&str>) -> std::io::Result<Child> {
-    spawn_node_with_env(exe, node, netns, &[])
+    spawn_node_with_env(exe, node, netns, &[], &[])
 }
 
-/// [`spawn_node_in`], with `env` added to the node's environment.
+/// [`spawn_node_in`], with `env` added to the node's environment and
+/// `args` (e.g. `--join`) to its command line.
 ///
 /// # Errors
 ///
@@ -36,6 +37,7 @@ pub fn spawn_node_with_env(
     node: &NodeFiles,
     netns: Option<&str>,
     env: &[(String, String)],
+    args: &[&str],
 ) -> std::io::Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -53,6 +55,7 @@ pub fn spawn_node_with_env(
         .arg("start")
         .arg("-c")
         .arg(&node.config)
+        .args(args)
         .env("RUST_LOG", "info")
         .envs(env.iter().map(|(key, value)| (key, value)))
         .stdin(Stdio::null())

@@ -6,6 +6,7 @@ mod support;
 mod conflicts;
 mod failover;
 mod happy;
+mod identity;
 mod minority;
 mod rpc;
 mod snapshot;

@@ -1,10 +1,22 @@
 //! The cluster service never panics on bytes it cannot decode: it answers
 //! with an `invalid_argument` status and keeps serving.
 
+/// `message` as a request from a member of `node`'s cluster.
+fn member<T>(node: &quorumkms::cluster::Node, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let id = node.cluster_id().expect("the node has a cluster id");
+    request.metadata_mut().insert(
+        quorumkms::cluster::identity::CLUSTER_ID_HEADER,
+        id.to_string().parse().unwrap(),
+    );
+    request
+}
+
 use crate::support::{TestCluster, attempt};
 use quorumkms::cluster::pb;
 use quorumkms::cluster::pb::cluster_client::ClusterClient;
-use quorumkms::watermark::{Step, Verdict};
+use quorumkms::watermark::{Position, Step, Verdict};
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_rpcs_get_a_status() {
@@ -15,28 +27,40 @@ async fn malformed_rpcs_get_a_status() {
         .expect("connect");
     let garbage = b"\xff not json".to_vec();
     let status = client
-        .append_entries(pb::RaftRequest {
-            data: garbage.clone(),
-        })
+        .append_entries(member(
+            cluster.node(2),
+            pb::RaftRequest {
+                data: garbage.clone(),
+            },
+        ))
         .await
         .expect_err("append_entries");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     let status = client
-        .vote(pb::RaftRequest {
-            data: garbage.clone(),
-        })
+        .vote(member(
+            cluster.node(2),
+            pb::RaftRequest {
+                data: garbage.clone(),
+            },
+        ))
         .await
         .expect_err("vote");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     let status = client
-        .install_snapshot(pb::RaftRequest {
-            data: garbage.clone(),
-        })
+        .install_snapshot(member(
+            cluster.node(2),
+            pb::RaftRequest {
+                data: garbage.clone(),
+            },
+        ))
         .await
         .expect_err("install_snapshot");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     let status = client
-        .forward(pb::ForwardRequest { command: garbage })
+        .forward(member(
+            cluster.node(2),
+            pb::ForwardRequest { command: garbage },
+        ))
         .await
         .expect_err("forward");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
@@ -84,12 +108,12 @@ async fn a_snapshot_chunk_far_out_is_refused() {
         }
     };
     client
-        .install_snapshot(chunk(0))
+        .install_snapshot(member(cluster.node(2), chunk(0)))
         .await
         .expect("the first chunk is taken");
     for offset in [1 << 40, MAX_SNAPSHOT_BYTES, u64::MAX - 4] {
         let status = client
-            .install_snapshot(chunk(offset))
+            .install_snapshot(member(cluster.node(2), chunk(offset)))
             .await
             .expect_err("a chunk past the limit");
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{offset}");
@@ -189,5 +213,88 @@ async fn an_admin_raise_is_vetted_on_the_node() {
         assert_eq!(state.owner, None, "node {id}");
         assert_eq!(state.signature, None, "node {id}");
     }
+    cluster.stop_all().await;
+}
+
+/// A snapshot whose data does not decode is refused before Raft sees any
+/// of it: the node keeps its vote and its state, and keeps serving. (Raft
+/// would take the sender's vote and then stop on a state machine that
+/// cannot read the snapshot.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_snapshot_that_does_not_decode_is_refused_and_changes_nothing() {
+    use openraft::raft::InstallSnapshotRequest;
+    use openraft::{CommittedLeaderId, LogId, SnapshotMeta, Vote};
+    use quorumkms::cluster::types::TypeConfig;
+
+    let mut cluster = TestCluster::start(3).await;
+    cluster
+        .grant(1, "rpc-chain", attempt(1, 0, Step::Prevote, "b1"))
+        .await
+        .expect("grant");
+    let first = Position {
+        height: 1,
+        round: 0,
+        step: Step::Prevote,
+    };
+    cluster
+        .wait_watermark("rpc-chain", first, Duration::from_secs(10))
+        .await;
+    let addr = cluster.node(2).local_addr().to_string();
+    let mut client = ClusterClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let node = cluster.node(2).clone();
+    let vote = node.metrics().vote;
+    let applied = node.applied_state();
+    // A newer leader's vote and a snapshot past everything the node has,
+    // so that Raft would take both.
+    let term = vote.leader_id().term + 1;
+    let meta = SnapshotMeta {
+        last_log_id: Some(LogId::new(CommittedLeaderId::new(term, 1), 1000)),
+        last_membership: applied.membership.clone(),
+        snapshot_id: "garbage".into(),
+    };
+    let chunk = |offset: u64, data: &[u8], done: bool| {
+        let request = InstallSnapshotRequest::<TypeConfig> {
+            vote: Vote::new_committed(term, 1),
+            meta: meta.clone(),
+            offset,
+            data: data.to_vec(),
+            done,
+        };
+        pb::RaftRequest {
+            data: serde_json::to_vec(&request).unwrap(),
+        }
+    };
+
+    // In one chunk.
+    let status = client
+        .install_snapshot(member(&node, chunk(0, b"\xff not a state", true)))
+        .await
+        .expect_err("an undecodable snapshot");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("does not decode"), "{status:?}");
+    // In two: the first chunk is taken, the whole is refused.
+    let good = serde_json::to_vec(&*applied).unwrap();
+    let half = good.len() / 2;
+    client
+        .install_snapshot(member(&node, chunk(0, &good[..half], false)))
+        .await
+        .expect("the first chunk is taken");
+    let status = client
+        .install_snapshot(member(&node, chunk(half as u64, b"}}}} garbage", true)))
+        .await
+        .expect_err("an undecodable snapshot in two chunks");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+    assert_eq!(node.metrics().vote, vote, "the vote changed");
+    assert_eq!(node.storage_fault(), None);
+    assert_eq!(node.applied_state(), applied, "the state changed");
+    // The node still serves.
+    let verdict = cluster
+        .grant(2, "rpc-chain", attempt(2, 0, Step::Prevote, "b2"))
+        .await
+        .expect("grant");
+    assert_eq!(verdict, Verdict::Sign(b"b2".to_vec()));
     cluster.stop_all().await;
 }

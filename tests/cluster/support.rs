@@ -159,6 +159,11 @@ impl TestCluster {
 
     /// Starts node `id` again from its data dir (or in-memory disk).
     pub async fn restart(&mut self, id: u64) {
+        self.restart_with(id, false).await;
+    }
+
+    /// Starts node `id` again, with `--join` when `join`.
+    pub async fn restart_with(&mut self, id: u64, join: bool) {
         let config = self.configs[&id].clone();
         let store = match self.disks.get(&id) {
             Some(disk) => StoreChoice::Backend(Arc::new(disk.clone())),
@@ -166,6 +171,7 @@ impl TestCluster {
         };
         let deps = Deps {
             store,
+            join,
             ..Deps::default()
         };
         let node = cluster::run_node(config, deps).await.expect("run_node");

@@ -1,6 +1,7 @@
 //! A full restart of every signer process (kill -9 all, start all) keeps
 //! every watermark: regressions and conflicting payloads are refused after
-//! the restart, and an identical request gets the identical signature.
+//! the restart, and an identical request gets the identical signature. A
+//! voter whose store was wiped needs `--join` to come back, as a learner.
 
 use std::time::Duration;
 
@@ -81,5 +82,59 @@ fn full_restart_keeps_every_watermark() {
             assert!(matches!(o, SignOutcome::Signed { .. }), "height {h}: {o:?}");
         }
         assert_no_conflicts(&checker);
+    });
+}
+
+/// A voter whose store was wiped refuses to start without `--join`: the
+/// cluster calls it and it exits, saying why. Removed, started with
+/// `--join` and added back, it joins as a learner, and is promoted.
+#[test]
+fn a_wiped_voter_needs_join_and_comes_back_as_a_learner() {
+    const T: Duration = Duration::from_secs(30);
+    support::run(async {
+        let checker = Checker::new();
+        let mut c = Cluster::builder(3).build();
+        let (_v, addr) = support::validator(&c.validator_host(), &checker, fast_timing()).await;
+        c.write(&|_| vec![addr.clone()]);
+        let leader = c.start(T).await;
+        let wiped = (1..=3).find(|i| *i != leader).expect("a follower");
+        c.kill(wiped).await;
+        std::fs::remove_dir_all(c.data_dir(wiped)).expect("wipe the store");
+
+        c.spawn(wiped);
+        let status = c.wait_exit(wiped, T).await;
+        assert!(!status.success(), "node {wiped} ran on with an empty store");
+        let log = c.log(wiped);
+        assert!(
+            log.contains("empty store") && log.contains("--join"),
+            "{}",
+            support::tail(&log, 20)
+        );
+
+        let client = c.client(leader);
+        client.remove(wiped as u64, false).await.expect("remove");
+        c.spawn_joining(wiped);
+        client
+            .add_learner(wiped as u64, &c.addr(wiped))
+            .await
+            .expect("add learner");
+        let status = c
+            .wait_status(wiped, "a learner of the cluster", T, |s| {
+                s.cluster_id.is_some() && s.role == "Learner"
+            })
+            .await;
+        let leader_status = c.status(leader).await.expect("leader status");
+        assert_eq!(status.cluster_id, leader_status.cluster_id);
+        support::retry(T, || {
+            let client = client.clone();
+            async move { client.promote(wiped as u64).await }
+        })
+        .await
+        .expect("promote");
+        let mut voters = c.voters().await;
+        voters.sort_unstable();
+        assert_eq!(voters, vec![1, 2, 3]);
+        c.wait_ready(&[1, 2, 3], T).await;
+        c.stop_all().await;
     });
 }

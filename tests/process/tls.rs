@@ -13,7 +13,7 @@ use crate::support::Cluster;
 use crate::support::signing::start_cluster;
 use quorumkms::cluster::admin::Client;
 use quorumkms::cluster::network::{self, Channels};
-use quorumkms::cluster::{TcpTransport, TlsConfig, TlsTransport, certs};
+use quorumkms::cluster::{ClusterId, TcpTransport, TlsConfig, TlsTransport, certs};
 
 const T: Duration = Duration::from_secs(3);
 
@@ -65,13 +65,19 @@ async fn only_cluster_certificates_with_the_right_role_get_in() {
     }
 
     // The Raft port: a node certificate passes, an operator's does not,
-    // plaintext does not.
+    // plaintext does not (each calling as a member of the cluster).
+    let cluster_id: ClusterId = status
+        .cluster_id
+        .as_deref()
+        .expect("a cluster id")
+        .parse()
+        .expect("cluster id");
     let as_node = TlsTransport::from_config(&node_cert).expect("node transport");
-    let channels = Channels::new(Arc::new(as_node), T);
+    let channels = Channels::new(Arc::new(as_node), T).in_cluster(cluster_id);
     assert_eq!(network::ping(&channels, &addr, T).await, Ok(1));
     let operator = ops.operator_tls().expect("tls");
     let as_operator = TlsTransport::from_config(&operator).expect("operator transport");
-    let channels = Channels::new(Arc::new(as_operator), T);
+    let channels = Channels::new(Arc::new(as_operator), T).in_cluster(cluster_id);
     let refused = network::ping(&channels, &addr, T)
         .await
         .expect_err("operator on the Raft port");
@@ -80,7 +86,7 @@ async fn only_cluster_certificates_with_the_right_role_get_in() {
             || refused.to_string().contains("node certificate"),
         "{refused}"
     );
-    let channels = Channels::new(Arc::new(TcpTransport), T);
+    let channels = Channels::new(Arc::new(TcpTransport), T).in_cluster(cluster_id);
     assert!(network::ping(&channels, &addr, T).await.is_err());
 
     // The cluster still works after all that.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status as GrpcStatus};
 
 use super::status::{LEADER_ADDR, Status};
-use crate::cluster::config::Peer;
+use crate::cluster::bootstrap::Bootstrap;
 use crate::cluster::instance::Instance;
 use crate::cluster::membership::{self, ChangeError, Membership};
 use crate::cluster::pb;
@@ -27,26 +27,26 @@ pub struct AdminService {
     proposer: Arc<Proposer>,
     membership: Membership,
     key_loss: KeyLoss,
-    peers: Vec<Peer>,
+    bootstrap: Bootstrap,
 }
 
 impl AdminService {
     /// Serves `instance`: raises through `proposer`, membership changes
     /// through `membership`, the simulated key loss through `key_loss`,
-    /// and bootstraps with `peers` as the voters.
+    /// and `cluster init` through `bootstrap`.
     pub(crate) fn new(
         instance: Arc<Instance>,
         proposer: Arc<Proposer>,
         membership: Membership,
         key_loss: KeyLoss,
-        peers: Vec<Peer>,
+        bootstrap: Bootstrap,
     ) -> AdminService {
         AdminService {
             instance,
             proposer,
             membership,
             key_loss,
-            peers,
+            bootstrap,
         }
     }
 }
@@ -94,11 +94,13 @@ impl pb::admin_server::Admin for AdminService {
         request: Request<pb::InitializeRequest>,
     ) -> Result<Response<pb::InitializeReply>, GrpcStatus> {
         require(&request, Role::Operator)?;
-        let initialized = self
-            .instance
-            .initialize(&self.peers)
-            .await
-            .map_err(|e| GrpcStatus::failed_precondition(e.to_string()))?;
+        let initialized = self.bootstrap.initialize().await.map_err(|e| {
+            if e.is_transient() {
+                GrpcStatus::unavailable(e.to_string())
+            } else {
+                GrpcStatus::failed_precondition(e.to_string())
+            }
+        })?;
         Ok(Response::new(pb::InitializeReply { initialized }))
     }
 

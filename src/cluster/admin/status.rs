@@ -76,6 +76,10 @@ pub struct Status {
     /// Whether a drill has made this node's keys fail on purpose.
     #[serde(default)]
     pub key_loss_simulated: bool,
+    /// The cluster this node belongs to (32 hex digits); none while it
+    /// waits for `cluster init` or, started with `--join`, to be added.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
 }
 
 impl Status {
@@ -133,6 +137,7 @@ impl Status {
                 })
                 .collect(),
             key_loss_simulated: key_loss.is_lost(),
+            cluster_id: instance.identity().cluster_id().map(|id| id.to_string()),
         }
     }
 }

@@ -304,8 +304,19 @@ impl Cluster {
         self.client_within(i, CALL_TIMEOUT)
     }
 
-    /// Starts node `i`.
+    /// Starts node `i`; one that joins later starts with `--join`, so it
+    /// takes the cluster's id once added as a learner.
     pub fn spawn(&mut self, i: usize) {
+        let args: &[&str] = if i > self.initial { &["--join"] } else { &[] };
+        self.spawn_with(i, args);
+    }
+
+    /// Starts node `i` with `--join` (say, after its store was wiped).
+    pub fn spawn_joining(&mut self, i: usize) {
+        self.spawn_with(i, &["--join"]);
+    }
+
+    fn spawn_with(&mut self, i: usize, args: &[&str]) {
         assert!(self.children[i - 1].is_none(), "node {i} is running");
         let netns = self.net.as_ref().map(|net| net.ns(i));
         let child = testnet::spawn_node_with_env(
@@ -313,6 +324,7 @@ impl Cluster {
             &self.nodes[i - 1],
             netns.as_deref(),
             &self.env[i - 1],
+            args,
         )
         .expect("spawn node");
         self.children[i - 1] = Some(child);
