@@ -238,7 +238,7 @@ where
     let client = channels.client(addr)?;
     // The peer learns the caller's deadline (`grpc-timeout`) and stops
     // working on the call when it passes.
-    let mut req = tonic::Request::new(req);
+    let mut req = req;
     req.set_timeout(timeout);
     match tokio::time::timeout(timeout, f(client, req)).await {
         Ok(Ok(resp)) => Ok(resp),
