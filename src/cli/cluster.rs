@@ -74,11 +74,7 @@ impl Target {
                     (None, Some(tls)) => tls.ca.clone(),
                     (None, None) => return Err("--ca is required with --cert".into()),
                 };
-                let tls = TlsConfig {
-                    ca,
-                    cert: cert.clone(),
-                    key: key.clone(),
-                };
+                let tls = TlsConfig::new(ca, cert.clone(), key.clone());
                 Ok(client.with_tls(&tls)?)
             }
             (Some(_), None) | (None, Some(_)) => Err("--cert and --key go together".into()),

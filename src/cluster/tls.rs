@@ -53,6 +53,13 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
+impl TlsConfig {
+    /// The CA, certificate and key files.
+    pub fn new(ca: PathBuf, cert: PathBuf, key: PathBuf) -> TlsConfig {
+        TlsConfig { ca, cert, key }
+    }
+}
+
 /// A caller role a service requires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -63,7 +70,8 @@ pub enum Role {
 }
 
 /// Checks that the caller of `request` holds `role`. Plaintext servers (no
-/// `tls` configured) accept everyone; they log a warning at start.
+/// `tls` configured: loopback only, or `insecure_plaintext`) accept
+/// everyone; they log a warning at start.
 ///
 /// # Errors
 ///
