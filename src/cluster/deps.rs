@@ -54,7 +54,7 @@ impl Deps {
     /// The TLS files cannot be read or used.
     pub fn for_config(config: &Config, key_loss: KeyLoss) -> Result<Deps, Error> {
         let transport: Arc<dyn Transport> = match &config.tls {
-            Some(tls) => Arc::new(TlsTransport::from_config(tls)?),
+            Some(tls) => Arc::new(TlsTransport::for_node(tls, config.node_id)?),
             None if config.insecure_plaintext => {
                 tracing::warn!(
                     listen = %config.listen,

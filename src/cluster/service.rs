@@ -5,11 +5,14 @@
 //! that do not decode get an `invalid_argument` status, never a panic.
 //! Only cluster members may call this service: with TLS, every call needs
 //! a node certificate from the cluster CA ([`super::tls::require`]), since
-//! it accepts log entries and proposes grants.
+//! it accepts log entries and proposes grants, and a Raft message must come
+//! from the node its certificate names ([`super::tls::require_sender`]:
+//! the leader of an AppendEntries or InstallSnapshot, the candidate of a
+//! Vote). A forwarded command names no sender node.
 
 use std::sync::Arc;
 
-use openraft::raft::InstallSnapshotRequest;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
@@ -18,8 +21,8 @@ use super::forward::{self, ForwardError};
 use super::instance::Instance;
 use super::pb;
 use super::propose::Proposer;
-use super::tls::{Role, require};
-use super::types::TypeConfig;
+use super::tls::{Role, require, require_sender};
+use super::types::{NodeId, TypeConfig};
 
 /// Largest snapshot a node accepts, in bytes. A snapshot holds one
 /// watermark per chain, a few hundred bytes each, so this is generous; it
@@ -70,8 +73,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
-        require(&request, Role::Node)?;
-        let rpc = decode(&request.into_inner().data)?;
+        let peer = require(&request, Role::Node)?;
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(&request.into_inner().data)?;
+        require_sender(&peer, rpc.vote.leader_id().voted_for())?;
         let result = self.instance.raft().append_entries(rpc).await;
         Ok(Response::new(pb::RaftReply {
             data: encode(&result)?,
@@ -82,8 +86,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
-        require(&request, Role::Node)?;
-        let rpc = decode(&request.into_inner().data)?;
+        let peer = require(&request, Role::Node)?;
+        let rpc: VoteRequest<NodeId> = decode(&request.into_inner().data)?;
+        require_sender(&peer, rpc.vote.leader_id().voted_for())?;
         let result = self.instance.raft().vote(rpc).await;
         Ok(Response::new(pb::RaftReply {
             data: encode(&result)?,
@@ -94,8 +99,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
-        require(&request, Role::Node)?;
+        let peer = require(&request, Role::Node)?;
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(&request.into_inner().data)?;
+        require_sender(&peer, rpc.vote.leader_id().voted_for())?;
         check_chunk(&rpc)?;
         let result = self.instance.raft().install_snapshot(rpc).await;
         Ok(Response::new(pb::RaftReply {

@@ -9,4 +9,5 @@ mod happy;
 mod minority;
 mod rpc;
 mod snapshot;
+mod tls;
 mod transfer;
