@@ -13,8 +13,10 @@
 //!   commands through the `watermark` rules and publishes the applied
 //!   state.
 //! - [`transport`]: the [`Transport`] seam (TCP, TLS, a simulated
-//!   network); [`tls`]: mutual TLS ([`TlsTransport`]) and caller roles;
-//!   [`certs`]: the cluster CA.
+//!   network); [`accept`]: a listener that bounds handshakes in progress
+//!   and connections per source address; [`tls`]: mutual TLS
+//!   ([`TlsTransport`]), caller roles and node ids, revocation;
+//!   [`certs`]: the cluster CA and its revocation list.
 //! - [`config`], [`error`], [`deps`]: a node's settings, errors and seams.
 //! - [`forward`]: a forwarded command and the leader's typed answer;
 //!   [`network`]: the tonic client side (Raft RPCs, forwarding).
@@ -35,6 +37,7 @@
 //! entry that grants exactly `bytes`, or from its applied state when that
 //! already holds exactly `bytes` at the attempt's position.
 
+pub mod accept;
 pub mod admin;
 mod build;
 pub mod certs;

@@ -12,6 +12,11 @@ use super::service::ClusterService;
 use super::transport::{Listener, ServerIo};
 use super::types::NodeId;
 
+/// How often the server pings each connection's peer.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a ping may go unanswered before the connection is closed.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Serves `cluster` and `admin` on `listener` until `stop` turns true.
 /// Accept errors (out of file descriptors, a reset before accept) are
 /// logged and retried after `pause`, so they never end the server.
@@ -40,6 +45,10 @@ pub(crate) async fn serve(
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
     let result = tonic::transport::Server::builder()
+        // Reap connections whose peer vanished without a close (a cut
+        // link): each holds one of its address's connection slots.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(pb::cluster_server::ClusterServer::new(cluster))
         .add_service(pb::admin_server::AdminServer::new(admin))
         .serve_with_incoming_shutdown(incoming, signal)

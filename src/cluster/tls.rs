@@ -43,10 +43,9 @@ use rustls::{
     ServerConfig, SignatureScheme,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use super::accept::{Bounded, Handshake, Limits};
 use super::transport::{BoxIo, Listener, PeerInfo, TcpTransport, Transport};
 use super::types::NodeId;
 use futures_util::future::BoxFuture;
@@ -62,7 +61,8 @@ pub fn node_id_name(id: NodeId) -> String {
     format!("{id}.{NODE_NAME}")
 }
 
-/// How long a TLS handshake may take before the connection is dropped.
+/// How long a client's TLS handshake may take before the connection is
+/// dropped (a server's: [`Limits::handshake_timeout`]).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `[cluster] tls = { ca = "...", cert = "...", key = "..." }`: PEM files.
@@ -710,17 +710,21 @@ pub async fn connect(connector: &TlsConnector, addr: &str) -> io::Result<BoxIo> 
 }
 
 /// Mutual TLS over TCP: the production transport when `[cluster] tls` is
-/// set, and the operator's (which dials only).
+/// set, and the operator's (which dials only). Its listener bounds the
+/// handshakes callers can hold open ([`Limits`]).
 #[derive(Clone)]
 pub struct TlsTransport {
     // `None` for an operator, whose certificate cannot serve.
     acceptor: Option<TlsAcceptor>,
     connector: TlsConnector,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for TlsTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsTransport").finish_non_exhaustive()
+        f.debug_struct("TlsTransport")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
     }
 }
 
@@ -734,6 +738,7 @@ impl TlsTransport {
         Ok(TlsTransport {
             acceptor: Some(TlsAcceptor::from(Arc::new(identity.server_config()?))),
             connector: identity.connector()?,
+            limits: Limits::default(),
         })
     }
 
@@ -747,7 +752,14 @@ impl TlsTransport {
         Ok(TlsTransport {
             acceptor: None,
             connector: identity.connector()?,
+            limits: Limits::default(),
         })
+    }
+
+    /// The same transport, its listeners bounded by `limits`.
+    pub fn with_limits(mut self, limits: Limits) -> TlsTransport {
+        self.limits = limits;
+        self
     }
 
     /// Loads `config` and builds the transport.
@@ -773,6 +785,30 @@ impl TlsTransport {
     }
 }
 
+/// The server side of a handshake: the TLS stream and what its
+/// certificate says about the caller.
+fn tls_handshake(acceptor: TlsAcceptor) -> Handshake {
+    Arc::new(move |tcp| {
+        let acceptor = acceptor.clone();
+        Box::pin(async move {
+            let stream = acceptor.accept(tcp).await?;
+            let info = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .map_or(
+                    PeerInfo {
+                        tls: true,
+                        ..PeerInfo::default()
+                    },
+                    peer_info,
+                );
+            Ok((Box::new(stream) as BoxIo, info))
+        })
+    })
+}
+
 impl Transport for TlsTransport {
     fn connect(&self, addr: String) -> BoxFuture<'static, io::Result<BoxIo>> {
         let connector = self.connector.clone();
@@ -781,6 +817,7 @@ impl Transport for TlsTransport {
 
     fn bind(&self, addr: String) -> BoxFuture<'static, io::Result<Box<dyn Listener>>> {
         let acceptor = self.acceptor.clone();
+        let limits = self.limits;
         Box::pin(async move {
             let acceptor = acceptor.ok_or_else(|| {
                 io::Error::new(
@@ -788,87 +825,9 @@ impl Transport for TlsTransport {
                     "an operator's TLS transport cannot listen",
                 )
             })?;
-            let inner = TcpTransport.bind(addr).await?;
-            let local = inner.local_addr()?;
-            let (tx, rx) = mpsc::channel(64);
-            let task = tokio::spawn(accept_loop(inner, acceptor, tx));
-            Ok(Box::new(TlsListener { local, rx, task }) as Box<dyn Listener>)
-        })
-    }
-}
-
-/// Accepts TCP connections and runs each handshake in its own task, so a
-/// slow or hostile client never holds up the others.
-async fn accept_loop(
-    mut inner: Box<dyn Listener>,
-    acceptor: TlsAcceptor,
-    tx: mpsc::Sender<(BoxIo, PeerInfo)>,
-) {
-    loop {
-        let tcp = match inner.accept().await {
-            Ok(tcp) => tcp,
-            Err(e) => {
-                tracing::warn!(cause = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        if tx.is_closed() {
-            return;
-        }
-        let acceptor = acceptor.clone();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => {
-                    let info = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|certs| certs.first())
-                        .map_or(
-                            PeerInfo {
-                                tls: true,
-                                ..PeerInfo::default()
-                            },
-                            peer_info,
-                        );
-                    let _ = tx.send((Box::new(stream) as BoxIo, info)).await;
-                }
-                Ok(Err(e)) => tracing::warn!(cause = %e, "TLS handshake refused"),
-                Err(_) => tracing::warn!("TLS handshake timed out"),
-            }
-        });
-    }
-}
-
-struct TlsListener {
-    local: String,
-    rx: mpsc::Receiver<(BoxIo, PeerInfo)>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Listener for TlsListener {
-    fn local_addr(&self) -> io::Result<String> {
-        Ok(self.local.clone())
-    }
-
-    fn accept(&mut self) -> BoxFuture<'_, io::Result<BoxIo>> {
-        Box::pin(async move { self.accept_peer().await.map(|(io, _)| io) })
-    }
-
-    fn accept_peer(&mut self) -> BoxFuture<'_, io::Result<(BoxIo, PeerInfo)>> {
-        Box::pin(async move {
-            self.rx
-                .recv()
-                .await
-                .ok_or_else(|| io::Error::other("TLS listener stopped"))
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            let bounded = Bounded::new(listener, tls_handshake(acceptor), limits)?;
+            Ok(Box::new(bounded) as Box<dyn Listener>)
         })
     }
 }
@@ -1050,6 +1009,44 @@ mod tests {
         assert!(!matches!(read, Ok(1)), "a foreign certificate was served");
         assert!(!serve.is_finished());
         serve.abort();
+    }
+
+    #[tokio::test]
+    async fn callers_who_never_handshake_do_not_lock_out_a_node() {
+        let pki = pki();
+        let server = TlsTransport::from_config(&files(pki.path(), "node-1")).expect("server");
+        let mut listener = server.bind("127.0.0.1:0".into()).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut stalled = Vec::new();
+        for _ in 0..200 {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind("127.0.0.2:0".parse().expect("source"))
+                .expect("bind source");
+            stalled.push(
+                socket
+                    .connect(addr.parse().expect("addr"))
+                    .await
+                    .expect("connect"),
+            );
+        }
+        let client = TlsTransport::from_config(&files(pki.path(), "node-2")).expect("client");
+        let dial = tokio::spawn(async move {
+            let mut io = client.connect(addr).await.expect("handshake");
+            io.write_all(b"x").await.expect("write");
+            let mut byte = [0u8; 1];
+            io.read_exact(&mut byte).await.expect("echo");
+        });
+        let (mut io, info) = tokio::time::timeout(Duration::from_secs(30), listener.accept_peer())
+            .await
+            .expect("served in time")
+            .expect("accepted");
+        assert_eq!(info.node_id, Some(2));
+        let mut byte = [0u8; 1];
+        io.read_exact(&mut byte).await.expect("read");
+        io.write_all(&byte).await.expect("echo");
+        dial.await.expect("client");
+        drop(stalled);
     }
 
     #[tokio::test]
