@@ -25,7 +25,8 @@ use rcgen::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
 
-use super::tls::{NODE_NAME, OPERATOR_NAME, TlsError, node_id_name, parse_serial, serial_hex};
+use super::revoke::{BadSerial, parse_serial, serial_hex};
+use super::tls::{NODE_NAME, OPERATOR_NAME, node_id_name};
 use super::types::NodeId;
 use crate::keys::softsign::write_secret_file;
 
@@ -106,7 +107,7 @@ pub enum CertError {
     Rcgen(#[from] rcgen::Error),
     /// A serial number that is not hex.
     #[error("{0}")]
-    Serial(#[from] TlsError),
+    Serial(#[from] BadSerial),
     /// A certificate or revocation list file that does not parse.
     #[error("{}: {reason}", .path.display())]
     Unreadable {
@@ -357,7 +358,7 @@ pub fn revoke(dir: &Path, serials: &[String], certs: &[PathBuf]) -> Result<Revok
         .map_or(0, |d| d.as_secs());
     let mut entries = listed(&path)?;
     for serial in new {
-        let raw = hex::decode(&serial).map_err(|_| TlsError::BadSerial(serial.clone()))?;
+        let raw = hex::decode(&serial).map_err(|_| BadSerial(serial.clone()))?;
         if !entries
             .iter()
             .any(|(listed, _)| serial_hex(listed) == serial)

@@ -14,9 +14,10 @@
 //!   state.
 //! - [`transport`]: the [`Transport`] seam (TCP, TLS, a simulated
 //!   network); [`accept`]: a listener that bounds handshakes in progress
-//!   and connections per source address; [`tls`]: mutual TLS
-//!   ([`TlsTransport`]), caller roles and node ids, revocation;
-//!   [`certs`]: the cluster CA and its revocation list.
+//!   and connections per source address; [`revoke`]: serial numbers and
+//!   verifiers that refuse revoked ones; [`tls`]: mutual TLS
+//!   ([`TlsTransport`]), caller roles and node ids; [`certs`]: the cluster
+//!   CA and its revocation list.
 //! - [`config`], [`error`], [`deps`]: a node's settings, errors and seams.
 //! - [`forward`]: a forwarded command and the leader's typed answer;
 //!   [`network`]: the tonic client side (Raft RPCs, forwarding).
@@ -50,6 +51,7 @@ pub mod membership;
 pub mod network;
 mod node;
 pub mod propose;
+pub mod revoke;
 pub mod runtime;
 mod server;
 pub mod service;

@@ -31,21 +31,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{
     CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
 };
 use rustls::server::WebPkiClientVerifier;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore,
-    ServerConfig, SignatureScheme,
-};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::{CertificateError, ClientConfig, RootCertStore, ServerConfig};
 use serde::{Deserialize, Serialize};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::accept::{Bounded, Handshake, Limits};
+use super::revoke::{BadSerial, RevokedClients, RevokedServers, parse_serial, serial_hex};
 use super::transport::{BoxIo, Listener, PeerInfo, TcpTransport, Transport};
 use super::types::NodeId;
 use futures_util::future::BoxFuture;
@@ -212,8 +209,8 @@ pub enum TlsError {
     #[error("certificate and key: {0}")]
     CertificateAndKey(#[source] rustls::Error),
     /// A `revoked` entry that is not a hex serial number.
-    #[error("revoked: {0:?} is not a serial number in hex")]
-    BadSerial(String),
+    #[error("revoked: {0}")]
+    BadSerial(#[from] BadSerial),
     /// A revocation list that does not parse.
     #[error("{}: not a usable revocation list: {source}", .path.display())]
     Crl {
@@ -289,39 +286,6 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
         path: path.to_path_buf(),
         source,
     })
-}
-
-/// A certificate serial number as the config and `quorumkms cluster
-/// certs` write it: lower-case hex of the integer's bytes, without leading
-/// zero bytes.
-pub fn serial_hex(raw: &[u8]) -> String {
-    let start = raw
-        .iter()
-        .position(|b| *b != 0)
-        .unwrap_or(raw.len().saturating_sub(1));
-    hex::encode(&raw[start..])
-}
-
-/// Reads a `revoked` entry: hex, in either case, with optional `:`
-/// separators and leading zeros; returns it as [`serial_hex`] writes it.
-///
-/// # Errors
-///
-/// Not hex, or empty.
-pub fn parse_serial(text: &str) -> Result<String, TlsError> {
-    let digits: String = text
-        .chars()
-        .filter(|c| *c != ':' && !c.is_whitespace())
-        .collect();
-    let padded = if digits.len() % 2 == 1 {
-        format!("0{digits}")
-    } else {
-        digits
-    };
-    match hex::decode(&padded) {
-        Ok(bytes) if !bytes.is_empty() => Ok(serial_hex(&bytes)),
-        _ => Err(TlsError::BadSerial(text.to_string())),
-    }
 }
 
 /// Reads the revocation lists in `path`.
@@ -407,7 +371,7 @@ impl Identity {
             .revoked
             .iter()
             .map(|serial| parse_serial(serial))
-            .collect::<Result<BTreeSet<_>, _>>()?;
+            .collect::<Result<BTreeSet<_>, BadSerial>>()?;
         let crls = match &config.crl {
             Some(path) => load_crls(path)?,
             None => Vec::new(),
@@ -546,121 +510,6 @@ impl Identity {
     /// As for [`Identity::client_config`].
     pub fn connector(&self) -> Result<TlsConnector, TlsError> {
         Ok(TlsConnector::from(Arc::new(self.client_config()?)))
-    }
-}
-
-/// Refuses a certificate whose serial is in `revoked`.
-fn check_revoked(
-    revoked: &BTreeSet<String>,
-    end_entity: &CertificateDer<'_>,
-) -> Result<(), rustls::Error> {
-    if revoked.is_empty() {
-        return Ok(());
-    }
-    let cert = webpki::EndEntityCert::try_from(end_entity)
-        .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
-    if revoked.contains(&serial_hex(cert.serial())) {
-        Err(rustls::Error::InvalidCertificate(CertificateError::Revoked))
-    } else {
-        Ok(())
-    }
-}
-
-/// The WebPKI client verifier, refusing `revoked` serials first.
-#[derive(Debug)]
-struct RevokedClients {
-    inner: Arc<dyn ClientCertVerifier>,
-    revoked: Arc<BTreeSet<String>>,
-}
-
-impl ClientCertVerifier for RevokedClients {
-    fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        check_revoked(&self.revoked, end_entity)?;
-        self.inner
-            .verify_client_cert(end_entity, intermediates, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// The WebPKI server verifier, refusing `revoked` serials first.
-#[derive(Debug)]
-struct RevokedServers {
-    inner: Arc<WebPkiServerVerifier>,
-    revoked: Arc<BTreeSet<String>>,
-}
-
-impl ServerCertVerifier for RevokedServers {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        check_revoked(&self.revoked, end_entity)?;
-        self.inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
     }
 }
 
