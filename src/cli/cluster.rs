@@ -74,11 +74,7 @@ impl Target {
                     (None, Some(tls)) => tls.ca.clone(),
                     (None, None) => return Err("--ca is required with --cert".into()),
                 };
-                let tls = TlsConfig {
-                    ca,
-                    cert: cert.clone(),
-                    key: key.clone(),
-                };
+                let tls = TlsConfig::new(ca, cert.clone(), key.clone());
                 Ok(client.with_tls(&tls)?)
             }
             (Some(_), None) | (None, Some(_)) => Err("--cert and --key go together".into()),
@@ -195,6 +191,19 @@ pub enum CertsCommand {
         #[arg(long)]
         name: String,
     },
+    /// Revoke certificates: add them to crl.pem in DIR, signed by the CA.
+    /// Copy crl.pem to every node (tls.crl) and restart them.
+    Revoke {
+        /// Directory holding the CA.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// A certificate file to revoke (repeatable).
+        #[arg(long = "cert")]
+        certs: Vec<PathBuf>,
+        /// A serial number (hex) to revoke (repeatable).
+        #[arg(long = "serial")]
+        serials: Vec<String>,
+    },
 }
 
 /// How long an admin call may take; transfers wait for an election.
@@ -202,8 +211,9 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn print_written(what: &str, written: &certs::Written) {
     println!(
-        "{what}: certificate {}, key {} (mode 0600)",
+        "{what}: certificate {} (serial {}), key {} (mode 0600)",
         written.cert.display(),
+        written.serial,
         written.key.display()
     );
 }
@@ -231,6 +241,24 @@ fn run_certs(command: &CertsCommand) -> Result<(), Box<dyn std::error::Error>> {
                 dir.join("ca.pem").display(),
                 written.cert.display(),
                 written.key.display()
+            );
+        }
+        CertsCommand::Revoke {
+            dir,
+            certs: files,
+            serials,
+        } => {
+            let revoked = certs::revoke(dir, serials, files)?;
+            println!(
+                "{} now revokes {} certificate(s): {}",
+                revoked.crl.display(),
+                revoked.serials.len(),
+                revoked.serials.join(", ")
+            );
+            println!(
+                "copy it to every node, set tls = {{ ..., crl = \"{}\" }} in its [cluster] \
+                 section (or list the serials in tls.revoked) and restart the nodes one by one",
+                revoked.crl.display()
             );
         }
     }

@@ -123,7 +123,9 @@ pub fn render(chains: &[String]) -> String {
          # node_id = 1\n\
          # listen = \"0.0.0.0:7100\"\n\
          # data_dir = \"raft\"\n\
-         # peers = [{ id = 1, addr = \"10.0.0.1:7100\" }, { id = 2, addr = \"10.0.0.2:7100\" }, { id = 3, addr = \"10.0.0.3:7100\" }]\n",
+         # peers = [{ id = 1, addr = \"10.0.0.1:7100\" }, { id = 2, addr = \"10.0.0.2:7100\" }, { id = 3, addr = \"10.0.0.3:7100\" }]\n\
+         # Mutual TLS, required off loopback (quorumkms cluster certs init / node --id 1):\n\
+         # tls = { ca = \"certs/ca.pem\", cert = \"certs/node-1.pem\", key = \"certs/node-1.key\" }\n",
     );
     out
 }

@@ -5,10 +5,13 @@
 //! [`crate::testnet`] layout, plus `signers.txt` (`NODE_ID NAME` lines, for
 //! `validator-sim --signer-names` and drill plans) and `consensus.pub` (the
 //! key, hex). With `--canary`, every signer also serves the drill's canary
-//! chain.
+//! chain. The cluster port needs TLS off loopback: `--certs` names a CA
+//! directory made with `quorumkms cluster certs` whose node certificates
+//! are copied into the node directories.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use crate::cluster::config::is_loopback;
 use crate::keys::{ConsensusSigner, softsign};
 use crate::privval::Version;
 use crate::testnet::{cluster_section_at, write_node};
@@ -40,6 +43,16 @@ pub struct Args {
     /// Host the nodes' cluster listeners bind (their peer address's port).
     #[arg(long, default_value = "0.0.0.0")]
     pub listen_host: String,
+    /// The cluster CA directory (`quorumkms cluster certs init`, and
+    /// `cluster certs node --id N` for every node): each node directory
+    /// gets `tls/ca.pem`, `tls/node.pem` and `tls/node.key`, named in its
+    /// `[cluster] tls`.
+    #[arg(long)]
+    pub certs: Option<PathBuf>,
+    /// Run the cluster port in plaintext off loopback (a closed test
+    /// network only; anyone who reaches it can change the watermark).
+    #[arg(long, conflicts_with = "certs")]
+    pub insecure_plaintext: bool,
     /// Signer nodes (default: one per --peer, or 1).
     #[arg(long)]
     pub nodes: Option<usize>,
@@ -60,6 +73,17 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     if nodes > 1 && args.peers.len() != nodes {
         return Err(format!("{nodes} nodes need {nodes} --peer addresses").into());
+    }
+    let on_loopback = std::iter::once(format!("{}:0", args.listen_host))
+        .chain(args.peers.iter().cloned())
+        .all(|addr| is_loopback(&addr));
+    if nodes > 1 && !on_loopback && args.certs.is_none() && !args.insecure_plaintext {
+        return Err(
+            "the cluster port is reachable from other hosts: pass --certs DIR (made with \
+             quorumkms cluster certs init / node --id N), or --insecure-plaintext on a closed \
+             test network"
+                .into(),
+        );
     }
     for i in 1..=nodes {
         if args.dir.join(format!("node-{i}")).exists() {
@@ -93,7 +117,14 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 .rsplit_once(':')
                 .map(|(_, p)| p)
                 .ok_or_else(|| format!("--peer {:?} has no port", args.peers[i - 1]))?;
-            cluster_section_at(i, &format!("{}:{port}", args.listen_host), &args.peers)
+            let mut section =
+                cluster_section_at(i, &format!("{}:{port}", args.listen_host), &args.peers);
+            if let Some(certs) = &args.certs {
+                section.push_str(&node_tls(certs, &args.dir.join(format!("node-{i}")), i)?);
+            } else if args.insecure_plaintext {
+                section.push_str("insecure_plaintext = true\n");
+            }
+            section
         } else {
             String::new()
         };
@@ -114,4 +145,25 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(args.dir.join("consensus.pub"), format!("{public}\n"))?;
     println!("consensus key {public} (soft key, same on every node)");
     Ok(())
+}
+
+/// Copies node `i`'s certificate, its key and the CA from `certs` into
+/// `node_dir/tls`, and returns the `tls` line of its `[cluster]` section.
+fn node_tls(certs: &Path, node_dir: &Path, i: usize) -> Result<String, Box<dyn std::error::Error>> {
+    let tls = node_dir.join("tls");
+    std::fs::create_dir_all(&tls)?;
+    let read = |name: &str| {
+        let path = certs.join(name);
+        std::fs::read(&path).map_err(|e| {
+            format!(
+                "{}: {e} (make it with quorumkms cluster certs node --dir {} --id {i})",
+                path.display(),
+                certs.display()
+            )
+        })
+    };
+    std::fs::write(tls.join("ca.pem"), read("ca.pem")?)?;
+    std::fs::write(tls.join("node.pem"), read(&format!("node-{i}.pem"))?)?;
+    softsign::write_secret_file(&tls.join("node.key"), &read(&format!("node-{i}.key"))?)?;
+    Ok("tls = { ca = \"tls/ca.pem\", cert = \"tls/node.pem\", key = \"tls/node.key\" }\n".into())
 }

@@ -33,10 +33,16 @@ pub struct Config {
     /// 5 s signer timeout, so the validator can fail over in time.
     #[serde(default = "default_grant_timeout_ms")]
     pub grant_timeout_ms: u64,
-    /// Mutual TLS on the cluster port. Absent: plaintext (tests and demos
-    /// only; the node logs a warning).
+    /// Mutual TLS on the cluster port. Required unless the listen address
+    /// and every peer are loopback (one host: tests, the demo), or
+    /// `insecure_plaintext` is set.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Serve and dial the cluster port in plaintext on a non-loopback
+    /// address: anyone who reaches it can rewrite the watermark. Only for a
+    /// closed test network; the node logs a warning at every start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_plaintext: bool,
 }
 
 /// One cluster member.
@@ -137,10 +143,41 @@ impl Config {
                 self.grant_timeout_ms
             ));
         }
+        self.check_plaintext(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
             Err(problems)
+        }
+    }
+
+    /// Without `tls`, the cluster port authenticates nobody: allowed only
+    /// where every address is loopback (nothing but this host can reach
+    /// it), or when the config asks for it by name.
+    fn check_plaintext(&self, problems: &mut Vec<String>) {
+        match (&self.tls, self.insecure_plaintext) {
+            (Some(_), true) => problems.push(
+                "insecure_plaintext = true contradicts tls: remove insecure_plaintext".into(),
+            ),
+            (None, false) => {
+                let remote: Vec<&str> = std::iter::once(self.listen.as_str())
+                    .chain(self.peers.iter().map(|p| p.addr.as_str()))
+                    .filter(|addr| is_host_port(addr) && !is_loopback(addr))
+                    .collect();
+                if !remote.is_empty() {
+                    problems.push(format!(
+                        "tls: required, since {} {} not loopback and the cluster port would \
+                         accept anyone; create certificates (quorumkms cluster certs init, \
+                         then cluster certs node --id {}) and set tls = {{ ca = \"...\", \
+                         cert = \"...\", key = \"...\" }}, or set insecure_plaintext = true \
+                         on a closed test network",
+                        remote.join(", "),
+                        if remote.len() == 1 { "is" } else { "are" },
+                        self.node_id
+                    ));
+                }
+            }
+            _ => {}
         }
     }
 
@@ -151,6 +188,22 @@ impl Config {
             .find(|p| p.id == id)
             .map(|p| p.addr.as_str())
     }
+}
+
+/// Whether host:port `addr` names this host only: `localhost`, 127.0.0.0/8
+/// or `::1`. Any other name could resolve anywhere.
+pub(crate) fn is_loopback(addr: &str) -> bool {
+    let Some((host, _)) = addr.rsplit_once(':') else {
+        return false;
+    };
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 pub(crate) fn is_host_port(s: &str) -> bool {

@@ -49,18 +49,29 @@ impl Default for Deps {
 
 impl Deps {
     /// The production seams for `config`: redb, and mutual TLS when
-    /// `tls` is set (plaintext TCP otherwise, with a warning), with
-    /// `key_loss` as the node's key-loss switch.
+    /// `tls` is set (plaintext TCP otherwise, which the config allows only
+    /// on loopback or with `insecure_plaintext`; either logs a warning),
+    /// with `key_loss` as the node's key-loss switch.
     ///
     /// # Errors
     ///
     /// The TLS files cannot be read or used.
     pub fn for_config(config: &Config, key_loss: KeyLoss) -> Result<Deps, Error> {
         let transport: Arc<dyn Transport> = match &config.tls {
-            Some(tls) => Arc::new(TlsTransport::from_config(tls)?),
+            Some(tls) => Arc::new(TlsTransport::for_node(tls, config.node_id)?),
+            None if config.insecure_plaintext => {
+                tracing::warn!(
+                    listen = %config.listen,
+                    "cluster.insecure_plaintext is set: the cluster port is plaintext and \
+                     unauthenticated; anyone who reaches it can change the watermark"
+                );
+                Arc::new(TcpTransport)
+            }
             None => {
                 tracing::warn!(
-                    "cluster.tls is not set: node-to-node and admin traffic is plaintext and unauthenticated"
+                    listen = %config.listen,
+                    "cluster.tls is not set: the cluster port is plaintext on loopback, \
+                     open to every process on this host"
                 );
                 Arc::new(TcpTransport)
             }

@@ -14,8 +14,11 @@
 //!   state; [`identity`]: the cluster a node belongs to, and the rules
 //!   for taking a cluster id.
 //! - [`transport`]: the [`Transport`] seam (TCP, TLS, a simulated
-//!   network); [`tls`]: mutual TLS ([`TlsTransport`]) and caller roles;
-//!   [`certs`]: the cluster CA.
+//!   network); [`accept`]: a listener that bounds handshakes in progress
+//!   and connections per source address; [`revoke`]: serial numbers and
+//!   verifiers that refuse revoked ones; [`tls`]: mutual TLS
+//!   ([`TlsTransport`]), caller roles and node ids; [`certs`]: the cluster
+//!   CA and its revocation list.
 //! - [`config`], [`error`], [`deps`]: a node's settings, errors and seams.
 //! - [`forward`]: a forwarded command and the leader's typed answer;
 //!   [`network`]: the tonic client side (Raft RPCs, forwarding).
@@ -39,6 +42,7 @@
 //! entry that grants exactly `bytes`, or from its applied state when that
 //! already holds exactly `bytes` at the attempt's position.
 
+pub mod accept;
 pub mod admin;
 pub mod bootstrap;
 mod build;
@@ -53,6 +57,7 @@ pub mod membership;
 pub mod network;
 mod node;
 pub mod propose;
+pub mod revoke;
 pub mod runtime;
 mod server;
 pub mod service;

@@ -14,6 +14,11 @@ use super::service::ClusterService;
 use super::transport::{Listener, ServerIo};
 use super::types::NodeId;
 
+/// How often the server pings each connection's peer.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a ping may go unanswered before the connection is closed.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Serves `cluster` and `admin` on `listener` until `stop` turns true.
 /// Accept errors (out of file descriptors, a reset before accept) are
 /// logged and retried after `pause`, so they never end the server. Every
@@ -53,6 +58,10 @@ pub(crate) async fn serve(
         response
     };
     let result = tonic::transport::Server::builder()
+        // Reap connections whose peer vanished without a close (a cut
+        // link): each holds one of its address's connection slots.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .layer(tower::util::MapResponseLayer::new(stamp))
         .add_service(pb::cluster_server::ClusterServer::new(cluster))
         .add_service(pb::admin_server::AdminServer::new(admin))

@@ -5,12 +5,15 @@
 //! that do not decode get an `invalid_argument` status, never a panic.
 //! Only cluster members may call this service: with TLS, every call needs
 //! a node certificate from the cluster CA ([`super::tls::require`]), since
-//! it accepts log entries and proposes grants; and every call must come
-//! from this node's cluster ([`super::identity`]).
+//! it accepts log entries and proposes grants; every call must come from
+//! this node's cluster ([`super::identity`]); and a Raft message must come
+//! from the node its certificate names ([`super::tls::require_sender`]:
+//! the leader of an AppendEntries or InstallSnapshot, the candidate of a
+//! Vote). A forwarded command names no sender node.
 
 use std::sync::Arc;
 
-use openraft::raft::InstallSnapshotRequest;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
@@ -21,8 +24,8 @@ use super::instance::Instance;
 use super::pb;
 use super::propose::Proposer;
 use super::snapshot_receiver::SnapshotReceiver;
-use super::tls::{Role, require};
-use super::types::TypeConfig;
+use super::tls::{Role, require, require_sender};
+use super::types::{NodeId, TypeConfig};
 
 /// Largest snapshot a node accepts, in bytes. A snapshot holds one
 /// watermark per chain, a few hundred bytes each, so this is generous; it
@@ -78,11 +81,12 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
-        require(&request, Role::Node)?;
+        let peer = require(&request, Role::Node)?;
         self.instance
             .identity()
             .admit(&request, Rpc::AppendEntries)?;
-        let rpc = decode(&request.into_inner().data)?;
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(&request.into_inner().data)?;
+        require_sender(&peer, rpc.vote.leader_id().voted_for())?;
         let result = self.instance.raft().append_entries(rpc).await;
         Ok(Response::new(pb::RaftReply {
             data: encode(&result)?,
@@ -93,9 +97,10 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
-        require(&request, Role::Node)?;
+        let peer = require(&request, Role::Node)?;
         self.instance.identity().admit(&request, Rpc::Other)?;
-        let rpc = decode(&request.into_inner().data)?;
+        let rpc: VoteRequest<NodeId> = decode(&request.into_inner().data)?;
+        require_sender(&peer, rpc.vote.leader_id().voted_for())?;
         let result = self.instance.raft().vote(rpc).await;
         Ok(Response::new(pb::RaftReply {
             data: encode(&result)?,
@@ -106,11 +111,12 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
-        require(&request, Role::Node)?;
+        let peer = require(&request, Role::Node)?;
         self.instance
             .identity()
             .admit(&request, Rpc::InstallSnapshot)?;
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(&request.into_inner().data)?;
+        require_sender(&peer, rpc.vote.leader_id().voted_for())?;
         check_chunk(&rpc)?;
         let result = self
             .snapshots

@@ -32,19 +32,77 @@ fn config(peers: &[(u64, &str)]) -> Config {
         heartbeat_interval_ms: default_heartbeat_interval_ms(),
         grant_timeout_ms: default_grant_timeout_ms(),
         tls: None,
+        insecure_plaintext: false,
     }
 }
 
 #[test]
 fn valid_configs_pass() {
     assert_eq!(config(&[(1, "127.0.0.1:7001")]).validate(), Ok(()));
-    let three = config(&[(1, "a:1"), (2, "b:2"), (3, "c:3")]);
+    let mut three = config(&[(1, "a:1"), (2, "b:2"), (3, "c:3")]);
+    three.insecure_plaintext = true;
     assert_eq!(three.validate(), Ok(()));
+}
+
+fn tls_files() -> super::tls::TlsConfig {
+    super::tls::TlsConfig::new("ca.pem".into(), "node-1.pem".into(), "node-1.key".into())
+}
+
+#[test]
+fn plaintext_off_loopback_is_refused_unless_asked_for() {
+    let mut c = config(&[
+        (1, "10.0.0.1:7100"),
+        (2, "10.0.0.2:7100"),
+        (3, "10.0.0.3:7100"),
+    ]);
+    c.listen = "0.0.0.0:7100".into();
+    let text = c.validate().unwrap_err().join("\n");
+    for needle in [
+        "tls: required",
+        "0.0.0.0:7100, 10.0.0.1:7100, 10.0.0.2:7100, 10.0.0.3:7100 are not loopback",
+        "quorumkms cluster certs",
+        "insecure_plaintext = true",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in {text}");
+    }
+    // Asked for by name, it runs.
+    c.insecure_plaintext = true;
+    assert_eq!(c.validate(), Ok(()));
+    // With TLS, it runs; both at once is a mistake.
+    c.tls = Some(tls_files());
+    let text = c.validate().unwrap_err().join("\n");
+    assert!(text.contains("contradicts tls"), "{text}");
+    c.insecure_plaintext = false;
+    assert_eq!(c.validate(), Ok(()));
+}
+
+#[test]
+fn plaintext_needs_every_address_on_loopback() {
+    // One host: loopback listen and peers run without TLS.
+    for addrs in [
+        ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"],
+        ["localhost:7001", "[::1]:7002", "127.0.0.2:7003"],
+    ] {
+        let mut c = config(&[(1, addrs[0]), (2, addrs[1]), (3, addrs[2])]);
+        c.listen = addrs[0].into();
+        assert_eq!(c.validate(), Ok(()), "{addrs:?}");
+    }
+    // A loopback listener whose peers are elsewhere would dial them in
+    // plaintext; a host name could resolve anywhere.
+    for remote in ["10.0.0.2:7002", "signer-2.example:7002", "[::]:7002"] {
+        let c = config(&[(1, "127.0.0.1:7001"), (2, remote), (3, "127.0.0.1:7003")]);
+        let text = c.validate().unwrap_err().join("\n");
+        assert!(
+            text.contains(&format!("{remote} is not loopback")),
+            "{text}"
+        );
+    }
 }
 
 #[test]
 fn every_problem_is_reported() {
     let mut c = config(&[(2, "a:1"), (2, "a:1"), (3, "nope")]);
+    c.insecure_plaintext = true;
     c.election_timeout_min_ms = 400;
     c.grant_timeout_ms = 6000;
     let problems = c.validate().unwrap_err();
@@ -63,7 +121,8 @@ fn every_problem_is_reported() {
 
 #[test]
 fn two_node_clusters_are_refused() {
-    let c = config(&[(1, "a:1"), (2, "b:2")]);
+    let mut c = config(&[(1, "a:1"), (2, "b:2")]);
+    c.insecure_plaintext = true;
     assert!(c.validate().is_err());
 }
 

@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::types::NodeId;
 use futures_util::future::BoxFuture;
 
 /// What the server learned about a caller during the handshake. Stored as
@@ -20,6 +21,8 @@ pub struct PeerInfo {
     pub node: bool,
     /// The caller presented an operator certificate.
     pub operator: bool,
+    /// The node the caller's node certificate names.
+    pub node_id: Option<NodeId>,
 }
 
 /// A byte stream between two nodes.

@@ -287,6 +287,9 @@ impl Config {
                 resolve(base, &mut tls.ca);
                 resolve(base, &mut tls.cert);
                 resolve(base, &mut tls.key);
+                if let Some(crl) = &mut tls.crl {
+                    resolve(base, crl);
+                }
             }
         }
     }

@@ -162,7 +162,8 @@ fn metrics_and_cluster_tls_parse_and_resolve() {
     let text = format!(
         "{GOOD}\n[cluster]\nnode_id = 1\nlisten = \"127.0.0.1:7001\"\ndata_dir = \"raft\"\n\
          peers = [{{ id = 1, addr = \"127.0.0.1:7001\" }}]\n\
-         tls = {{ ca = \"certs/ca.pem\", cert = \"certs/node-1.pem\", key = \"certs/node-1.key\" }}\n\n\
+         tls = {{ ca = \"certs/ca.pem\", cert = \"certs/node-1.pem\", key = \"certs/node-1.key\", \
+         revoked = [\"1f:2e\"], crl = \"certs/crl.pem\" }}\n\n\
          [metrics]\nlisten = \"127.0.0.1:9100\"\n"
     );
     let path = dir.path().join("quorumkms.toml");
@@ -171,6 +172,8 @@ fn metrics_and_cluster_tls_parse_and_resolve() {
     let tls = config.cluster.unwrap().tls.unwrap();
     assert_eq!(tls.ca, dir.path().join("certs/ca.pem"));
     assert_eq!(tls.key, dir.path().join("certs/node-1.key"));
+    assert_eq!(tls.crl, Some(dir.path().join("certs/crl.pem")));
+    assert_eq!(tls.revoked, ["1f:2e"]);
     assert_eq!(config.metrics.unwrap().listen, "127.0.0.1:9100");
 }
 

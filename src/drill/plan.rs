@@ -176,6 +176,9 @@ impl Plan {
             resolve(&mut tls.ca);
             resolve(&mut tls.cert);
             resolve(&mut tls.key);
+            if let Some(crl) = &mut tls.crl {
+                resolve(crl);
+            }
         }
         if let Some(names) = &mut plan.canary.signer_names {
             resolve(names);

@@ -71,8 +71,9 @@ fn node_config(settings: &Settings, id: u64) -> cluster::Config {
         heartbeat_interval_ms: cluster::default_heartbeat_interval_ms(),
         grant_timeout_ms: cluster::default_grant_timeout_ms(),
         // The simulated network carries plaintext (TLS would draw OS
-        // randomness and break determinism).
+        // randomness and break determinism); its hosts are not loopback.
         tls: None,
+        insecure_plaintext: true,
     }
 }
 

@@ -10,4 +10,5 @@ mod identity;
 mod minority;
 mod rpc;
 mod snapshot;
+mod tls;
 mod transfer;

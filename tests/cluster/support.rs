@@ -134,6 +134,7 @@ impl TestCluster {
                     heartbeat_interval_ms: cluster::default_heartbeat_interval_ms(),
                     grant_timeout_ms: cluster::default_grant_timeout_ms(),
                     tls: None,
+                    insecure_plaintext: false,
                 },
             );
             if memory {

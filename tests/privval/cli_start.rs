@@ -122,3 +122,34 @@ fn a_world_readable_key_is_refused() {
     let (ok, _, err) = run_cli(&["start", "-c", config.to_str().unwrap()], dir.path());
     assert!(!ok && err.contains("osmosis-1-consensus.key"), "{err}");
 }
+
+#[test]
+fn a_cluster_port_off_loopback_needs_tls_or_insecure_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = init(dir.path());
+    let port = quorumkms::testnet::free_ports(1).unwrap()[0];
+    let base = std::fs::read_to_string(&config).unwrap();
+    let cluster = format!(
+        "\n[cluster]\nnode_id = 1\nlisten = \"0.0.0.0:{port}\"\ndata_dir = \"raft\"\n\
+         peers = [{{ id = 1, addr = \"127.0.0.1:{port}\" }}]\n"
+    );
+    std::fs::write(&config, format!("{base}{cluster}")).unwrap();
+    let (ok, _, err) = run_cli(&["start", "-c", config.to_str().unwrap()], dir.path());
+    assert!(!ok, "a plaintext cluster port on 0.0.0.0 started");
+    for needle in [
+        "cluster.tls: required",
+        "quorumkms cluster certs",
+        "insecure_plaintext = true",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in {err}");
+    }
+    // Asked for by name, it starts, and says what it is doing.
+    std::fs::write(
+        &config,
+        format!("{base}{cluster}insecure_plaintext = true\n"),
+    )
+    .unwrap();
+    let text = start_until(&config, &[], "cluster node started");
+    assert!(text.contains("cluster node started"), "{text}");
+    assert!(text.contains("cluster.insecure_plaintext is set"), "{text}");
+}

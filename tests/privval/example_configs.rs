@@ -1,5 +1,6 @@
 //! The example configurations shipped in cluster/examples parse and
-//! validate, so operators start from files that work.
+//! validate, so operators start from files that work, and run mutual TLS
+//! on the cluster port.
 
 use std::path::Path;
 
@@ -18,9 +19,12 @@ fn every_example_config_validates() {
                 if let Err(problems) = config.validate() {
                     panic!("{}: {problems:?}", path.display());
                 }
+                let cluster = config
+                    .cluster
+                    .unwrap_or_else(|| panic!("{} has no [cluster]", path.display()));
                 assert!(
-                    config.cluster.is_some(),
-                    "{} has no [cluster]",
+                    cluster.tls.is_some() && !cluster.insecure_plaintext,
+                    "{} runs the cluster port without TLS",
                     path.display()
                 );
                 checked += 1;

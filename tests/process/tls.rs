@@ -51,17 +51,13 @@ async fn only_cluster_certificates_with_the_right_role_get_in() {
         other.path().join("ca.pem"),
         ops.certs.clone().expect("certs").join("ca.pem"),
     ] {
-        let tls = TlsConfig {
-            ca,
-            cert: foreign.cert.clone(),
-            key: foreign.key.clone(),
-        };
-        let refused = Client::new(addr.clone(), T)
-            .with_tls(&tls)
-            .expect("foreign tls")
-            .status()
-            .await;
-        assert!(refused.is_err(), "a foreign certificate was served");
+        let tls = TlsConfig::new(ca, foreign.cert.clone(), foreign.key.clone());
+        // Trusting our CA, the foreign certificate fails its own check
+        // before dialling; trusting its own, the node refuses it.
+        if let Ok(client) = Client::new(addr.clone(), T).with_tls(&tls) {
+            let refused = client.status().await;
+            assert!(refused.is_err(), "a foreign certificate was served");
+        }
     }
 
     // The Raft port: a node certificate passes, an operator's does not,
@@ -194,13 +190,90 @@ fn certificate_commands_write_private_keys_and_refuse_to_overwrite() {
     }
     // Both certificates load as TLS identities against the CA.
     for stem in ["node-1", "operator-alice"] {
-        let tls = TlsConfig {
-            ca: dir.path().join("pki/ca.pem"),
-            cert: dir.path().join(format!("pki/{stem}.pem")),
-            key: dir.path().join(format!("pki/{stem}.key")),
-        };
+        let tls = TlsConfig::new(
+            dir.path().join("pki/ca.pem"),
+            dir.path().join(format!("pki/{stem}.pem")),
+            dir.path().join(format!("pki/{stem}.key")),
+        );
         quorumkms::cluster::tls::Identity::load(&tls)
             .and_then(|id| id.client_config())
             .expect("usable identity");
     }
+}
+
+#[test]
+fn testnet_config_off_loopback_copies_node_certificates_or_refuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        std::process::Command::new(support::exe())
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("run cli")
+    };
+    let testnet = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "testnet-config",
+            "--dir",
+            out,
+            "--validator",
+            "tcp://10.9.0.20:26658",
+            "--peer",
+            "10.9.0.11:7100",
+            "--peer",
+            "10.9.0.12:7100",
+            "--peer",
+            "10.9.0.13:7100",
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let refused = testnet("plain", &[]);
+    assert!(
+        !refused.status.success(),
+        "plaintext off loopback was written"
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--certs"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    assert!(
+        run(&["cluster", "certs", "init", "--dir", "pki"])
+            .status
+            .success()
+    );
+    for id in ["1", "2", "3"] {
+        let node = run(&["cluster", "certs", "node", "--dir", "pki", "--id", id]);
+        assert!(node.status.success());
+    }
+    let written = testnet("tls", &["--certs", "pki"]);
+    assert!(
+        written.status.success(),
+        "{}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    for i in 1..=3 {
+        let node = dir.path().join(format!("tls/node-{i}"));
+        let config = quorumkms::config::load(&node.join("quorumkms.toml")).expect("valid config");
+        let tls = config.cluster.expect("cluster").tls.expect("tls");
+        assert_eq!(tls.cert, node.join("tls/node.pem"));
+        let mode = std::fs::metadata(&tls.key)
+            .expect("key")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Node i's own certificate, not another's.
+        assert_eq!(
+            std::fs::read(&tls.cert).expect("cert"),
+            std::fs::read(dir.path().join(format!("pki/node-{i}.pem"))).expect("issued")
+        );
+    }
+
+    let insecure = testnet("insecure", &["--insecure-plaintext"]);
+    assert!(insecure.status.success());
+    let config =
+        quorumkms::config::load(&dir.path().join("insecure/node-1/quorumkms.toml")).expect("load");
+    assert!(config.cluster.expect("cluster").insecure_plaintext);
 }

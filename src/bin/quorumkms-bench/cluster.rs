@@ -160,6 +160,11 @@ impl Bench {
             let mut extra = String::new();
             if cluster {
                 extra = testnet::cluster_section_at(i, &admin[i - 1], &admin);
+                if matches!(layout, Layout::Netns { .. }) {
+                    // Namespaces on the bench host: a closed network, but
+                    // not loopback, so plaintext must be asked for.
+                    extra.push_str("insecure_plaintext = true\n");
+                }
             }
             if regions.len() > 1 {
                 extra.push_str(WAN_TIMEOUTS);

@@ -236,6 +236,10 @@ impl Cluster {
                 tls.cert.display(),
                 tls.key.display(),
             ));
+        } else if self.net.is_some() {
+            // Namespaces on this test host: a closed network, but not
+            // loopback, so plaintext must be asked for.
+            section.push_str("insecure_plaintext = true\n");
         }
         if let Some(metrics) = &self.metrics {
             section.push_str(&format!("\n[metrics]\nlisten = \"{}\"\n", metrics[i - 1]));
@@ -279,10 +283,12 @@ impl Cluster {
     /// TLS files for `stem` (e.g. `operator-ops`, `node-1`), when the
     /// cluster runs mutual TLS.
     pub fn tls_files(&self, stem: &str) -> Option<TlsConfig> {
-        self.certs.as_ref().map(|dir| TlsConfig {
-            ca: dir.join("ca.pem"),
-            cert: dir.join(format!("{stem}.pem")),
-            key: dir.join(format!("{stem}.key")),
+        self.certs.as_ref().map(|dir| {
+            TlsConfig::new(
+                dir.join("ca.pem"),
+                dir.join(format!("{stem}.pem")),
+                dir.join(format!("{stem}.key")),
+            )
         })
     }
 
