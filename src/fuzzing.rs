@@ -33,9 +33,12 @@ use crate::watermark::interchange::ChainState;
 use crate::watermark::migrate::{self, Format};
 use crate::watermark::{self, Attempt, SignState, Verdict, inspect};
 
+/// A target's entry function: takes any bytes, returns without panicking.
+pub type Entry = fn(&[u8]);
+
 /// Every target by name, as `fuzz/` builds them and the replay test runs
 /// their corpora (`fuzz/corpus/<name>/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Entry)] = &[
     ("privval", privval),
     ("secret_connection", secret_connection),
     ("cluster_raft", cluster_raft),
