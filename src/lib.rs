@@ -26,6 +26,8 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod drill;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grant;
 pub mod keys;
 pub mod metrics;

@@ -252,6 +252,7 @@ pub async fn run(
                     connect: timeout,
                     read: timeout,
                     write: timeout,
+                    handshake: Duration::from_millis(v.handshake_timeout_ms),
                 },
                 reconnect: v.reconnect,
             },

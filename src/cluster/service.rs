@@ -51,7 +51,7 @@ impl ClusterService {
     }
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
     serde_json::from_slice(bytes).map_err(|e| Status::invalid_argument(format!("decode: {e}")))
 }
 
@@ -61,7 +61,7 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Status> {
 
 /// Refuses a snapshot chunk that would end past [`MAX_SNAPSHOT_BYTES`]:
 /// the receiving buffer grows to the chunk's end.
-fn check_chunk(rpc: &InstallSnapshotRequest<TypeConfig>) -> Result<(), Status> {
+pub(crate) fn check_chunk(rpc: &InstallSnapshotRequest<TypeConfig>) -> Result<(), Status> {
     let end = u64::try_from(rpc.data.len())
         .ok()
         .and_then(|len| rpc.offset.checked_add(len));

@@ -59,28 +59,41 @@ pub struct TcpTransport;
 
 struct TcpListener(tokio::net::TcpListener);
 
+/// Every node-to-node socket: no Nagle (Raft heartbeats are tiny; it would
+/// only add latency) and TCP keepalive, so a peer whose host dies without a
+/// reset is noticed.
+fn tune(stream: &tokio::net::TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    crate::transport::set_keepalive(stream)
+}
+
+impl TcpListener {
+    async fn accept_tcp(&mut self) -> io::Result<tokio::net::TcpStream> {
+        let (stream, _) = self.0.accept().await?;
+        tune(&stream)?;
+        Ok(stream)
+    }
+}
+
+async fn connect_tcp(addr: String) -> io::Result<tokio::net::TcpStream> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    tune(&stream)?;
+    Ok(stream)
+}
+
 impl Listener for TcpListener {
     fn local_addr(&self) -> io::Result<String> {
         Ok(self.0.local_addr()?.to_string())
     }
 
     fn accept(&mut self) -> BoxFuture<'_, io::Result<BoxIo>> {
-        Box::pin(async move {
-            let (stream, _) = self.0.accept().await?;
-            // Raft heartbeats are tiny; Nagle would only add latency.
-            stream.set_nodelay(true)?;
-            Ok(Box::new(stream) as BoxIo)
-        })
+        Box::pin(async move { Ok(Box::new(self.accept_tcp().await?) as BoxIo) })
     }
 }
 
 impl Transport for TcpTransport {
     fn connect(&self, addr: String) -> BoxFuture<'static, io::Result<BoxIo>> {
-        Box::pin(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            Ok(Box::new(stream) as BoxIo)
-        })
+        Box::pin(async move { Ok(Box::new(connect_tcp(addr).await?) as BoxIo) })
     }
 
     fn bind(&self, addr: String) -> BoxFuture<'static, io::Result<Box<dyn Listener>>> {
@@ -127,5 +140,44 @@ impl AsyncWrite for ServerIo {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut *self.0).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use socket2::SockRef;
+
+    use super::*;
+    use crate::transport::{KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES};
+
+    fn assert_keepalive(stream: &tokio::net::TcpStream) {
+        let socket = SockRef::from(stream);
+        assert!(
+            socket.keepalive().expect("SO_KEEPALIVE"),
+            "keepalive is off"
+        );
+        assert_eq!(socket.tcp_keepalive_time().expect("idle"), KEEPALIVE_IDLE);
+        assert_eq!(
+            socket.tcp_keepalive_interval().expect("interval"),
+            KEEPALIVE_INTERVAL
+        );
+        assert_eq!(
+            socket.tcp_keepalive_retries().expect("probes"),
+            KEEPALIVE_PROBES
+        );
+        assert!(socket.tcp_nodelay().expect("TCP_NODELAY"), "Nagle is on");
+    }
+
+    #[tokio::test]
+    async fn dialled_and_accepted_sockets_have_keepalive() {
+        let mut listener = TcpListener(
+            tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+        );
+        let addr = listener.local_addr().expect("addr");
+        let (dialled, accepted) = tokio::join!(connect_tcp(addr), listener.accept_tcp());
+        assert_keepalive(&dialled.expect("connect"));
+        assert_keepalive(&accepted.expect("accept"));
     }
 }

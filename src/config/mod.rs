@@ -92,6 +92,12 @@ pub struct ValidatorConfig {
     /// Read/write timeout on the connection, in milliseconds.
     #[serde(default = "default_io_timeout_ms")]
     pub timeout_ms: u64,
+    /// Deadline on the whole SecretConnection handshake, in milliseconds
+    /// (a day by default: a dial may wait its turn in the validator's
+    /// accept queue for as long as another signer is connected; see
+    /// `transport::Timeouts`).
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
 }
 
 impl ValidatorConfig {
@@ -202,6 +208,16 @@ fn default_max_frame() -> usize {
 fn default_io_timeout_ms() -> u64 {
     5_000
 }
+
+fn default_handshake_timeout_ms() -> u64 {
+    crate::transport::DEFAULT_HANDSHAKE_TIMEOUT
+        .as_millis()
+        .try_into()
+        .unwrap_or(u64::MAX)
+}
+
+/// The longest `handshake_timeout_ms` accepted: a week.
+const MAX_HANDSHAKE_TIMEOUT_MS: u64 = 7 * 24 * 60 * 60 * 1_000;
 
 /// Every problem found in a configuration file.
 #[derive(Debug)]
@@ -364,6 +380,12 @@ impl Config {
                 problems.push(format!(
                     "validator[{i}].timeout_ms: {} is outside 100..=60000",
                     v.timeout_ms
+                ));
+            }
+            if !(100..=MAX_HANDSHAKE_TIMEOUT_MS).contains(&v.handshake_timeout_ms) {
+                problems.push(format!(
+                    "validator[{i}].handshake_timeout_ms: {} is outside 100..={MAX_HANDSHAKE_TIMEOUT_MS}",
+                    v.handshake_timeout_ms
                 ));
             }
         }

@@ -38,6 +38,7 @@ fn a_good_config_validates_with_defaults() {
     assert_eq!(v.protocol_version, Version::V0_38);
     assert!(v.reconnect);
     assert_eq!(v.max_frame_bytes, crate::privval::codec::DEFAULT_MAX_FRAME);
+    assert_eq!(v.handshake_timeout_ms, 86_400_000);
     assert_eq!(config.validator[0].protocol_version, Version::V0_37);
     assert!(config.chain[0].height_ownership);
     assert!(config.cluster.is_none());
@@ -265,4 +266,25 @@ fn one_name_for_two_validator_addresses_is_refused() {
         ])),
         Vec::<String>::new()
     );
+}
+
+#[test]
+fn the_handshake_deadline_is_configurable_within_bounds() {
+    let with = |ms: &str| {
+        GOOD.replace(
+            "protocol_version = \"v0.37\"",
+            &format!("protocol_version = \"v0.37\"\nhandshake_timeout_ms = {ms}"),
+        )
+    };
+    let config = parse(&with("30_000")).unwrap();
+    assert_eq!(config.validate(), Ok(()));
+    assert_eq!(config.validator[0].handshake_timeout_ms, 30_000);
+    for bad in ["0", "99", "604_800_001"] {
+        let p = problems(&with(bad));
+        assert_eq!(p.len(), 1, "{bad}: {p:?}");
+        assert!(
+            p[0].starts_with("validator[0].handshake_timeout_ms:"),
+            "{p:?}"
+        );
+    }
 }

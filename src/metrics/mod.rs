@@ -250,8 +250,8 @@ pub async fn serve(addr: &str) -> std::io::Result<tokio::task::JoinHandle<()>> {
     tracing::info!(addr = %listener.local_addr()?, "metrics and health endpoints listening");
     Ok(tokio::spawn(async move {
         loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(conn) => conn,
+            let stream = match accept(&listener).await {
+                Ok(stream) => stream,
                 Err(e) => {
                     tracing::warn!(cause = %e, "metrics accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -263,6 +263,14 @@ pub async fn serve(addr: &str) -> std::io::Result<tokio::task::JoinHandle<()>> {
             });
         }
     }))
+}
+
+/// The next scrape's connection, with TCP keepalive on like every socket
+/// the node accepts.
+async fn accept(listener: &TcpListener) -> std::io::Result<tokio::net::TcpStream> {
+    let (stream, _) = listener.accept().await?;
+    crate::transport::set_keepalive(&stream)?;
+    Ok(stream)
 }
 
 async fn answer(mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
@@ -302,4 +310,25 @@ async fn answer(mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
     );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_scrapes_have_keepalive() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (client, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), accept(&listener));
+        let _client = client.expect("connect");
+        let accepted = accepted.expect("accept");
+        assert!(
+            socket2::SockRef::from(&accepted)
+                .keepalive()
+                .expect("SO_KEEPALIVE"),
+            "keepalive is off"
+        );
+    }
 }

@@ -2,9 +2,11 @@
 //!
 //! CometBFT holds one signer connection and leaves other signers waiting in
 //! its accept queue, so the supervisor keeps exactly one outstanding dial per
-//! address and never abandons it to dial again. It dials only while the
-//! node may sign (`ready`): a cluster node without a quorum leader stops
-//! dialling, so the validator is left to the nodes that can sign.
+//! address and gives it up only at its handshake deadline (a day by
+//! default; keepalive fails it sooner if the validator's host dies). It
+//! dials only while the node may sign (`ready`): a cluster node without a
+//! quorum leader stops dialling, so the validator is left to the nodes that
+//! can sign.
 
 use std::time::Duration;
 
@@ -98,5 +100,63 @@ impl Supervisor {
                 _ = tokio::time::sleep(delay) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::grant::LocalGranter;
+    use crate::keys::softsign::SoftSigner;
+    use crate::privval::Version;
+    use crate::privval::codec::DEFAULT_MAX_FRAME;
+
+    /// A validator address that accepts TCP and never speaks: every dial's
+    /// handshake runs into its deadline, and the supervisor dials again.
+    #[tokio::test]
+    async fn a_handshake_past_its_deadline_is_dialled_again() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let ctx = Context {
+            chain_id: "test-chain".into(),
+            version: Version::V0_38,
+            granter: Arc::new(LocalGranter::new()),
+            signer: Arc::new(SoftSigner::from_seed([1; 32])),
+            max_height: None,
+            origin: None,
+            max_frame: DEFAULT_MAX_FRAME,
+        };
+        let config = SupervisorConfig {
+            addr: Address::Tcp {
+                peer_id: None,
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            },
+            identity: SigningKey::from([2; 32]),
+            timeouts: Timeouts {
+                handshake: Duration::from_millis(200),
+                ..Timeouts::default()
+            },
+            reconnect: true,
+        };
+        let (_ready, ready_rx) = watch::channel(true);
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(Supervisor::new(ctx, config).run(ready_rx, stop_rx));
+        // Hold every accepted connection open and silent: a second dial
+        // comes only if the first was given up.
+        let mut held = Vec::new();
+        for dial in 1..=2 {
+            let (stream, _) = tokio::time::timeout(Duration::from_secs(60), listener.accept())
+                .await
+                .unwrap_or_else(|_| panic!("dial {dial} never came"))
+                .expect("accept");
+            held.push(stream);
+        }
+        stop.send(true).expect("supervisor running");
+        task.await.expect("supervisor task");
     }
 }

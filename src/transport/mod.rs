@@ -8,6 +8,7 @@
 
 mod address;
 mod backoff;
+mod keepalive;
 mod secret_connection;
 
 use std::io;
@@ -18,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use address::Address;
 pub use backoff::Backoff;
+pub use keepalive::{KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES, set_keepalive};
 
 /// Transport errors.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,19 @@ pub enum Error {
         /// The validator address.
         address: String,
         /// The timeout that expired.
+        after: Duration,
+    },
+    /// The SecretConnection handshake did not finish within the handshake
+    /// deadline: the validator never answered, or never accepted the
+    /// connection. The socket is closed; the caller may dial again.
+    #[error(
+        "secret connection handshake with {address} did not finish within {after:?} \
+         (the validator accepted no connection from us, or never answered)"
+    )]
+    HandshakeTimeout {
+        /// The validator address.
+        address: String,
+        /// The deadline that expired.
         after: Duration,
     },
     /// The SecretConnection handshake failed.
@@ -88,6 +103,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 /// a validator silent for longer than `read` ends the connection (CometBFT
 /// pings every few seconds). A Unix stream is plain tokio I/O; its reads and
 /// writes are not bounded here.
+///
+/// `handshake` bounds the whole SecretConnection handshake. CometBFT
+/// accepts one signer connection at a time and leaves the other dials in
+/// its accept queue until the active one is dropped, which can be days, so
+/// a dial that has not been answered yet is usually waiting its turn. Each
+/// dial given up on stays in that queue and costs the validator a failed
+/// accept (one ping interval, about 3 s) when it next needs a signer. So
+/// the default is long: it is a last resort against a peer that accepts
+/// and never speaks. A validator host that dies without a reset is noticed
+/// sooner by TCP keepalive ([`set_keepalive`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// Bound on the TCP or Unix connect.
@@ -96,7 +121,13 @@ pub struct Timeouts {
     pub read: Duration,
     /// Bound on each blocking socket write (TCP).
     pub write: Duration,
+    /// Bound on the SecretConnection handshake, from connected until the
+    /// validator has proven its key (TCP).
+    pub handshake: Duration,
 }
+
+/// The default [`Timeouts::handshake`]: a day.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl Default for Timeouts {
     fn default() -> Self {
@@ -104,6 +135,7 @@ impl Default for Timeouts {
             connect: Duration::from_secs(5),
             read: Duration::from_secs(5),
             write: Duration::from_secs(5),
+            handshake: DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -118,6 +150,9 @@ impl Timeouts {
         }
         if self.write.is_zero() {
             return Err(Error::InvalidTimeout("write"));
+        }
+        if self.handshake.is_zero() {
+            return Err(Error::InvalidTimeout("handshake"));
         }
         Ok(())
     }
@@ -135,14 +170,19 @@ pub fn node_id(public_key: &[u8; 32]) -> [u8; 20] {
 ///
 /// TCP: connect (bounded by `timeouts.connect`), then a SecretConnection
 /// handshake (protocol v0.34, also used by CometBFT 0.37/0.38/1.0) with
-/// `identity`, the signer's `kms-identity` key. When the address names a
-/// node id, the validator must prove that id (compared in constant time);
-/// otherwise a warning is logged. Unix: a plaintext connection.
+/// `identity`, the signer's `kms-identity` key, bounded by
+/// `timeouts.handshake`. The socket has TCP keepalive on. When the address
+/// names a node id, the validator must prove that id (compared in constant
+/// time); otherwise a warning is logged. Unix: a plaintext connection.
+///
+/// Dropping the returned future, or the handshake deadline, closes the
+/// socket, which ends the thread running the handshake.
 ///
 /// # Errors
 ///
-/// [`Error::PeerMismatch`] when the validator is not the expected node; the
-/// other variants for connect, handshake and socket failures.
+/// [`Error::PeerMismatch`] when the validator is not the expected node,
+/// [`Error::HandshakeTimeout`] when the handshake does not finish in time;
+/// the other variants for connect, handshake and socket failures.
 pub async fn connect(
     addr: &Address,
     identity: &ed25519_consensus::SigningKey,

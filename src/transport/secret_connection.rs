@@ -6,6 +6,8 @@
 //! of a `tokio::io::duplex` pipe; the threads hold the other end.
 //!
 //! Lifetimes, which the tests check:
+//! - the handshake misses its deadline, or the future waiting for it is
+//!   dropped: the socket is shut down, which ends the handshake's thread;
 //! - the socket dies (EOF, error, timeout): the receive thread ends and the
 //!   async side reads EOF, or the recorded error;
 //! - the async side is dropped: the send thread drains what was written,
@@ -47,10 +49,48 @@ fn recorded(failure: &Failure) -> Option<io::Error> {
     })
 }
 
+/// The connected socket as the blocking handshake and the bridge threads
+/// use it: blocking, no read timeout yet, bounded writes, no Nagle, TCP
+/// keepalive.
+fn blocking_socket(tcp: tokio::net::TcpStream, timeouts: &Timeouts) -> io::Result<TcpStream> {
+    let std_tcp = tcp.into_std()?;
+    std_tcp.set_nonblocking(false)?;
+    // No read timeout during the handshake: a validator leaves signers it
+    // is not using queued, unaccepted, until its active signer is dropped.
+    // Giving up on a queued connection only to dial again would leave a
+    // stale entry in its accept queue, so the whole handshake has one
+    // generous deadline instead, and keepalive notices a dead host.
+    std_tcp.set_read_timeout(None)?;
+    std_tcp.set_write_timeout(Some(timeouts.write))?;
+    std_tcp.set_nodelay(true)?;
+    super::set_keepalive(&std_tcp)?;
+    Ok(std_tcp)
+}
+
+/// Shuts a socket down when dropped unless disarmed: an abandoned
+/// handshake (deadline passed, or its future dropped) must not leave the
+/// thread running it blocked on the socket.
+struct ShutdownOnDrop(Option<TcpStream>);
+
+impl ShutdownOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        if let Some(socket) = self.0.take() {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+    }
+}
+
 /// Handshakes over a connected TCP stream and starts the bridge threads.
 ///
-/// Runs the blocking handshake on tokio's blocking pool. The socket's read
-/// and write timeouts bound the handshake and every later read and write.
+/// Runs the blocking handshake on tokio's blocking pool, within
+/// `timeouts.handshake`. After it, the socket's read and write timeouts
+/// bound every read and write.
 pub(super) async fn establish(
     address: String,
     tcp: tokio::net::TcpStream,
@@ -63,34 +103,28 @@ pub(super) async fn establish(
         address: address.clone(),
         source,
     };
-    let std_tcp = tcp.into_std().map_err(io_err)?;
-    std_tcp.set_nonblocking(false).map_err(io_err)?;
-    // No read timeout during the handshake: a validator leaves signers it
-    // is not using queued, unaccepted, until its active signer is dropped.
-    // Giving up on a queued connection only to dial again would leave a
-    // stale entry in its accept queue, so wait for as long as it takes.
-    std_tcp.set_read_timeout(None).map_err(io_err)?;
-    std_tcp
-        .set_write_timeout(Some(timeouts.write))
-        .map_err(io_err)?;
-    std_tcp.set_nodelay(true).map_err(io_err)?;
+    let std_tcp = blocking_socket(tcp, timeouts).map_err(io_err)?;
     let closer = std_tcp.try_clone().map_err(io_err)?;
+    let abandon = ShutdownOnDrop(Some(std_tcp.try_clone().map_err(io_err)?));
 
     let identity = identity.clone();
     let read_timeout = timeouts.read;
     let handle = Handle::current();
     let addr = address.clone();
-    tokio::task::spawn_blocking(move || {
+    let handshake = tokio::task::spawn_blocking(move || {
         let sc = SecretConnection::new(std_tcp, identity, Version::V0_34).map_err(|e| {
             Error::Handshake {
                 address: addr.clone(),
                 reason: e.to_string(),
             }
         })?;
-        let remote = sc.remote_pubkey().ed25519().ok_or_else(|| Error::Handshake {
-            address: addr.clone(),
-            reason: "remote key is not ed25519".into(),
-        })?;
+        let remote = sc
+            .remote_pubkey()
+            .ed25519()
+            .ok_or_else(|| Error::Handshake {
+                address: addr.clone(),
+                reason: "remote key is not ed25519".into(),
+            })?;
         let actual = node_id(remote.as_bytes());
         match expected_peer {
             // Dropping `sc` closes the socket.
@@ -121,9 +155,19 @@ pub(super) async fn establish(
             source,
         })?;
         Ok((bridged, actual))
-    })
-    .await
-    .map_err(|e| Error::Handshake {
+    });
+    // On the deadline `abandon` shuts the socket down as it drops, which
+    // fails the blocked handshake and ends its thread. Should the handshake
+    // finish at that very moment, its result is dropped with the task's
+    // output, and dropping a `Bridged` closes the connection too.
+    let joined = tokio::time::timeout(timeouts.handshake, handshake)
+        .await
+        .map_err(|_| Error::HandshakeTimeout {
+            address: address.clone(),
+            after: timeouts.handshake,
+        })?;
+    abandon.disarm();
+    joined.map_err(|e| Error::Handshake {
         address,
         reason: format!("handshake task failed: {e}"),
     })?
@@ -270,5 +314,40 @@ impl AsyncWrite for Bridged {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().pipe).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use socket2::SockRef;
+
+    use super::*;
+    use crate::transport::{KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES};
+
+    #[tokio::test]
+    async fn the_handshake_socket_has_keepalive() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (dialled, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let _accepted = accepted.expect("accept");
+        let socket =
+            blocking_socket(dialled.expect("connect"), &Timeouts::default()).expect("socket");
+        let socket = SockRef::from(&socket);
+        assert!(
+            socket.keepalive().expect("SO_KEEPALIVE"),
+            "keepalive is off"
+        );
+        assert_eq!(socket.tcp_keepalive_time().expect("idle"), KEEPALIVE_IDLE);
+        assert_eq!(
+            socket.tcp_keepalive_interval().expect("interval"),
+            KEEPALIVE_INTERVAL
+        );
+        assert_eq!(
+            socket.tcp_keepalive_retries().expect("probes"),
+            KEEPALIVE_PROBES
+        );
     }
 }

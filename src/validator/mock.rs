@@ -227,6 +227,9 @@ impl MockValidator {
             connect: self.timing.io_timeout,
             read: self.timing.io_timeout,
             write: self.timing.io_timeout,
+            // As CometBFT: its handshake's reads and writes are bounded by
+            // the same timeout.
+            handshake: self.timing.io_timeout,
         };
         let accepted = timeout(self.timing.accept_timeout, async {
             match &self.listen {

@@ -348,3 +348,88 @@ async fn shutdown_delivers_pending_bytes_then_closes() {
     drop(stream);
     wait_for_no_bridge_threads().await;
 }
+
+/// Accepts one TCP connection and never speaks, as a hung validator (or a
+/// dial still in its accept queue) looks from the signer's side. Returns
+/// how many bytes the signer sent before it closed the socket; a read error
+/// (the bound expiring) means the signer never closed it.
+fn spawn_silent_listener() -> (SocketAddr, JoinHandle<std::io::Result<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let handle = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept()?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut sent = 0;
+        let mut buf = [0u8; 256];
+        loop {
+            match stream.read(&mut buf)? {
+                0 => return Ok(sent),
+                n => sent += n,
+            }
+        }
+    });
+    (addr, handle)
+}
+
+#[tokio::test]
+async fn a_silent_listener_fails_the_handshake_at_its_deadline() {
+    let _serial = SERIAL.lock().await;
+    let (addr, listener) = spawn_silent_listener();
+    let timeouts = Timeouts {
+        handshake: Duration::from_millis(300),
+        ..Timeouts::default()
+    };
+    let (addr, identity) = (tcp(addr, None), identity());
+    let dial = transport::connect(&addr, &identity, &timeouts);
+    let err = match tokio::time::timeout(Duration::from_secs(30), dial)
+        .await
+        .expect("the handshake deadline ends the dial")
+    {
+        Ok(_) => panic!("handshake with a silent listener succeeded"),
+        Err(err) => err,
+    };
+    assert!(
+        matches!(err, Error::HandshakeTimeout { after, .. } if after == Duration::from_millis(300)),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("did not finish within 300ms"),
+        "{err}"
+    );
+    // The socket was closed (so the handshake's thread ended): the listener
+    // read the signer's ephemeral key, then EOF.
+    let sent = listener.join().expect("listener thread").expect("EOF");
+    assert!(sent > 0, "the signer sent nothing");
+}
+
+#[tokio::test]
+async fn dropping_a_pending_handshake_closes_its_socket() {
+    let _serial = SERIAL.lock().await;
+    let (addr, listener) = spawn_silent_listener();
+    // The default deadline is a day; the caller gives up first (as the
+    // supervisor does on shutdown).
+    let (addr, identity, timeouts) = (tcp(addr, None), identity(), Timeouts::default());
+    let dial = transport::connect(&addr, &identity, &timeouts);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), dial)
+            .await
+            .is_err(),
+        "a silent listener answered"
+    );
+    let sent = listener.join().expect("listener thread").expect("EOF");
+    assert!(sent > 0, "the signer sent nothing");
+}
+
+#[tokio::test]
+async fn a_zero_handshake_deadline_is_refused() {
+    let timeouts = Timeouts {
+        handshake: Duration::ZERO,
+        ..Timeouts::default()
+    };
+    let addr: Address = "tcp://127.0.0.1:1".parse().expect("address");
+    let err = match transport::connect(&addr, &identity(), &timeouts).await {
+        Ok(_) => panic!("accepted a zero deadline"),
+        Err(err) => err,
+    };
+    assert!(matches!(err, Error::InvalidTimeout("handshake")), "{err:?}");
+}
