@@ -81,12 +81,14 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
+        // Who sends comes first: a joining node learns its cluster id
+        // from an admitted AppendEntries, so only from its real sender.
         let peer = require(&request, Role::Node)?;
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(&request.get_ref().data)?;
+        require_sender(&peer, rpc.vote.leader_id().voted_for())?;
         self.instance
             .identity()
             .admit(&request, Rpc::AppendEntries)?;
-        let rpc: AppendEntriesRequest<TypeConfig> = decode(&request.into_inner().data)?;
-        require_sender(&peer, rpc.vote.leader_id().voted_for())?;
         let result = self.instance.raft().append_entries(rpc).await;
         Ok(Response::new(pb::RaftReply {
             data: encode(&result)?,
@@ -98,9 +100,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
         let peer = require(&request, Role::Node)?;
-        self.instance.identity().admit(&request, Rpc::Other)?;
-        let rpc: VoteRequest<NodeId> = decode(&request.into_inner().data)?;
+        let rpc: VoteRequest<NodeId> = decode(&request.get_ref().data)?;
         require_sender(&peer, rpc.vote.leader_id().voted_for())?;
+        self.instance.identity().admit(&request, Rpc::Other)?;
         let result = self.instance.raft().vote(rpc).await;
         Ok(Response::new(pb::RaftReply {
             data: encode(&result)?,
@@ -112,11 +114,11 @@ impl pb::cluster_server::Cluster for ClusterService {
         request: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
         let peer = require(&request, Role::Node)?;
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(&request.get_ref().data)?;
+        require_sender(&peer, rpc.vote.leader_id().voted_for())?;
         self.instance
             .identity()
             .admit(&request, Rpc::InstallSnapshot)?;
-        let rpc: InstallSnapshotRequest<TypeConfig> = decode(&request.into_inner().data)?;
-        require_sender(&peer, rpc.vote.leader_id().voted_for())?;
         check_chunk(&rpc)?;
         let result = self
             .snapshots
