@@ -5,12 +5,16 @@
 //! (sign bytes that are not a vote or proposal of that chain at that
 //! position, a chain id CometBFT would not accept) or implausible (a
 //! height no chain will reach, or a jump far above the current watermark)
-//! unless the operator forces it. What is kept of the raise is only what
-//! the cluster stores: the position and the sign bytes. A signature is
-//! never stored in the cluster (every node derives it again), and height
+//! unless the operator forces it. Of the rest, a signature is kept only
+//! as the 64-byte partner of vetted sign bytes (so an export back to a
+//! file signer carries the pair a file signer needs; a wrong one could at
+//! worst be repeated by it, never sign anything new), and height
 //! ownership starts afresh with the next request.
 
 use super::{Position, SignState, inspect};
+
+/// An Ed25519 signature's length.
+const SIGNATURE_LEN: usize = 64;
 
 /// CometBFT's longest chain id.
 pub const MAX_CHAIN_ID_LEN: usize = 50;
@@ -98,10 +102,14 @@ pub fn raise(
         }
     }
     inspect::check(chain_id, raised.position, &raised.sign_bytes).map_err(VetError::SignBytes)?;
+    let signature = raised
+        .signature
+        .clone()
+        .filter(|signature| !raised.sign_bytes.is_empty() && signature.len() == SIGNATURE_LEN);
     Ok(SignState {
         position: raised.position,
         sign_bytes: raised.sign_bytes.clone(),
-        signature: None,
+        signature,
         owner: None,
     })
 }
@@ -195,7 +203,7 @@ mod tests {
     }
 
     #[test]
-    fn only_position_and_sign_bytes_are_kept() {
+    fn a_signature_is_kept_only_beside_sign_bytes_and_owners_never() {
         let mut raised = state(5);
         raised.sign_bytes = sign_bytes("c", 5, 0, Step::Precommit, true);
         raised.signature = Some(vec![7; 64]);
@@ -203,7 +211,13 @@ mod tests {
         let kept = raise("c", None, &raised, false).unwrap();
         assert_eq!(kept.position, raised.position);
         assert_eq!(kept.sign_bytes, raised.sign_bytes);
-        assert_eq!(kept.signature, None);
+        assert_eq!(kept.signature, raised.signature);
         assert_eq!(kept.owner, None);
+
+        raised.signature = Some(vec![7; 65]);
+        assert_eq!(raise("c", None, &raised, false).unwrap().signature, None);
+        let mut bare = state(5);
+        bare.signature = Some(vec![7; 64]);
+        assert_eq!(raise("c", None, &bare, false).unwrap().signature, None);
     }
 }

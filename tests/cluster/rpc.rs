@@ -130,8 +130,8 @@ async fn a_snapshot_chunk_far_out_is_refused() {
 
 /// The node vets an admin raise itself, whatever the client checked: an
 /// implausible height is refused unless forced, sign bytes of another
-/// chain are refused even when forced, and only the position and sign
-/// bytes are kept of what the client sent.
+/// chain are refused even when forced, and neither an owner nor a
+/// signature without sign bytes is kept of what the client sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_admin_raise_is_vetted_on_the_node() {
     use quorumkms::cluster::pb::admin_client::AdminClient;
