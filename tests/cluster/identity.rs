@@ -184,10 +184,7 @@ async fn a_store_from_another_cluster_is_refused() {
     let stale_node = c.node(3).clone();
     assert_eq!(stale_node.cluster_id(), Some(id_a));
     let start = stale_node.metrics().current_term;
-    wait_for("campaigning twice", || {
-        stale_node.metrics().current_term >= start + 2
-    })
-    .await;
+    wait_for("campaigning", || stale_node.metrics().current_term > start).await;
     for id in [1, 2] {
         let node = c.node(id);
         assert!(

@@ -170,12 +170,27 @@ impl TestCluster {
             Some(disk) => StoreChoice::Backend(Arc::new(disk.clone())),
             None => StoreChoice::Disk,
         };
-        let deps = Deps {
-            store,
-            join,
-            ..Deps::default()
+        // A stopped node's last tasks may hold its redb file for a moment
+        // after shutdown returns; the file lock says so, and a retry waits
+        // them out (a real restart is a new process).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let node = loop {
+            let deps = Deps {
+                store: store.clone(),
+                join,
+                ..Deps::default()
+            };
+            match cluster::run_node(config.clone(), deps).await {
+                Ok(node) => break node,
+                Err(e)
+                    if e.to_string().contains("already open")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("run_node: {e:?}"),
+            }
         };
-        let node = cluster::run_node(config, deps).await.expect("run_node");
         self.nodes.insert(id, node);
     }
 
