@@ -34,3 +34,22 @@ pub fn set_keepalive<S: AsFd>(socket: &S) -> io::Result<()> {
         .with_retries(KEEPALIVE_PROBES);
     SockRef::from(socket).set_tcp_keepalive(&params)
 }
+
+/// Test helper: asserts `socket` has keepalive on with the settings above.
+#[cfg(test)]
+pub(crate) fn assert_on<S: AsFd>(socket: &S) {
+    let socket = SockRef::from(socket);
+    assert!(
+        socket.keepalive().expect("SO_KEEPALIVE"),
+        "keepalive is off"
+    );
+    assert_eq!(socket.tcp_keepalive_time().expect("idle"), KEEPALIVE_IDLE);
+    assert_eq!(
+        socket.tcp_keepalive_interval().expect("interval"),
+        KEEPALIVE_INTERVAL
+    );
+    assert_eq!(
+        socket.tcp_keepalive_retries().expect("probes"),
+        KEEPALIVE_PROBES
+    );
+}

@@ -8,7 +8,7 @@
 
 mod address;
 mod backoff;
-mod keepalive;
+pub(crate) mod keepalive;
 mod secret_connection;
 
 use std::io;

@@ -319,10 +319,7 @@ impl AsyncWrite for Bridged {
 
 #[cfg(test)]
 mod tests {
-    use socket2::SockRef;
-
     use super::*;
-    use crate::transport::{KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES};
 
     #[tokio::test]
     async fn the_handshake_socket_has_keepalive() {
@@ -335,19 +332,6 @@ mod tests {
         let _accepted = accepted.expect("accept");
         let socket =
             blocking_socket(dialled.expect("connect"), &Timeouts::default()).expect("socket");
-        let socket = SockRef::from(&socket);
-        assert!(
-            socket.keepalive().expect("SO_KEEPALIVE"),
-            "keepalive is off"
-        );
-        assert_eq!(socket.tcp_keepalive_time().expect("idle"), KEEPALIVE_IDLE);
-        assert_eq!(
-            socket.tcp_keepalive_interval().expect("interval"),
-            KEEPALIVE_INTERVAL
-        );
-        assert_eq!(
-            socket.tcp_keepalive_retries().expect("probes"),
-            KEEPALIVE_PROBES
-        );
+        crate::transport::keepalive::assert_on(&socket);
     }
 }
