@@ -374,6 +374,9 @@ pub fn render(status: &admin::Status) -> String {
         let position = c.position.map_or("none".to_string(), |p| p.to_string());
         let owner = c.owner.as_deref().unwrap_or("-");
         out.push_str(&format!("  {chain:<24} {position:<20} owner {owner}\n"));
+        if let Some(raise) = &c.last_raise {
+            out.push_str(&format!("  {:<24} last raise {raise}\n", ""));
+        }
     }
     out
 }

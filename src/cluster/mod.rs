@@ -66,6 +66,7 @@ pub mod state_machine;
 pub mod store;
 #[cfg(feature = "sled")]
 pub mod store_sled;
+pub mod subject;
 mod supervisor;
 pub mod tls;
 pub mod transport;
@@ -91,7 +92,7 @@ pub use state_machine::AppliedState;
 pub use store::{Backend, MemBackend, RedbBackend};
 pub use tls::{TlsConfig, TlsTransport};
 pub use transport::{TcpTransport, Transport};
-pub use types::{Command, Member, NodeId, Outcome};
+pub use types::{Command, Member, NodeId, Outcome, RaiseRecord, Raiser};
 
 #[cfg(test)]
 mod tests;

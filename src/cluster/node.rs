@@ -29,8 +29,8 @@ use super::propose::Proposer;
 use super::service::ClusterService;
 use super::state_machine::AppliedState;
 use super::store::Backend;
-use super::types::NodeId;
 use super::types::typ::{Raft, RaftMetrics};
+use super::types::{NodeId, Raiser};
 use super::{runtime, server, supervisor};
 use futures_util::future::BoxFuture;
 
@@ -225,9 +225,9 @@ impl Node {
         self.parts.proposer.grant(chain_id, attempt).await
     }
 
-    /// Raises `chain_id`'s watermark to `state` (a raise-only import).
-    /// The inner result is the state machine's answer: a refusal when
-    /// `state` is not strictly above the current watermark.
+    /// Raises `chain_id`'s watermark to `state` (a raise-only import) for
+    /// `by`. The inner result is the state machine's answer: a refusal
+    /// when `state` is not strictly above the current watermark.
     ///
     /// # Errors
     ///
@@ -236,8 +236,9 @@ impl Node {
         &self,
         chain_id: &str,
         state: SignState,
+        by: Raiser,
     ) -> Result<Result<(), Refusal>, GrantError> {
-        self.parts.proposer.raise(chain_id, state).await
+        self.parts.proposer.raise(chain_id, state, by).await
     }
 
     /// The current Raft metrics.

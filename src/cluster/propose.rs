@@ -27,7 +27,7 @@ use super::network::{self, CallError, Channels};
 use super::types::typ::{
     self, ChangeMembershipError, ClientWriteError, Fatal, RaftError, RaftMetrics,
 };
-use super::types::{Command, Member, NodeId, Outcome};
+use super::types::{Command, Member, NodeId, Outcome, Raiser};
 use crate::grant::{Cause, GrantError};
 use crate::watermark::{Attempt, Refusal, SignState, Verdict};
 
@@ -205,8 +205,8 @@ impl Proposer {
         }
     }
 
-    /// Raises `chain_id`'s watermark to `state`; the inner result is the
-    /// state machine's answer.
+    /// Raises `chain_id`'s watermark to `state` for `by`; the inner result
+    /// is the state machine's answer.
     ///
     /// # Errors
     ///
@@ -215,6 +215,7 @@ impl Proposer {
         &self,
         chain_id: &str,
         state: SignState,
+        by: Raiser,
     ) -> Result<Result<(), Refusal>, GrantError> {
         if let Some(fault) = self.instance.fault() {
             return Err(ProposeError::Fault(fault).into());
@@ -222,6 +223,7 @@ impl Proposer {
         let command = Command::Raise {
             chain_id: chain_id.to_string(),
             state,
+            by,
         };
         match self.propose(command).await? {
             Outcome::Raised(result) => Ok(result),

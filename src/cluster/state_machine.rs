@@ -29,7 +29,7 @@ use tokio::sync::watch;
 
 use super::store::{Backend, BackendError, MetaKey, decode, encode};
 use super::types::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
-use super::types::{Command, Outcome, TypeConfig};
+use super::types::{Command, Outcome, RaiseRecord, Raiser, TypeConfig};
 use crate::watermark::{self, SignState};
 
 /// Everything the state machine holds; also the snapshot contents.
@@ -41,6 +41,9 @@ pub struct AppliedState {
     pub membership: StoredMembership,
     /// Each chain's watermark, by chain id.
     pub chains: BTreeMap<String, SignState>,
+    /// Each chain's last applied raise, by chain id.
+    #[serde(default)]
+    pub raises: BTreeMap<String, RaiseRecord>,
 }
 
 /// Applies one entry to `state` and returns its outcome. Pure.
@@ -60,9 +63,54 @@ pub fn apply(state: &mut AppliedState, entry: &Entry) -> Outcome {
         EntryPayload::Normal(Command::Raise {
             chain_id,
             state: imported,
+            by,
         }) => {
             let chain = state.chains.entry(chain_id.clone()).or_default();
-            Outcome::Raised(watermark::raise(chain, imported))
+            // A floor stands in for a missing watermark only: once the
+            // chain has one (a grant or an import committed first), the
+            // floor is moot and changes nothing.
+            if matches!(by, Raiser::Floor { .. }) && chain.position.is_some() {
+                return Outcome::Raised(Ok(()));
+            }
+            let result = watermark::raise(chain, imported);
+            if result.is_ok() {
+                let record = RaiseRecord {
+                    by: by.clone(),
+                    index: entry.log_id.index,
+                    position: imported.position,
+                };
+                state.raises.insert(chain_id.clone(), record);
+            }
+            Outcome::Raised(result)
+        }
+    }
+}
+
+/// Logs what a raise did to `state`, and who asked for it.
+fn log_raise(state: &AppliedState, entry: &Entry, outcome: &Outcome) {
+    let (
+        EntryPayload::Normal(Command::Raise {
+            chain_id,
+            state: raised,
+            by,
+        }),
+        Outcome::Raised(result),
+    ) = (&entry.payload, outcome)
+    else {
+        return;
+    };
+    let index = entry.log_id.index;
+    let position = raised.position.map(|p| p.to_string());
+    let recorded = state.raises.get(chain_id).is_some_and(|r| r.index == index);
+    match result {
+        Ok(()) if recorded => {
+            tracing::info!(%chain_id, position, %by, index, "watermark raised")
+        }
+        Ok(()) => tracing::info!(
+            %chain_id, position, %by, index, "floor not needed: the chain has a watermark"
+        ),
+        Err(refusal) => {
+            tracing::info!(%chain_id, position, %by, index, %refusal, "raise refused")
         }
     }
 }
@@ -199,7 +247,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Work on a copy: if the write below fails, neither the in-memory
         // state nor the published one moves past what is on disk.
         let mut next = self.state.clone();
-        let outcomes: Vec<Outcome> = entries.into_iter().map(|e| apply(&mut next, &e)).collect();
+        let outcomes: Vec<Outcome> = entries
+            .into_iter()
+            .map(|e| {
+                let outcome = apply(&mut next, &e);
+                log_raise(&next, &e, &outcome);
+                outcome
+            })
+            .collect();
         if outcomes.is_empty() {
             return Ok(outcomes);
         }

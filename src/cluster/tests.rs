@@ -243,6 +243,83 @@ fn apply_is_deterministic_and_answers_every_entry() {
     ));
 }
 
+#[test]
+fn a_raise_records_who_made_it_and_a_floor_fills_only_an_empty_chain() {
+    use super::state_machine::apply;
+    use super::types::{Command, Outcome, RaiseRecord, Raiser};
+    use crate::watermark::{Position, SignState, Step};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+    let at = |height| Position {
+        height,
+        round: 0,
+        step: Step::Precommit,
+    };
+    let raise = |index, chain: &str, height, by: Raiser| Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Command::Raise {
+            chain_id: chain.into(),
+            state: SignState {
+                position: Some(at(height)),
+                ..SignState::default()
+            },
+            by,
+        }),
+    };
+    let floor = Raiser::Floor {
+        source: "rpc http://127.0.0.1:26657".into(),
+    };
+    let mut state = AppliedState::default();
+    assert_eq!(
+        apply(&mut state, &raise(1, "a", 1000, floor.clone())),
+        Outcome::Raised(Ok(()))
+    );
+    assert_eq!(
+        state.raises["a"],
+        RaiseRecord {
+            by: floor.clone(),
+            index: 1,
+            position: Some(at(1000)),
+        }
+    );
+    // A later floor finds a watermark and changes nothing, even if higher.
+    apply(&mut state, &raise(2, "a", 2000, floor.clone()));
+    assert_eq!(state.chains["a"].position, Some(at(1000)));
+    assert_eq!(state.raises["a"].index, 1);
+    // An operator's raise still applies and replaces the record.
+    let alice = Raiser::Operator {
+        serial: "0abc".into(),
+        subject: "quorumkms operator alice".into(),
+    };
+    apply(&mut state, &raise(3, "a", 3000, alice.clone()));
+    assert_eq!(state.chains["a"].position, Some(at(3000)));
+    assert_eq!(
+        (state.raises["a"].by.clone(), state.raises["a"].index),
+        (alice, 3)
+    );
+}
+
+#[test]
+fn raises_and_states_from_before_the_record_still_decode() {
+    use super::types::{Command, Raiser};
+
+    let old_raise = r#"{"Raise":{"chain_id":"a","state":{"position":null,"sign_bytes":[],"signature":null,"owner":null}}}"#;
+    let command: Command = serde_json::from_str(old_raise).expect("an old raise decodes");
+    assert!(matches!(
+        command,
+        Command::Raise {
+            by: Raiser::Unrecorded,
+            ..
+        }
+    ));
+    let old_state = serde_json::to_value(AppliedState::default()).expect("encode");
+    let mut old_state = old_state.as_object().expect("an object").clone();
+    old_state.remove("raises");
+    let state: AppliedState =
+        serde_json::from_value(serde_json::Value::Object(old_state)).expect("an old state decodes");
+    assert!(state.raises.is_empty());
+}
+
 /// A snapshot built from the state at index 10 that finishes after a
 /// snapshot at index 20 was installed must not replace it: the stored
 /// snapshot would fall behind the log purged up to 20.

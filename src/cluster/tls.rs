@@ -127,7 +127,7 @@ pub fn require<T>(request: &tonic::Request<T>, role: Role) -> Result<PeerInfo, t
     let info = request
         .extensions()
         .get::<PeerInfo>()
-        .copied()
+        .cloned()
         .ok_or_else(|| denied(role))?;
     match role {
         _ if !info.tls => Ok(info),
@@ -523,6 +523,8 @@ fn peer_info(cert: &CertificateDer<'_>) -> PeerInfo {
     let Ok(end_entity) = webpki::EndEntityCert::try_from(cert) else {
         return info;
     };
+    info.serial = Some(serial_hex(end_entity.serial()));
+    info.subject = super::subject::common_name(end_entity.subject());
     let has = |name: &str| {
         ServerName::try_from(name)
             .is_ok_and(|name| end_entity.verify_is_valid_for_subject_name(&name).is_ok())
@@ -756,6 +758,8 @@ mod tests {
                 node: true,
                 operator: false,
                 node_id: Some(2),
+                serial: Some(certs::serial_of(&pki.path().join("node-2.pem")).expect("serial")),
+                subject: Some("quorumkms node 2".into()),
             }
         );
         let operator = handshake(&server, &files(pki.path(), "operator-ops"))
@@ -768,6 +772,10 @@ mod tests {
                 node: false,
                 operator: true,
                 node_id: None,
+                serial: Some(
+                    certs::serial_of(&pki.path().join("operator-ops.pem")).expect("serial")
+                ),
+                subject: Some("quorumkms operator ops".into()),
             }
         );
     }
@@ -809,6 +817,7 @@ mod tests {
             node: true,
             operator: false,
             node_id: Some(2),
+            ..PeerInfo::default()
         };
         let peer = require(&request_from(node_2), Role::Node).expect("a node");
         assert!(require_sender(&peer, Some(2)).is_ok());

@@ -13,7 +13,7 @@ use futures_util::future::BoxFuture;
 
 /// What the server learned about a caller during the handshake. Stored as
 /// tonic's connect info, so handlers find it in the request extensions.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeerInfo {
     /// The connection is mutual TLS (otherwise plaintext: no checks).
     pub tls: bool,
@@ -23,6 +23,11 @@ pub struct PeerInfo {
     pub operator: bool,
     /// The node the caller's node certificate names.
     pub node_id: Option<NodeId>,
+    /// The serial number of the caller's certificate (hex, as
+    /// `quorumkms cluster certs` prints it).
+    pub serial: Option<String>,
+    /// The common name of the caller's certificate.
+    pub subject: Option<String>,
 }
 
 /// A byte stream between two nodes.
@@ -111,7 +116,7 @@ pub(crate) struct ServerIo(pub(crate) BoxIo, pub(crate) PeerInfo);
 impl tonic::transport::server::Connected for ServerIo {
     type ConnectInfo = PeerInfo;
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.1
+        self.1.clone()
     }
 }
 

@@ -7,7 +7,7 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
-use crate::watermark::{Attempt, Refusal, SignState, Verdict};
+use crate::watermark::{Attempt, Position, Refusal, SignState, Verdict};
 
 /// A Raft node id.
 pub type NodeId = u64;
@@ -53,7 +53,70 @@ pub enum Command {
         chain_id: String,
         /// The imported state.
         state: SignState,
+        /// Who asked for it. A [`Raiser::Floor`] raise applies only to a
+        /// chain that has no watermark yet.
+        #[serde(default)]
+        by: Raiser,
     },
+}
+
+/// Who raised a chain's watermark.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Raiser {
+    /// A raise logged before raises named who made them.
+    #[default]
+    Unrecorded,
+    /// An operator through the admin API, known by the certificate the
+    /// cluster's mutual TLS verified.
+    Operator {
+        /// The certificate's serial number (hex).
+        serial: String,
+        /// The certificate's common name.
+        subject: String,
+    },
+    /// An operator on a plaintext cluster port (loopback, or
+    /// `insecure_plaintext`), where no certificate names anyone.
+    Plaintext,
+    /// A chain's floor, taken before its first grant.
+    Floor {
+        /// Where it came from: `rpc URL` or `first request`.
+        source: String,
+    },
+}
+
+impl fmt::Display for Raiser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Raiser::Unrecorded => f.write_str("unrecorded"),
+            Raiser::Operator { serial, subject } => {
+                write!(f, "operator certificate {serial} ({subject})")
+            }
+            Raiser::Plaintext => f.write_str("plaintext operator (no certificate)"),
+            Raiser::Floor { source } => write!(f, "floor from {source}"),
+        }
+    }
+}
+
+/// The last raise applied to a chain: who made it, at which log index,
+/// to which position.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaiseRecord {
+    /// Who asked for it.
+    pub by: Raiser,
+    /// The log index of its entry.
+    pub index: u64,
+    /// The position the watermark was raised to.
+    pub position: Option<Position>,
+}
+
+impl fmt::Display for RaiseRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let position = self
+            .position
+            .map_or_else(|| "empty".to_string(), |p| p.to_string());
+        write!(f, "to {position} by {} at index {}", self.by, self.index)
+    }
 }
 
 /// The state machine's answer to one applied entry.

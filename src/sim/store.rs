@@ -74,7 +74,9 @@ fn describe_payload(payload: &EntryPayload<TypeConfig>) -> String {
             hash8(&attempt.sign_bytes),
             attempt.origin.as_deref().unwrap_or("-")
         ),
-        EntryPayload::Normal(Command::Raise { chain_id, state }) => {
+        EntryPayload::Normal(Command::Raise {
+            chain_id, state, ..
+        }) => {
             format!("raise {chain_id} {}", short(&hash_json(state)))
         }
     }

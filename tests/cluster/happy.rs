@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::support::{TestCluster, attempt};
+use quorumkms::cluster::Raiser;
 use quorumkms::watermark::{Position, Refusal, SignState, Step, Verdict};
 
 const CHAIN: &str = "test-chain";
@@ -68,8 +69,21 @@ async fn raise_only_import() {
         signature: None,
         owner: None,
     };
-    let raised = cluster.node(2).raise(CHAIN, imported.clone()).await;
+    let alice = Raiser::Operator {
+        serial: "0abc".into(),
+        subject: "quorumkms operator alice".into(),
+    };
+    let raised = cluster
+        .node(2)
+        .raise(CHAIN, imported.clone(), alice.clone())
+        .await;
     assert_eq!(raised, Ok(Ok(())));
+    let raised_to = imported.position.expect("a position");
+    cluster
+        .wait_watermark(CHAIN, raised_to, Duration::from_secs(10))
+        .await;
+    let record = cluster.node(2).applied_state().raises[CHAIN].clone();
+    assert_eq!((record.by, record.position), (alice, imported.position));
 
     // Lower or equal imports are refused and change nothing.
     let mut lower = imported.clone();
@@ -78,11 +92,20 @@ async fn raise_only_import() {
         round: 0,
         step: Step::Precommit,
     });
-    let refused = cluster.node(3).raise(CHAIN, lower).await.expect("verdict");
+    let refused = cluster
+        .node(3)
+        .raise(CHAIN, lower, Raiser::Plaintext)
+        .await
+        .expect("verdict");
     assert!(matches!(refused, Err(Refusal::HeightRegression { .. })));
+    // A refused raise leaves the record of the last applied one.
+    assert_eq!(
+        cluster.node(3).applied_state().raises[CHAIN].index,
+        record.index
+    );
     let again = cluster
         .node(1)
-        .raise(CHAIN, imported.clone())
+        .raise(CHAIN, imported.clone(), Raiser::Plaintext)
         .await
         .expect("verdict");
     assert!(again.is_err());

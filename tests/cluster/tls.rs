@@ -14,7 +14,7 @@ use quorumkms::cluster::network::{self, CallError, Channels};
 use quorumkms::cluster::pb::{self, cluster_client::ClusterClient};
 use quorumkms::cluster::types::TypeConfig;
 use quorumkms::cluster::{
-    self, Config, Deps, Node, Peer, TlsConfig, TlsTransport, Transport, certs,
+    self, Config, Deps, Node, Peer, Raiser, TlsConfig, TlsTransport, Transport, certs,
 };
 use quorumkms::keys::loss::KeyLoss;
 use quorumkms::watermark::{Position, SignState, Step};
@@ -153,6 +153,20 @@ async fn only_an_operator_raises_and_a_node_speaks_only_for_itself() {
         status.chains["chain-a"].position.map(|p| p.height),
         Some(10)
     );
+    // The record names the operator's certificate: its serial and CN.
+    let serial = certs::serial_of(&pki.join("operator-ops.pem")).expect("serial");
+    let record = status.chains["chain-a"]
+        .last_raise
+        .clone()
+        .expect("a raise record");
+    assert_eq!(
+        record.by,
+        Raiser::Operator {
+            serial,
+            subject: "quorumkms operator ops".into()
+        }
+    );
+    assert_eq!(record.position, state_at(10).position);
 
     // Node 2's certificate may send Raft messages as node 2 only.
     let mut as_node_2 = cluster_client(&files(&pki, "node-2"), &addr).await;

@@ -16,6 +16,8 @@ use crate::cluster::membership::{self, ChangeError, Membership};
 use crate::cluster::pb;
 use crate::cluster::propose::Proposer;
 use crate::cluster::tls::{Role, require};
+use crate::cluster::transport::PeerInfo;
+use crate::cluster::types::Raiser;
 use crate::keys::loss::KeyLoss;
 use crate::watermark::{SignState, vet};
 
@@ -70,6 +72,17 @@ fn change_status(e: ChangeError) -> GrpcStatus {
     }
 }
 
+/// Who an admin caller is, for the record of a raise.
+fn raiser(peer: &PeerInfo) -> Raiser {
+    if !peer.tls {
+        return Raiser::Plaintext;
+    }
+    Raiser::Operator {
+        serial: peer.serial.clone().unwrap_or_else(|| "unknown".into()),
+        subject: peer.subject.clone().unwrap_or_default(),
+    }
+}
+
 fn changed(result: Result<String, ChangeError>) -> Result<Response<pb::ChangeReply>, GrpcStatus> {
     result
         .map(|message| Response::new(pb::ChangeReply { message }))
@@ -108,7 +121,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::RaiseRequest>,
     ) -> Result<Response<pb::RaiseReply>, GrpcStatus> {
-        require(&request, Role::Operator)?;
+        let by = raiser(&require(&request, Role::Operator)?);
         let request = request.into_inner();
         let state: SignState = serde_json::from_slice(&request.state_json)
             .map_err(|e| GrpcStatus::invalid_argument(format!("state: {e}")))?;
@@ -127,10 +140,11 @@ impl pb::admin_server::Admin for AdminService {
             tracing::warn!(
                 chain_id = %request.chain_id,
                 position = ?state.position,
+                %by,
                 "forced raise requested"
             );
         }
-        let refusal = match self.proposer.raise(&request.chain_id, state).await {
+        let refusal = match self.proposer.raise(&request.chain_id, state, by).await {
             Ok(Ok(())) => String::new(),
             Ok(Err(refusal)) => refusal.to_string(),
             Err(e) => return Err(GrpcStatus::unavailable(e.to_string())),

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::instance::Instance;
+use crate::cluster::types::RaiseRecord;
 use crate::keys::loss::KeyLoss;
 use crate::watermark::Position;
 
@@ -45,6 +46,10 @@ pub struct ChainStatus {
     pub position: Option<Position>,
     /// The validator node owning `position.height`, if ownership is on.
     pub owner: Option<String>,
+    /// The last raise applied to this chain: an operator's import, or the
+    /// floor taken before its first grant.
+    #[serde(default)]
+    pub last_raise: Option<RaiseRecord>,
 }
 
 /// What one node reports.
@@ -112,6 +117,7 @@ impl Status {
                     ChainStatus {
                         position: state.position,
                         owner: state.owner.clone(),
+                        last_raise: applied.raises.get(chain).cloned(),
                     },
                 )
             })
