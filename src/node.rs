@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::{ChainConfig, Config, YubihsmAdapter};
+use crate::grant::floor::{Floor, FloorGranter};
 use crate::grant::{Granter, LocalGranter};
 use crate::keys::loss::KeyLoss;
 use crate::keys::{self, ConsensusSigner};
@@ -168,6 +169,12 @@ pub async fn run(
             "--join: only a cluster node joins; this config has no [cluster] section".into(),
         ));
     }
+    // Where each chain's watermark starts while it has none.
+    let floors = config
+        .chain
+        .iter()
+        .map(|chain| Ok((chain.id.clone(), chain.floor().map_err(Error::Config)?)))
+        .collect::<Result<BTreeMap<String, Floor>, Error>>()?;
     let (granter, ready): (Arc<dyn Granter>, watch::Receiver<bool>) = match &config.cluster {
         None => {
             let mut local = LocalGranter::new();
@@ -181,6 +188,13 @@ pub async fn run(
                 state_locks.push(lock);
                 let state = load_state(chain, &options)?;
                 info!(chain_id = %chain.id, watermark = ?state.position, "loaded state");
+                if state.position.is_none() && floors.get(&chain.id) == Some(&Floor::Unset) {
+                    warn!(
+                        chain_id = %chain.id,
+                        "the state file is empty and the chain has no `floor`: nothing will be \
+                         signed until you set one or run `quorumkms state import`"
+                    );
+                }
                 local.add_chain(
                     chain.id.clone(),
                     StateFile::new(&chain.state_file),
@@ -195,7 +209,7 @@ pub async fn run(
             crate::metrics::global().set_ready(true);
             let (tx, rx) = watch::channel(true);
             ready_senders.push(tx);
-            (Arc::new(local), rx)
+            (Arc::new(FloorGranter::new(Arc::new(local), floors)), rx)
         }
         Some(cluster) => {
             let mut deps = crate::cluster::Deps::for_config(cluster, key_loss.clone())?;
@@ -207,7 +221,7 @@ pub async fn run(
             let grace = Duration::from_millis(cluster.grant_timeout_ms);
             tokio::spawn(track_quorum(node.clone(), tx, grace));
             cluster_node = Some(node.clone());
-            (Arc::new(node), rx)
+            (Arc::new(FloorGranter::new(Arc::new(node), floors)), rx)
         }
     };
 

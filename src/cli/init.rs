@@ -67,7 +67,7 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(&config_path, render(&args.networks))?;
     println!("wrote {}", config_path.display());
     println!(
-        "next: set each [[validator]] addr, then `quorumkms start -c {}`",
+        "next: set each [[validator]] addr and floor_rpc, then `quorumkms start -c {}`",
         config_path.display()
     );
     Ok(())
@@ -97,7 +97,15 @@ pub fn render(chains: &[String]) -> String {
              # To migrate, copy your validator's or tmkms's state file here.\n\
              state_file = \"state/{chain}-consensus.json\"\n\
              # max_height = 20000000   # refuse to sign above this height\n\
-             # height_ownership = true # one validator node owns each height\n\n\
+             # height_ownership = true # one validator node owns each height\n\
+             # While the chain has no watermark (this empty state file, nothing imported),\n\
+             # sign nothing at or below the chain's latest height, read from a CometBFT RPC\n\
+             # (the validator's or a sentry's; the highest answer wins). Moving from another\n\
+             # signer: stop it, then `quorumkms state import` its state file as well.\n\
+             # Other choices: \"first-request\" (nothing below the first request's height)\n\
+             # or \"none\" (no floor).\n\
+             floor = \"rpc\"\n\
+             floor_rpc = [\"http://127.0.0.1:26657\"]\n\n\
              # A validator node to dial (the validator, or a sentry running as it).\n\
              # Use tcp://NODE_ID@host:port to pin the validator's node id.\n\
              [[validator]]\n\

@@ -34,6 +34,7 @@ use super::types::{NodeId, Raiser};
 use super::{runtime, server, supervisor};
 use futures_util::future::BoxFuture;
 
+use crate::grant::floor::{Floored, Found};
 use crate::grant::{GrantError, Granter};
 use crate::keys::loss::KeyLoss;
 use crate::watermark::{Attempt, Refusal, SignState, Verdict};
@@ -313,6 +314,37 @@ impl Node {
         }
         let _ = self.parts.instance.raft().shutdown().await;
         tracing::info!(node_id = self.id(), "cluster node stopped");
+    }
+}
+
+impl Floored for Node {
+    fn has_watermark(&self, chain_id: &str) -> bool {
+        self.parts
+            .instance
+            .applied()
+            .chains
+            .get(chain_id)
+            .is_some_and(|state| state.position.is_some())
+    }
+
+    fn set_floor<'a>(
+        &'a self,
+        chain_id: &'a str,
+        found: &'a Found,
+    ) -> BoxFuture<'a, Result<(), GrantError>> {
+        Box::pin(async move {
+            let by = Raiser::Floor {
+                source: found.source.clone(),
+            };
+            // The state machine applies a floor only to a chain without a
+            // watermark, so a floor racing a grant or an import (here or
+            // on another node) changes nothing; either way the chain now
+            // has a watermark.
+            if let Err(refusal) = self.raise(chain_id, found.state(), by).await? {
+                tracing::warn!(%chain_id, %refusal, "floor refused");
+            }
+            Ok(())
+        })
     }
 }
 

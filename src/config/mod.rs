@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::grant::floor::Floor;
+use crate::grant::floor::http::RpcUrl;
 use crate::privval::Version;
 use crate::transport::Address;
 
@@ -63,6 +65,62 @@ pub struct ChainConfig {
     /// On by default.
     #[serde(default = "default_true")]
     pub height_ownership: bool,
+    /// Where the watermark starts while the chain has none (a fresh
+    /// signer, no `state import`): `rpc` (the chain's latest height, from
+    /// `floor_rpc`), `first-request` or `none`. Unset: a chain without a
+    /// watermark signs nothing (see `grant::floor`).
+    #[serde(default)]
+    pub floor: Option<FloorChoice>,
+    /// CometBFT RPC addresses (`http://host:26657`) for `floor = "rpc"`.
+    #[serde(default)]
+    pub floor_rpc: Vec<String>,
+}
+
+/// `[[chain]] floor`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FloorChoice {
+    /// The chain's latest height from a CometBFT RPC.
+    Rpc,
+    /// The first request's height.
+    FirstRequest,
+    /// No floor.
+    None,
+}
+
+impl ChainConfig {
+    /// The chain's floor.
+    ///
+    /// # Errors
+    ///
+    /// `floor = "rpc"` without usable `floor_rpc` addresses, or
+    /// `floor_rpc` with another choice.
+    pub fn floor(&self) -> Result<Floor, String> {
+        match self.floor {
+            Some(FloorChoice::Rpc) => {
+                if self.floor_rpc.is_empty() {
+                    return Err(
+                        "floor_rpc: floor = \"rpc\" needs at least one CometBFT RPC address, \
+                         e.g. floor_rpc = [\"http://10.0.0.5:26657\"]"
+                            .to_string(),
+                    );
+                }
+                let urls = self
+                    .floor_rpc
+                    .iter()
+                    .map(|url| RpcUrl::parse(url))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("floor_rpc: {e}"))?;
+                Ok(Floor::Rpc(urls))
+            }
+            _ if !self.floor_rpc.is_empty() => {
+                Err("floor_rpc: used only with floor = \"rpc\"".to_string())
+            }
+            Some(FloorChoice::FirstRequest) => Ok(Floor::FirstRequest),
+            Some(FloorChoice::None) => Ok(Floor::None),
+            None => Ok(Floor::Unset),
+        }
+    }
 }
 
 /// One `[[validator]]`.
@@ -335,6 +393,9 @@ impl Config {
                 && h <= 0
             {
                 problems.push(format!("chain[{i}].max_height: must be positive, got {h}"));
+            }
+            if let Err(problem) = c.floor() {
+                problems.push(format!("chain[{i}].{problem}"));
             }
         }
         let mut addrs = BTreeSet::new();

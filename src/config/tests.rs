@@ -288,3 +288,36 @@ fn the_handshake_deadline_is_configurable_within_bounds() {
         );
     }
 }
+
+#[test]
+fn a_chains_floor_is_one_of_three_choices_or_unset() {
+    let with = |lines: &str| GOOD.replace("max_height = 100", lines);
+    let floor = |lines: &str| parse(&with(lines)).unwrap().chain[0].floor();
+    assert_eq!(parse(GOOD).unwrap().chain[0].floor(), Ok(Floor::Unset));
+    assert_eq!(floor("floor = \"none\""), Ok(Floor::None));
+    assert_eq!(floor("floor = \"first-request\""), Ok(Floor::FirstRequest));
+    let rpc = floor("floor = \"rpc\"\nfloor_rpc = [\"http://10.0.0.5:26657\", \"http://s:80\"]");
+    assert!(matches!(rpc, Ok(Floor::Rpc(urls)) if urls.len() == 2));
+
+    for (lines, named) in [
+        ("floor = \"rpc\"", "floor_rpc"),
+        (
+            "floor = \"rpc\"\nfloor_rpc = [\"https://10.0.0.5:26657\"]",
+            "https",
+        ),
+        (
+            "floor = \"none\"\nfloor_rpc = [\"http://10.0.0.5:26657\"]",
+            "floor_rpc",
+        ),
+        ("floor_rpc = [\"http://10.0.0.5:26657\"]", "floor_rpc"),
+    ] {
+        let p = problems(&with(lines));
+        assert_eq!(p.len(), 1, "{lines}: {p:?}");
+        assert!(
+            p[0].starts_with("chain[0].") && p[0].contains(named),
+            "{p:?}"
+        );
+    }
+    let p = problems(&with("floor = \"latest\""));
+    assert!(p[0].contains("floor"), "{p:?}");
+}

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 
+use super::floor::{Floored, Found};
 use super::{Cause, GrantError, Granter};
 use crate::keys::ConsensusSigner;
 use crate::watermark::{self, Attempt, SignState, StateFile, Verdict};
@@ -123,6 +124,54 @@ fn grant_blocking(chain: &Chain, attempt: &Attempt) -> Result<Verdict, GrantErro
         *current = next;
     }
     Ok(verdict)
+}
+
+/// Makes `found` the chain's watermark if it has none. Blocking (fsync).
+fn set_floor_blocking(chain: &Chain, chain_id: &str, found: &Found) -> Result<(), GrantError> {
+    let mut current = lock(&chain.state);
+    if current.position.is_some() {
+        return Ok(());
+    }
+    let floor = found.state();
+    chain
+        .file
+        .save(&floor)
+        .map_err(|e| GrantError::Storage(Cause::new(e)))?;
+    *current = floor;
+    tracing::info!(
+        %chain_id,
+        height = found.height,
+        source = %found.source,
+        "state file raised to the chain's floor"
+    );
+    Ok(())
+}
+
+impl Floored for LocalGranter {
+    fn has_watermark(&self, chain_id: &str) -> bool {
+        // An unknown chain is left to `grant`, which names it.
+        self.chains
+            .get(chain_id)
+            .is_none_or(|chain| lock(&chain.state).position.is_some())
+    }
+
+    fn set_floor<'a>(
+        &'a self,
+        chain_id: &'a str,
+        found: &'a Found,
+    ) -> BoxFuture<'a, Result<(), GrantError>> {
+        Box::pin(async move {
+            let chain = self
+                .chains
+                .get(chain_id)
+                .cloned()
+                .ok_or_else(|| GrantError::UnknownChain(chain_id.to_string()))?;
+            let (chain_id, found) = (chain_id.to_string(), found.clone());
+            tokio::task::spawn_blocking(move || set_floor_blocking(&chain, &chain_id, &found))
+                .await
+                .map_err(|e| GrantError::Storage(format!("floor task failed: {e}").into()))?
+        })
+    }
 }
 
 impl Granter for LocalGranter {

@@ -11,6 +11,7 @@
 //! A `Verdict::Sign(bytes)` is returned only after the state that grants
 //! `bytes` is durable (fsync'd locally, or committed and applied by Raft).
 
+pub mod floor;
 mod local;
 #[cfg(debug_assertions)]
 pub mod test_hook;
@@ -37,6 +38,10 @@ pub enum GrantError {
     /// The chain is not configured here.
     #[error("unknown chain {0}")]
     UnknownChain(String),
+    /// The chain has no watermark and no floor could be had (see
+    /// [`floor`]): refused, and tried again on the next request.
+    #[error("{0}")]
+    NoFloor(#[source] Cause),
 }
 
 /// The error behind a [`GrantError`], kept as the typed error it was

@@ -38,6 +38,8 @@ pub mod code {
     pub const MAX_HEIGHT: i32 = 4;
     /// The request kind is not served (raw byte signing).
     pub const UNSUPPORTED: i32 = 5;
+    /// The chain has no watermark and no floor could be had.
+    pub const NO_FLOOR: i32 = 6;
 }
 
 /// Everything a session needs, shared by all sessions of one validator.
@@ -199,6 +201,12 @@ async fn decide(ctx: &Context, request: &Request, sign: &SignRequest) -> (Next, 
                 &format!("chain {chain} is not served here"),
             );
             return (Next::Reply(reply), "wrong_chain");
+        }
+        // Every signer of this chain would lack the floor too: answer, so
+        // the validator learns why, and try again on the next request.
+        Err(GrantError::NoFloor(cause)) => {
+            let reply = privval::error_reply(request, code::NO_FLOOR, &cause.to_string());
+            return (Next::Reply(reply), "no_floor");
         }
         Err(e) => return (Next::Close(e.to_string()), "unavailable"),
     };

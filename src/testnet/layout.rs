@@ -91,7 +91,9 @@ pub fn write_node(
     let mut config = String::new();
     for chain in chains {
         config.push_str(&format!(
-            "[[chain]]\nid = \"{chain}\"\nstate_file = \"state/{chain}.json\"\n\n"
+            "[[chain]]\nid = \"{chain}\"\nstate_file = \"state/{chain}.json\"\n\
+             # a test network starts at height 1: no earlier signer to guard against\n\
+             floor = \"none\"\n\n"
         ));
         crate::watermark::StateFile::new(dir.join(format!("state/{chain}.json")))
             .save(&crate::watermark::SignState::default())?;

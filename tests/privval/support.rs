@@ -65,7 +65,11 @@ impl Single {
         .expect("write node files");
         let node = nodes.into_iter().next().expect("one node");
         if !chain_extra.is_empty() {
-            let text = std::fs::read_to_string(&node.config).expect("config");
+            let mut text = std::fs::read_to_string(&node.config).expect("config");
+            // The extra lines may choose the chain's floor themselves.
+            if chain_extra.contains("floor") {
+                text = text.replacen("floor = \"none\"\n", "", 1);
+            }
             let text = text.replacen("state_file = ", &format!("{chain_extra}\nstate_file = "), 1);
             std::fs::write(&node.config, text).expect("config");
         }
