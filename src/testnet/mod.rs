@@ -10,11 +10,13 @@
 //! - [`ports`]: loopback ports no one else takes before the node binds.
 //! - [`process`]: `quorumkms start` as a child process.
 //! - [`admin`]: bootstrap a cluster and find its leader.
+//! - [`rpc`]: a stand-in for a CometBFT RPC's `/status` (a chain's floor).
 
 pub mod admin;
 pub mod layout;
 pub mod ports;
 pub mod process;
+pub mod rpc;
 
 pub use admin::{find_leader, find_leader_at, initialize_cluster, initialize_cluster_at};
 pub use layout::{

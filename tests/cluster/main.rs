@@ -5,6 +5,7 @@ mod support;
 
 mod conflicts;
 mod failover;
+mod floor;
 mod happy;
 mod identity;
 mod minority;

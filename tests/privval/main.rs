@@ -7,6 +7,7 @@ mod support;
 mod cli_start;
 mod double_sign;
 mod example_configs;
+mod floor;
 mod happy_path;
 mod keys_cli;
 mod keys_softsign;
