@@ -212,6 +212,12 @@ async fn an_admin_raise_is_vetted_on_the_node() {
         assert_eq!(state.position, Some(position));
         assert_eq!(state.owner, None, "node {id}");
         assert_eq!(state.signature, None, "node {id}");
+        // A plaintext admin port names no certificate; the record says so.
+        assert_eq!(
+            applied.raises[CHAIN].by,
+            quorumkms::cluster::Raiser::Plaintext,
+            "node {id}"
+        );
     }
     cluster.stop_all().await;
 }
