@@ -325,7 +325,11 @@ fn signer_for(
 /// or at once on a storage fault: a session holds a request that long for a
 /// grant anyway, so a leader election must not cost the validator its
 /// connection (CometBFT would need a ping cycle to take another signer).
-async fn track_quorum(node: crate::cluster::Node, ready: watch::Sender<bool>, grace: Duration) {
+pub(crate) async fn track_quorum(
+    node: crate::cluster::Node,
+    ready: watch::Sender<bool>,
+    grace: Duration,
+) {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut lost_since: Option<tokio::time::Instant> = None;
     loop {

@@ -89,6 +89,9 @@ struct Sweep {
     seeds: u64,
     faults: u64,
     signatures: u64,
+    refusals: u64,
+    retries: u64,
+    missed: u64,
     sim_secs: f64,
     /// One `FAIL ...` line per failing seed, by seed.
     failing: Vec<(u64, String)>,
@@ -99,6 +102,9 @@ impl Sweep {
         self.seeds += 1;
         self.faults += report.fault_count();
         self.signatures += report.signatures;
+        self.refusals += report.refusals;
+        self.retries += report.retries;
+        self.missed += report.missed;
         self.sim_secs += report.sim_time.as_secs_f64();
         if !report.violations.is_empty() {
             let line = format!(
@@ -115,10 +121,13 @@ impl Sweep {
     /// The summary line a worker prints and [`Sweep::merge_output`] reads.
     fn summary(&self, wall: f64) -> String {
         format!(
-            "SIM-SUMMARY seeds={} faults={} signatures={} sim_secs={:.0} violations={} wall_secs={wall:.1} schedules_per_sec={:.2} failing={:?}",
+            "SIM-SUMMARY seeds={} faults={} signatures={} refusals={} retries={} missed={} sim_secs={:.0} violations={} wall_secs={wall:.1} schedules_per_sec={:.2} failing={:?}",
             self.seeds,
             self.faults,
             self.signatures,
+            self.refusals,
+            self.retries,
+            self.missed,
             self.sim_secs,
             self.failing.len(),
             self.seeds as f64 / wall.max(1e-9),
@@ -161,6 +170,9 @@ impl Sweep {
                         "seeds" => self.seeds += value.parse::<u64>().unwrap_or(0),
                         "faults" => self.faults += value.parse::<u64>().unwrap_or(0),
                         "signatures" => self.signatures += value.parse::<u64>().unwrap_or(0),
+                        "refusals" => self.refusals += value.parse::<u64>().unwrap_or(0),
+                        "retries" => self.retries += value.parse::<u64>().unwrap_or(0),
+                        "missed" => self.missed += value.parse::<u64>().unwrap_or(0),
                         "sim_secs" => self.sim_secs += value.parse::<f64>().unwrap_or(0.0),
                         _ => {}
                     }

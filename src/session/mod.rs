@@ -13,7 +13,7 @@
 
 mod supervisor;
 
-pub use supervisor::{Supervisor, SupervisorConfig};
+pub use supervisor::{Dial, Supervisor, SupervisorConfig};
 
 use std::sync::Arc;
 

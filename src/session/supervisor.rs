@@ -8,14 +8,16 @@
 //! quorum leader stops dialling, so the validator is left to the nodes that
 //! can sign.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ed25519_consensus::SigningKey;
+use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::{Context, Ended, serve};
-use crate::transport::{self, Address, Backoff, Timeouts};
+use crate::transport::{self, Address, Backoff, Stream, Timeouts};
 
 /// How to reach one validator node.
 #[derive(Clone)]
@@ -30,23 +32,71 @@ pub struct SupervisorConfig {
     pub reconnect: bool,
 }
 
+/// Opens one connection to a validator node: [`transport::connect`] in
+/// production; the simulation dials over its own network instead.
+pub trait Dial: Send + Sync {
+    /// Dials `config.addr` once, within the config's timeouts.
+    fn dial<'a>(
+        &'a self,
+        config: &'a SupervisorConfig,
+    ) -> BoxFuture<'a, Result<Box<dyn Stream>, transport::Error>>;
+}
+
+/// The production [`Dial`]: TCP with SecretConnection, or a Unix socket.
+struct TransportDial;
+
+impl Dial for TransportDial {
+    fn dial<'a>(
+        &'a self,
+        config: &'a SupervisorConfig,
+    ) -> BoxFuture<'a, Result<Box<dyn Stream>, transport::Error>> {
+        Box::pin(transport::connect(
+            &config.addr,
+            &config.identity,
+            &config.timeouts,
+        ))
+    }
+}
+
 /// Dials one validator node and serves it.
 pub struct Supervisor {
     ctx: Context,
     config: SupervisorConfig,
+    dial: Arc<dyn Dial>,
+    backoff: Backoff,
 }
 
 impl Supervisor {
     /// A supervisor for one validator node.
     pub fn new(ctx: Context, config: SupervisorConfig) -> Supervisor {
-        Supervisor { ctx, config }
+        Supervisor {
+            ctx,
+            config,
+            dial: Arc::new(TransportDial),
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// Dials with `dial` instead of [`transport::connect`].
+    #[must_use]
+    pub fn with_dial(mut self, dial: Arc<dyn Dial>) -> Supervisor {
+        self.dial = dial;
+        self
+    }
+
+    /// Waits between dials by `backoff` (e.g. a seeded one, so a
+    /// simulation replays) instead of the default.
+    #[must_use]
+    pub fn with_backoff(mut self, backoff: Backoff) -> Supervisor {
+        self.backoff = backoff;
+        self
     }
 
     /// Runs until `shutdown` turns true (or after one connection when
     /// `reconnect` is off). Dials only while `ready` is true.
     pub async fn run(self, mut ready: watch::Receiver<bool>, mut shutdown: watch::Receiver<bool>) {
         let addr = &self.config.addr;
-        let mut backoff = Backoff::default();
+        let mut backoff = self.backoff.clone();
         loop {
             // Wait until this node may sign (or shutdown).
             tokio::select! {
@@ -54,7 +104,7 @@ impl Supervisor {
                 _ = shutdown.wait_for(|stop| *stop) => return,
                 r = ready.wait_for(|ready| *ready) => if r.is_err() { return },
             }
-            let dial = transport::connect(addr, &self.config.identity, &self.config.timeouts);
+            let dial = self.dial.dial(&self.config);
             let stream = tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|stop| *stop) => return,

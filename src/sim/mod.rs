@@ -6,10 +6,16 @@
 //!
 //! - N signer hosts, each running [`run_node`](crate::cluster::run_node)
 //!   on a [`SimStore`](store::SimStore) (a `MemBackend` that survives a
-//!   crash) and the [`SimTransport`](net::SimTransport), plus one privval
-//!   listener per chain that runs [`session::serve`] with soft keys;
-//! - several validator clients per chain ([`validator`]) that dial the
-//!   signers, fail over between them, and send conflicting requests;
+//!   crash) and the [`SimTransport`](net::SimTransport), plus the
+//!   production [`Supervisor`](crate::session::Supervisor)s ([`dialer`]):
+//!   one per validator node, dialling it (plain TCP, no SecretConnection),
+//!   serving it with soft keys and redialling with its backoff while the
+//!   node has a quorum leader, as `quorumkms start` does;
+//! - several validator nodes per chain ([`validator`]), each listening for
+//!   the signer nodes as CometBFT's signer listener does ([`listener`]:
+//!   one active connection, the other dials queued, a connection dropped
+//!   only on a timeout or a failed ping), retrying a failed request as
+//!   CometBFT does, and sending conflicting requests;
 //! - a seeded fault schedule ([`faults`]): partitions of the leader or a
 //!   follower, crash and restart, held links, latency spikes, a full disk;
 //! - an operator ([`operator`]) that adds a spare signer node as a learner,
@@ -28,8 +34,10 @@
 //! The same seed gives the same trace digest. Two planted bugs
 //! ([`Bug`]) prove the checks bite.
 
+pub mod dialer;
 pub mod faults;
 pub mod granter;
+pub mod listener;
 pub mod net;
 pub mod operator;
 mod run;
@@ -49,10 +57,13 @@ use trace::Trace;
 const OPERATOR_HOST: &str = "operator";
 /// The cluster's Raft port on every signer host.
 const RAFT_PORT: u16 = 7000;
-/// The privval port of chain `i` is `PRIVVAL_PORT + i`.
-const PRIVVAL_PORT: u16 = 26_650;
+/// The port every validator node listens on for signer nodes (CometBFT's
+/// usual `priv_validator_laddr` port).
+const VALIDATOR_PORT: u16 = 26_659;
 /// Longest time a chain may go without any final answer (signed or
-/// refused) while its validators still work: a stall.
+/// refused) while its validators still work: a stall. (A validator node
+/// notices a dead signer at its next ping, within 3.3 s, and a silent one
+/// at a read timeout, 5 s.)
 const MAX_ANSWER_GAP: Duration = Duration::from_secs(15);
 /// Time after the last fault heals within which each chain with work left
 /// must get a signature again.
@@ -135,8 +146,10 @@ pub struct RunReport {
     pub signatures: u64,
     /// Refusals validators received.
     pub refusals: u64,
-    /// Requests retried on another signer.
+    /// Failed attempts of a request (each retried, or missed).
     pub retries: u64,
+    /// Requests given up after every attempt failed, as CometBFT does.
+    pub missed: u64,
     /// Log entries applied, summed over nodes.
     pub applied: u64,
     /// Simulated time the run took.
@@ -158,7 +171,7 @@ impl RunReport {
     /// One summary line.
     pub fn line(&self) -> String {
         format!(
-            "seed {} digest {} sim {:.1}s wall {:.2}s faults {} signatures {} refusals {} retries {} applied {} violations {}",
+            "seed {} digest {} sim {:.1}s wall {:.2}s faults {} signatures {} refusals {} retries {} missed {} applied {} violations {}",
             self.seed,
             &self.digest[..16.min(self.digest.len())],
             self.sim_time.as_secs_f64(),
@@ -167,6 +180,7 @@ impl RunReport {
             self.signatures,
             self.refusals,
             self.retries,
+            self.missed,
             self.applied,
             self.violations.len()
         )

@@ -15,20 +15,19 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::dialer::{self, Serving, ValidatorNode};
 use super::faults::{Active, FaultPlan, Kind};
 use super::store::SimStore;
 use super::trace::{self, Trace, hash_json, short};
 use super::validator::{Ledger, Spec};
 use super::{
-    Bug, FINISH_GRACE, MAX_ANSWER_GAP, OPERATOR_HOST, PRIVVAL_PORT, RAFT_PORT, RESUME_BOUND,
-    RunReport, SETTLE_BOUND, Settings, granter, net, operator, validator,
+    Bug, FINISH_GRACE, MAX_ANSWER_GAP, OPERATOR_HOST, RAFT_PORT, RESUME_BOUND, RunReport,
+    SETTLE_BOUND, Settings, VALIDATOR_PORT, granter, net, operator, validator,
 };
 use crate::cluster::{self, Deps, Node, Peer, StoreChoice};
 use crate::grant::Granter;
 use crate::keys::ConsensusSigner;
 use crate::keys::softsign::SoftSigner;
-use crate::privval::{Version, codec};
-use crate::session;
 use crate::validator::Checker;
 
 fn signer_host(id: u64) -> String {
@@ -77,20 +76,17 @@ fn node_config(settings: &Settings, id: u64) -> cluster::Config {
     }
 }
 
-/// Serves one chain's privval connections on a signer host.
-async fn serve_chain(ctx: session::Context, port: u16) -> std::io::Result<()> {
-    let listener = net::bind(port).await?;
-    loop {
-        let (stream, peer) = listener.accept().await?;
-        // The validator node's host name is the request origin, for
-        // height ownership.
-        let origin = turmoil::reverse_lookup(peer.ip()).unwrap_or_else(|| peer.ip().to_string());
-        let mut ctx = ctx.clone();
-        ctx.origin = Some(origin);
-        tokio::task::spawn_local(async move {
-            let _ = session::serve(&ctx, stream).await;
-        });
-    }
+/// Every validator node of every chain, as the signer nodes dial them.
+fn validator_nodes(settings: &Settings) -> Vec<ValidatorNode> {
+    (0..settings.chains)
+        .flat_map(|chain| {
+            (0..settings.validators_per_chain).map(move |index| ValidatorNode {
+                chain_id: chain_id(chain),
+                host: validator_host(chain, index),
+                port: VALIDATOR_PORT,
+            })
+        })
+        .collect()
 }
 
 type Slot = Arc<Mutex<Option<Node>>>;
@@ -172,6 +168,10 @@ struct SignerHost {
     trace: Trace,
     /// One key per chain.
     keys: Vec<Arc<SoftSigner>>,
+    /// The validator nodes it dials.
+    validators: Vec<ValidatorNode>,
+    /// Seed of its supervisors' backoff.
+    seed: u64,
     bug: Option<Bug>,
     /// Boots so far, shared by every boot of this host.
     boots: Rc<Cell<u32>>,
@@ -180,8 +180,8 @@ struct SignerHost {
 }
 
 impl SignerHost {
-    /// Starts the node (after a crash: on what its disk kept) and serves
-    /// every chain's privval port until the host crashes.
+    /// Starts the node (after a crash: on what its disk kept) and dials
+    /// every validator node until the host crashes.
     async fn boot(self) -> turmoil::Result {
         let id = self.id;
         let boot = self.boots.get();
@@ -214,8 +214,8 @@ impl SignerHost {
             }
         }
         let granter: Arc<dyn Granter> = match self.bug {
-            Some(Bug::SignBeforeCommit) => Arc::new(granter::EagerGranter::new(node)),
-            _ => Arc::new(node),
+            Some(Bug::SignBeforeCommit) => Arc::new(granter::EagerGranter::new(node.clone())),
+            _ => Arc::new(node.clone()),
         };
         let granter: Arc<dyn Granter> = Arc::new(granter::BoundedGranter::new(
             granter,
@@ -223,20 +223,17 @@ impl SignerHost {
             id,
             self.trace.clone(),
         ));
-        let mut listeners = Vec::new();
-        for (chain, key) in self.keys.iter().enumerate() {
-            let ctx = session::Context {
-                chain_id: chain_id(chain),
-                version: Version::V0_38,
-                granter: granter.clone(),
-                signer: key.clone(),
-                max_height: None,
-                origin: None,
-                max_frame: codec::DEFAULT_MAX_FRAME,
-            };
-            listeners.push(serve_chain(ctx, PRIVVAL_PORT + chain as u16));
-        }
-        futures_util::future::try_join_all(listeners).await?;
+        let serving = Serving {
+            granter,
+            keys: (0..self.keys.len())
+                .map(chain_id)
+                .zip(self.keys.iter().cloned())
+                .collect(),
+            validators: self.validators.clone(),
+            grace: grant_timeout,
+            seed: self.seed,
+        };
+        dialer::serve_validators(node, serving).await;
         Ok(())
     }
 }
@@ -328,6 +325,11 @@ impl<'a> Run<'a> {
                 config: node_config(self.settings, id),
                 trace: self.trace.clone(),
                 keys: self.keys.clone(),
+                validators: validator_nodes(self.settings),
+                seed: self
+                    .seed
+                    .wrapping_mul(0x2545_f491_4f6c_dd1d)
+                    .wrapping_add(id),
                 bug: self.settings.bug,
                 boots: Rc::new(Cell::new(0)),
                 join: id > self.settings.nodes,
@@ -336,9 +338,9 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Adds each chain's validator nodes, which dial the initial members.
+    /// Adds each chain's validator nodes, which listen for the signer
+    /// nodes.
     fn add_validators(&mut self) {
-        let nodes = self.settings.nodes;
         for (chain, key) in self.keys.iter().enumerate() {
             for index in 0..self.settings.validators_per_chain {
                 let name = validator_host(chain, index);
@@ -347,9 +349,7 @@ impl<'a> Run<'a> {
                     name: name.clone(),
                     chain_id: chain_id(chain),
                     index,
-                    signers: (1..=nodes)
-                        .map(|id| format!("{}:{}", signer_host(id), PRIVVAL_PORT + chain as u16))
-                        .collect(),
+                    port: VALIDATOR_PORT,
                     public_key: key.public_key(),
                     heights: self.settings.heights,
                     seed: self
@@ -498,6 +498,7 @@ impl<'a> Run<'a> {
         report.signatures = ledger.signatures;
         report.refusals = ledger.refusals;
         report.retries = ledger.retries;
+        report.missed = ledger.missed;
         for (i, store) in self.stores.iter().enumerate() {
             let state = store.applied_state();
             self.trace.event(

@@ -1,39 +1,43 @@
 //! A simulated validator node: a turmoil client that plays one CometBFT
 //! node of a chain (several per chain run "as the same validator"), asks
-//! the signer hosts to sign proposals and votes height after height, and
+//! the signer nodes to sign proposals and votes height after height, and
 //! checks every reply.
 //!
-//! In the simulation the validator dials the signers (production is the
-//! reverse: signers dial validators). It keeps one connection and, when a
-//! request fails (refused connect, closed connection, timeout), moves to
-//! the next signer after 100 ms, as CometBFT's retries do. An error reply
-//! is final for that request. Now and then it sends a conflicting block
-//! for a position, or a timestamp-only variant, to test the rules.
+//! As in production, the signer nodes dial the validator: each validator
+//! node listens on its own host with a [`SignerListener`] that behaves as
+//! CometBFT's (one active connection, the other dials queued, a connection
+//! dropped only on a timeout or a failed ping). A failed request is
+//! retried with the same sign bytes every 100 ms, up to 50 attempts, on
+//! whatever connection is active by then, as CometBFT's retrying client
+//! does; after the last one the request is missed and the node moves on,
+//! as consensus would. An error reply is final for that request. Now and
+//! then it sends a conflicting block for a position, or a timestamp-only
+//! variant, to test the rules.
 //!
 //! Every signature it receives is verified, recorded in the shared
 //! [`Checker`], and logged in the [`Ledger`] for the end-of-run checks.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
-use tokio::io::{ReadHalf, WriteHalf};
 
-use super::net;
+use super::listener::{SignerListener, Timing};
 use super::trace::{Trace, now};
-use crate::privval::codec::{self, FrameReader, ReadError};
 use crate::privval::{Request, Response, SignRequest, Version};
 use crate::validator::checker::{Checker, Released, verify};
 use crate::validator::consensus;
 use crate::watermark::Position;
 
-/// Pause before retrying a failed request on the next signer.
+/// Pause between attempts of one request (CometBFT's retrying client).
 const RETRY_INTERVAL: Duration = Duration::from_millis(100);
-/// Read/write timeout on a signer connection (CometBFT's).
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts per request before it is missed (CometBFT's: 5 s worth of
+/// 100 ms pauses).
+const ATTEMPTS: u32 = 50;
 
 /// What the validators saw, for the end-of-run checks.
 #[derive(Default)]
@@ -48,8 +52,10 @@ pub struct LedgerInner {
     pub signatures: u64,
     /// Refusals received.
     pub refusals: u64,
-    /// Failed exchanges (each led to a retry).
+    /// Failed attempts (each led to a retry, or to a miss).
     pub retries: u64,
+    /// Requests given up after every attempt failed.
+    pub missed: u64,
     /// Validator nodes that finished their heights.
     pub finished: BTreeSet<String>,
 }
@@ -76,8 +82,8 @@ pub struct Spec {
     pub chain_id: String,
     /// Its index among the chain's validator nodes (0 proposes honestly).
     pub index: usize,
-    /// Signer addresses (`host:port`), tried in turn from `index`.
-    pub signers: Vec<String>,
+    /// The port it listens on for signer nodes.
+    pub port: u16,
     /// The key the signatures must verify against.
     pub public_key: [u8; 32],
     /// Heights to go through.
@@ -86,46 +92,51 @@ pub struct Spec {
     pub seed: u64,
 }
 
-struct Conn {
-    frames: FrameReader<ReadHalf<turmoil::net::TcpStream>>,
-    write: WriteHalf<turmoil::net::TcpStream>,
-}
-
 enum Answer {
     Signed,
     Refused,
 }
 
-/// One validator node of the simulation, as a turmoil client (not the
-/// mock validator of [`crate::validator`], which listens for signers).
+/// One validator node of the simulation, as a turmoil client (the mock
+/// validator of [`crate::validator`] does the same on real sockets).
 struct SimValidator {
     spec: Spec,
     version: Version,
     rng: StdRng,
-    conn: Option<Conn>,
-    next_signer: usize,
+    listener: Rc<SignerListener>,
     checker: Checker,
     ledger: Ledger,
     trace: Trace,
 }
 
-/// Runs one validator node to its last height.
+/// Runs one validator node to its last height, listening for signer
+/// nodes meanwhile.
 ///
 /// # Errors
 ///
-/// Never: every failure is recorded and retried.
+/// The listening port cannot be bound; every other failure is recorded
+/// and retried.
 pub async fn run(spec: Spec, checker: Checker, ledger: Ledger, trace: Trace) -> turmoil::Result {
+    let version = Version::V0_38;
+    let listener =
+        SignerListener::new(spec.name.clone(), version, Timing::default(), trace.clone());
+    let port = spec.port;
     let mut v = SimValidator {
         rng: StdRng::seed_from_u64(spec.seed),
-        next_signer: spec.index,
-        version: Version::V0_38,
+        version,
         spec,
-        conn: None,
+        listener: listener.clone(),
         checker,
         ledger,
         trace,
     };
-    v.run().await;
+    // The listener serves until the node is done; then it closes with
+    // its connections, and signer nodes find the port closed.
+    tokio::select! {
+        biased;
+        served = listener.serve(port) => served?,
+        () = v.run() => {}
+    }
     Ok(())
 }
 
@@ -195,7 +206,6 @@ impl SimValidator {
                 }
             }
         }
-        self.conn = None;
         self.ledger.lock().finished.insert(self.spec.name.clone());
         self.trace
             .event(now(), format!("{} finished", self.spec.name));
@@ -222,9 +232,9 @@ impl SimValidator {
             ))
             .or_default()
             .insert(self.spec.name.clone());
-        let body = Request::Sign(request.clone()).encode(self.version);
-        loop {
-            match self.exchange(&body).await {
+        let sign = Request::Sign(request.clone());
+        for attempt in 1..=ATTEMPTS {
+            let why = match self.listener.send(&sign).await {
                 Ok(response) => match self.check(&request, response) {
                     Some(answer) => {
                         let mut ledger = self.ledger.lock();
@@ -239,50 +249,31 @@ impl SimValidator {
                             .push(now());
                         return;
                     }
-                    None => self.fail("unusable reply").await,
+                    None => "unusable reply".to_string(),
                 },
-                Err(e) => self.fail(&e).await,
+                Err(e) => e.to_string(),
+            };
+            self.ledger.lock().retries += 1;
+            let via = self.listener.peer().unwrap_or_else(|| "-".into());
+            self.trace.event(
+                now(),
+                format!(
+                    "{} attempt {attempt} at {} via {via} failed: {why}",
+                    self.spec.name, request.position
+                ),
+            );
+            if attempt < ATTEMPTS {
+                tokio::time::sleep(RETRY_INTERVAL).await;
             }
         }
-    }
-
-    async fn fail(&mut self, why: &str) {
-        self.conn = None;
-        self.ledger.lock().retries += 1;
-        let signer = &self.spec.signers[self.next_signer % self.spec.signers.len()];
-        self.trace
-            .event(now(), format!("{} -x {signer}: {why}", self.spec.name));
-        self.next_signer += 1;
-        tokio::time::sleep(RETRY_INTERVAL).await;
-    }
-
-    async fn exchange(&mut self, body: &[u8]) -> Result<Response, String> {
-        if self.conn.is_none() {
-            let signer = &self.spec.signers[self.next_signer % self.spec.signers.len()];
-            let stream = net::connect(signer).await.map_err(|e| e.to_string())?;
-            let (read, write) = tokio::io::split(stream);
-            self.conn = Some(Conn {
-                frames: FrameReader::new(read, codec::DEFAULT_MAX_FRAME),
-                write,
-            });
-        }
-        let Some(conn) = self.conn.as_mut() else {
-            return Err("no connection".into());
-        };
-        tokio::time::timeout(IO_TIMEOUT, codec::write_frame(&mut conn.write, body))
-            .await
-            .map_err(|_| "write timed out".to_string())?
-            .map_err(|e| e.to_string())?;
-        let reply = tokio::time::timeout(IO_TIMEOUT, conn.frames.read_frame())
-            .await
-            .map_err(|_| "read timed out".to_string())?;
-        let body = match reply {
-            Ok(Some(body)) => body,
-            Ok(None) => return Err("signer closed the connection".into()),
-            Err(ReadError::Io(e)) => return Err(e.to_string()),
-            Err(ReadError::Codec(e)) => return Err(e.to_string()),
-        };
-        Response::decode(self.version, &body).map_err(|e| format!("undecodable reply: {e}"))
+        self.ledger.lock().missed += 1;
+        self.trace.event(
+            now(),
+            format!(
+                "{} missed {} after {ATTEMPTS} attempts",
+                self.spec.name, request.position
+            ),
+        );
     }
 
     /// Verifies and records a reply. `None` for a reply that is neither a
