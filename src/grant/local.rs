@@ -147,6 +147,27 @@ fn set_floor_blocking(chain: &Chain, chain_id: &str, found: &Found) -> Result<()
     Ok(())
 }
 
+impl LocalGranter {
+    /// Runs `work` on `chain_id`'s chain off the async threads: it holds
+    /// the chain's lock and writes its state file, fsync and all.
+    async fn on_chain<T: Send + 'static>(
+        &self,
+        chain_id: &str,
+        what: &'static str,
+        work: impl FnOnce(&Chain, &str) -> Result<T, GrantError> + Send + 'static,
+    ) -> Result<T, GrantError> {
+        let chain = self
+            .chains
+            .get(chain_id)
+            .cloned()
+            .ok_or_else(|| GrantError::UnknownChain(chain_id.to_string()))?;
+        let chain_id = chain_id.to_string();
+        tokio::task::spawn_blocking(move || work(&chain, &chain_id))
+            .await
+            .map_err(|e| GrantError::Storage(format!("{what} task failed: {e}").into()))?
+    }
+}
+
 impl Floored for LocalGranter {
     fn has_watermark(&self, chain_id: &str) -> bool {
         // An unknown chain is left to `grant`, which names it.
@@ -160,17 +181,10 @@ impl Floored for LocalGranter {
         chain_id: &'a str,
         found: &'a Found,
     ) -> BoxFuture<'a, Result<(), GrantError>> {
-        Box::pin(async move {
-            let chain = self
-                .chains
-                .get(chain_id)
-                .cloned()
-                .ok_or_else(|| GrantError::UnknownChain(chain_id.to_string()))?;
-            let (chain_id, found) = (chain_id.to_string(), found.clone());
-            tokio::task::spawn_blocking(move || set_floor_blocking(&chain, &chain_id, &found))
-                .await
-                .map_err(|e| GrantError::Storage(format!("floor task failed: {e}").into()))?
-        })
+        let found = found.clone();
+        Box::pin(self.on_chain(chain_id, "floor", move |chain, chain_id| {
+            set_floor_blocking(chain, chain_id, &found)
+        }))
     }
 }
 
@@ -180,16 +194,9 @@ impl Granter for LocalGranter {
         chain_id: &'a str,
         attempt: Attempt,
     ) -> BoxFuture<'a, Result<Verdict, GrantError>> {
-        Box::pin(async move {
-            let chain = self
-                .chains
-                .get(chain_id)
-                .cloned()
-                .ok_or_else(|| GrantError::UnknownChain(chain_id.to_string()))?;
-            tokio::task::spawn_blocking(move || grant_blocking(&chain, &attempt))
-                .await
-                .map_err(|e| GrantError::Storage(format!("grant task failed: {e}").into()))?
-        })
+        Box::pin(self.on_chain(chain_id, "grant", move |chain, _| {
+            grant_blocking(chain, &attempt)
+        }))
     }
 }
 
