@@ -349,6 +349,16 @@ impl MemBackend {
         self.fail_writes.store(fail, Ordering::SeqCst);
     }
 
+    /// Puts (`Some`) or removes (`None`) a record whatever the full-disk
+    /// switch says: a simulation sets back what a crash did not keep.
+    pub fn set_meta(&self, key: MetaKey, bytes: Option<Vec<u8>>) {
+        let mut data = self.data();
+        match bytes {
+            Some(bytes) => data.meta.insert(key, bytes),
+            None => data.meta.remove(&key),
+        };
+    }
+
     fn data(&self) -> MutexGuard<'_, MemData> {
         // Writes below replace whole values, so a panic elsewhere while the
         // lock was held cannot leave a torn record.

@@ -187,10 +187,12 @@ impl SignerHost {
         let boot = self.boots.get();
         self.boots.set(boot + 1);
         if boot > 0 {
-            let dropped = self.store.restart();
+            let (lost, dropped) = self.store.restart();
             self.trace.event(
                 trace::now(),
-                format!("n{id} boots again (disk lost {dropped} entries)"),
+                format!(
+                    "n{id} boots again (crash lost {lost} deferred records, disk lost {dropped} entries)"
+                ),
             );
         }
         let deps = Deps {
