@@ -31,11 +31,20 @@ pub enum Kind {
     /// Fill a node's disk: every write fails until the fault ends. The
     /// node must stop signing and come back once it has room.
     DiskFull,
+    /// A hostile peer sends the node a forged snapshot in a high term
+    /// (`hostile::Attack::Snapshot`).
+    HostileSnapshot,
+    /// A hostile peer raises a chain to `i64::MAX` through the node
+    /// (`hostile::Attack::Raise`).
+    HostileRaise,
+    /// A hostile peer sends the node Raft messages with another cluster's
+    /// id (`hostile::Attack::WrongCluster`).
+    HostileWrongCluster,
 }
 
 impl Kind {
     /// Every kind, for reports.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 10] = [
         Kind::PartitionLeader,
         Kind::PartitionFollower,
         Kind::CrashLeader,
@@ -43,6 +52,9 @@ impl Kind {
         Kind::Hold,
         Kind::LatencySpike,
         Kind::DiskFull,
+        Kind::HostileSnapshot,
+        Kind::HostileRaise,
+        Kind::HostileWrongCluster,
     ];
 
     /// Short name for traces and reports.
@@ -55,6 +67,9 @@ impl Kind {
             Kind::Hold => "hold",
             Kind::LatencySpike => "latency-spike",
             Kind::DiskFull => "disk-full",
+            Kind::HostileSnapshot => "hostile-snapshot",
+            Kind::HostileRaise => "hostile-raise",
+            Kind::HostileWrongCluster => "hostile-wrong-cluster",
         }
     }
 }
@@ -79,7 +94,8 @@ pub struct Active {
     pub until: Duration,
     /// For latency spikes: the new maximum latency.
     pub latency: Duration,
-    /// For a held link: picks the other end among the other hosts.
+    /// For a held link: picks the other end among the other hosts; for a
+    /// hostile peer: picks which one.
     pub other: usize,
 }
 
@@ -97,13 +113,16 @@ impl FaultPlan {
     pub fn draw(&mut self, now: Duration, nodes: u64, leader: Option<u64>) -> Active {
         let roll = self.rng.gen_range(0..100u32);
         let mut kind = match roll {
-            0..22 => Kind::PartitionLeader,
-            22..35 => Kind::PartitionFollower,
-            35..53 => Kind::CrashLeader,
-            53..66 => Kind::CrashNode,
-            66..79 => Kind::Hold,
-            79..88 => Kind::LatencySpike,
-            _ => Kind::DiskFull,
+            0..20 => Kind::PartitionLeader,
+            20..32 => Kind::PartitionFollower,
+            32..48 => Kind::CrashLeader,
+            48..60 => Kind::CrashNode,
+            60..71 => Kind::Hold,
+            71..79 => Kind::LatencySpike,
+            79..87 => Kind::DiskFull,
+            87..91 => Kind::HostileSnapshot,
+            91..95 => Kind::HostileRaise,
+            _ => Kind::HostileWrongCluster,
         };
         let any = self.rng.gen_range(1..=nodes);
         let node = match (kind, leader) {

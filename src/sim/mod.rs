@@ -30,6 +30,7 @@
 
 pub mod faults;
 pub mod granter;
+pub mod hostile;
 pub mod net;
 pub mod operator;
 mod run;
@@ -46,7 +47,7 @@ use crate::cluster::runtime;
 use trace::Trace;
 
 /// The host of the simulated operator.
-const OPERATOR_HOST: &str = "operator";
+const OPERATOR_HOST: &str = net::OPERATOR;
 /// The cluster's Raft port on every signer host.
 const RAFT_PORT: u16 = 7000;
 /// The privval port of chain `i` is `PRIVVAL_PORT + i`.
@@ -197,10 +198,21 @@ fn align_task_ids() {
     });
 }
 
+/// Panics seen while a run was in progress, whichever task they ended.
+static PANICS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn panics() -> std::sync::MutexGuard<'static, Vec<String>> {
+    PANICS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Runs one seed and checks it. Never panics: a panic in the simulated
-/// code is reported as a violation.
+/// code, even one Tokio catches in a spawned task (openraft's core), is
+/// reported as a violation.
 pub fn run_seed(seed: u64, settings: &Settings) -> RunReport {
     let started = Instant::now();
+    panics().clear();
+    let previous_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|info| panics().push(info.to_string())));
     align_task_ids();
     runtime::set_rng_seed(seed);
     runtime::set_spawn_local(true);
@@ -213,6 +225,10 @@ pub fn run_seed(seed: u64, settings: &Settings) -> RunReport {
         run::run_inner(seed, settings, &trace, &mut report);
     }));
     runtime::set_spawn_local(false);
+    std::panic::set_hook(previous_hook);
+    for text in std::mem::take(&mut *panics()) {
+        trace.violation(report.sim_time, format!("a task panicked: {text}"));
+    }
     if let Err(panic) = outcome {
         let text = panic
             .downcast_ref::<String>()

@@ -16,6 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::faults::{Active, FaultPlan, Kind};
+use super::hostile::{self, Attack, Order, Orders};
 use super::store::SimStore;
 use super::trace::{self, Trace, hash_json, short};
 use super::validator::{Ledger, Spec};
@@ -154,6 +155,7 @@ pub(super) fn run_inner(seed: u64, settings: &Settings, trace: &Trace, report: &
     if settings.membership {
         run.add_operator();
     }
+    run.add_hostiles();
     let finished = run.drive(report);
     run.end_faults();
     if finished {
@@ -274,6 +276,9 @@ struct Run<'a> {
     last_heal: Duration,
     /// Which nodes refused to grant for a storage fault at the last look.
     storage_faults: Vec<bool>,
+    /// Each hostile host's orders; dropped at the end of the fault window,
+    /// which ends the hostile hosts.
+    orders: Vec<Orders>,
 }
 
 impl<'a> Run<'a> {
@@ -316,6 +321,7 @@ impl<'a> Run<'a> {
             retired: BTreeSet::new(),
             active: None,
             last_heal: Duration::ZERO,
+            orders: Vec::new(),
         }
     }
 
@@ -394,6 +400,36 @@ impl<'a> Run<'a> {
         self.hosts.push(OPERATOR_HOST.to_string());
     }
 
+    /// Adds the hostile hosts, which wait for the fault plan's orders.
+    fn add_hostiles(&mut self) {
+        let chains: Vec<String> = (0..self.settings.chains).map(chain_id).collect();
+        for host in hostile::HOSTS {
+            let (orders, received) = tokio::sync::mpsc::unbounded_channel();
+            self.orders.push(orders);
+            self.sim.client(
+                host,
+                hostile::run(host, chains.clone(), received, self.trace.clone()),
+            );
+            self.hosts.push(host.to_string());
+        }
+    }
+
+    /// Sends a hostile host the order to attack `fault.node`.
+    fn order_attack(&self, fault: &Active, attack: Attack) {
+        let host = fault.other % hostile::HOSTS.len();
+        let order = Order {
+            attack,
+            target: format!("{}:{RAFT_PORT}", signer_host(fault.node)),
+        };
+        self.trace.event(
+            self.sim.elapsed(),
+            format!("hostile {} ordered to {attack:?}", hostile::HOSTS[host]),
+        );
+        if let Some(orders) = self.orders.get(host) {
+            let _ = orders.send(order);
+        }
+    }
+
     /// The step loop: injects and heals faults until the validators finish
     /// (true), or a host fails, a check fails or time runs out (false).
     fn drive(&mut self, report: &mut RunReport) -> bool {
@@ -416,6 +452,9 @@ impl<'a> Run<'a> {
                 self.inject(&fault, now);
                 *report.faults.entry(fault.kind.name()).or_default() += 1;
                 self.active = Some(fault);
+            }
+            if now >= plan.window_end {
+                self.orders.clear();
             }
             match self.sim.step() {
                 Ok(true) => return true,
@@ -545,6 +584,9 @@ impl<'a> Run<'a> {
                 }
             }
             Kind::DiskFull => self.stores[(fault.node - 1) as usize].set_full(true),
+            Kind::HostileSnapshot => self.order_attack(fault, Attack::Snapshot),
+            Kind::HostileRaise => self.order_attack(fault, Attack::Raise),
+            Kind::HostileWrongCluster => self.order_attack(fault, Attack::WrongCluster),
         }
     }
 
@@ -605,6 +647,9 @@ impl<'a> Run<'a> {
                 }
             }
             Kind::DiskFull => self.stores[(fault.node - 1) as usize].set_full(false),
+            // An attack is over once sent; its effects are checked on
+            // every write.
+            Kind::HostileSnapshot | Kind::HostileRaise | Kind::HostileWrongCluster => {}
         }
     }
 

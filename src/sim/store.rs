@@ -13,6 +13,9 @@
 //!   durable applied state;
 //! - a planted bug can make the disk forget its last acknowledged log
 //!   entries on restart, like an fsync that never happened;
+//! - every write is searched for the marks of a hostile peer's forged
+//!   input (its term, height or sentinel chain): finding one is a
+//!   violation;
 //! - the disk can fill up: while it is full every write fails with an I/O
 //!   error and changes nothing (reads still work), as a full disk does to
 //!   the production store.
@@ -31,6 +34,7 @@ use crate::cluster::types::typ::Entry;
 use crate::cluster::types::{Command, Outcome, TypeConfig};
 use crate::watermark::Verdict;
 
+use super::hostile::{forged_effect, forged_entry};
 use super::trace::{AppliedEntry, Trace, hash_json, now, short};
 
 /// One node's simulated disk.
@@ -201,6 +205,17 @@ impl SimStore {
             .clone()
     }
 
+    /// Reports a write only a hostile peer's forged input can have made.
+    fn forged(&self, effect: &str) {
+        self.trace.violation(
+            now(),
+            format!(
+                "n{} {effect} (a hostile peer's input took effect)",
+                self.node
+            ),
+        );
+    }
+
     /// Replays a persisted batch through `apply` and reports each entry.
     fn observe(&self, prev: AppliedState, next: &AppliedState, snapshot: bool) {
         let Some(end) = next.last_applied.map(|id| id.index) else {
@@ -262,6 +277,11 @@ impl Backend for SimStore {
 
     fn log_append(&self, entries: Vec<(u64, Vec<u8>)>) -> Result<(), BackendError> {
         self.writable()?;
+        for (_, bytes) in &entries {
+            if let Some(effect) = decode::<Entry>(bytes).ok().as_ref().and_then(forged_entry) {
+                self.forged(&effect);
+            }
+        }
         self.disk.log_append(entries)?;
         self.flushed();
         Ok(())
@@ -316,6 +336,11 @@ impl SimStore {
     /// among them.
     fn put(&self, records: Vec<(MetaKey, Vec<u8>)>, durable: bool) -> Result<(), BackendError> {
         self.writable()?;
+        for (key, bytes) in &records {
+            if let Some(effect) = forged_effect(*key, bytes) {
+                self.forged(&effect);
+            }
+        }
         let applied = records
             .iter()
             .find(|(k, _)| *k == MetaKey::Applied)
