@@ -40,11 +40,18 @@ pub enum Kind {
     /// A hostile peer sends the node Raft messages with another cluster's
     /// id (`hostile::Attack::WrongCluster`).
     HostileWrongCluster,
+    /// Stop a node and restart it, when the fault ends, on the backup of
+    /// its disk taken when the fault before healed, as an operator
+    /// restoring a backup would. Only a node that is not a voter (the
+    /// spare while a learner) unless `Settings::stale_voters`: a voter
+    /// that lost entries it acknowledged can elect a leader that lacks
+    /// committed ones (see `sim` module docs).
+    StaleRejoin,
 }
 
 impl Kind {
     /// Every kind, for reports.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::PartitionLeader,
         Kind::PartitionFollower,
         Kind::CrashLeader,
@@ -55,6 +62,7 @@ impl Kind {
         Kind::HostileSnapshot,
         Kind::HostileRaise,
         Kind::HostileWrongCluster,
+        Kind::StaleRejoin,
     ];
 
     /// Short name for traces and reports.
@@ -70,6 +78,7 @@ impl Kind {
             Kind::HostileSnapshot => "hostile-snapshot",
             Kind::HostileRaise => "hostile-raise",
             Kind::HostileWrongCluster => "hostile-wrong-cluster",
+            Kind::StaleRejoin => "stale-rejoin",
         }
     }
 }
@@ -120,9 +129,10 @@ impl FaultPlan {
             60..71 => Kind::Hold,
             71..79 => Kind::LatencySpike,
             79..87 => Kind::DiskFull,
-            87..91 => Kind::HostileSnapshot,
-            91..95 => Kind::HostileRaise,
-            _ => Kind::HostileWrongCluster,
+            87..90 => Kind::HostileSnapshot,
+            90..93 => Kind::HostileRaise,
+            93..95 => Kind::HostileWrongCluster,
+            _ => Kind::StaleRejoin,
         };
         let any = self.rng.gen_range(1..=nodes);
         let node = match (kind, leader) {

@@ -104,6 +104,9 @@ pub struct Settings {
     pub fault_window: Duration,
     /// A planted bug, if any.
     pub bug: Option<Bug>,
+    /// Let the stale-store fault restore a voter's backup too, which Raft
+    /// cannot make safe (see the module docs); off in the sweep.
+    pub stale_voters: bool,
     /// Keep the trace as text in the report.
     pub keep_log: bool,
 }
@@ -118,6 +121,7 @@ impl Default for Settings {
             heights: 40,
             fault_window: Duration::from_secs(14),
             bug: None,
+            stale_voters: false,
             keep_log: false,
         }
     }

@@ -414,6 +414,41 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Points a stale-store fault at a node whose backup may be restored:
+    /// the spare while it is a learner (any node with
+    /// `Settings::stale_voters`); without one, the fault is a plain crash.
+    fn pick_stale_target(&self, fault: &mut Active) {
+        if fault.kind != Kind::StaleRejoin || self.settings.stale_voters {
+            return;
+        }
+        let spare = self.signers;
+        let learner = self.settings.membership
+            && !self.retired.contains(&spare)
+            && slot_node(&self.slots[(spare - 1) as usize]).is_some()
+            && current_leader(&self.slots)
+                .and_then(|leader| slot_node(&self.slots[(leader - 1) as usize]))
+                .is_some_and(|leader| {
+                    let metrics = leader.metrics();
+                    let membership = metrics.membership_config.membership();
+                    membership.learner_ids().any(|id| id == spare)
+                });
+        if learner {
+            fault.node = spare;
+        } else {
+            fault.kind = Kind::CrashNode;
+        }
+    }
+
+    /// Stops `node` and puts the backup of its disk in place.
+    fn restore_stale(&mut self, node: u64, now: Duration) {
+        let target = signer_host(node);
+        set_slot(&self.slots[(node - 1) as usize], None);
+        self.sim.crash(target.as_str());
+        let restored = self.stores[(node - 1) as usize].restore_backup();
+        self.trace
+            .event(now, format!("{target} restored from a backup: {restored}"));
+    }
+
     /// Sends a hostile host the order to attack `fault.node`.
     fn order_attack(&self, fault: &Active, attack: Attack) {
         let host = fault.other % hostile::HOSTS.len();
@@ -448,7 +483,8 @@ impl<'a> Run<'a> {
                 plan.rest(now);
             }
             if self.active.is_none() && now >= plan.next_at && now < plan.window_end {
-                let fault = plan.draw(now, self.settings.nodes, current_leader(&self.slots));
+                let mut fault = plan.draw(now, self.settings.nodes, current_leader(&self.slots));
+                self.pick_stale_target(&mut fault);
                 self.inject(&fault, now);
                 *report.faults.entry(fault.kind.name()).or_default() += 1;
                 self.active = Some(fault);
@@ -587,6 +623,7 @@ impl<'a> Run<'a> {
             Kind::HostileSnapshot => self.order_attack(fault, Attack::Snapshot),
             Kind::HostileRaise => self.order_attack(fault, Attack::Raise),
             Kind::HostileWrongCluster => self.order_attack(fault, Attack::WrongCluster),
+            Kind::StaleRejoin => self.restore_stale(fault.node, now),
         }
     }
 
@@ -602,18 +639,26 @@ impl<'a> Run<'a> {
             .event(now, format!("stop {host}: removed from the cluster"));
         set_slot(&self.slots[(spare - 1) as usize], None);
         let down = self.active.as_ref().is_some_and(|f| {
-            f.node == spare && matches!(f.kind, Kind::CrashLeader | Kind::CrashNode)
+            f.node == spare
+                && matches!(
+                    f.kind,
+                    Kind::CrashLeader | Kind::CrashNode | Kind::StaleRejoin
+                )
         });
         if !down {
             self.sim.crash(host.as_str());
         }
     }
 
-    /// Heals the fault in progress, if any.
+    /// Heals the fault in progress, if any, and takes a backup of every
+    /// disk (what a stale-store fault later restores).
     fn heal_active(&mut self, now: Duration) {
         if let Some(fault) = self.active.take() {
             self.heal(&fault, now);
             self.last_heal = now;
+            for store in &self.stores {
+                store.take_backup();
+            }
         }
     }
 
@@ -628,7 +673,7 @@ impl<'a> Run<'a> {
                     self.sim.release(target.as_str(), other.as_str());
                 }
             }
-            Kind::CrashLeader | Kind::CrashNode => {
+            Kind::CrashLeader | Kind::CrashNode | Kind::StaleRejoin => {
                 if !self.retired.contains(&fault.node) {
                     self.sim.bounce(target.as_str());
                 }

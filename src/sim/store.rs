@@ -54,6 +54,8 @@ pub struct SimStore {
     /// Records written deferred since the last durable write, each with
     /// its last durable value (`None`: absent): what a crash reverts to.
     undurable: Arc<Mutex<BTreeMap<MetaKey, Option<Vec<u8>>>>>,
+    /// The last backup an operator took of this disk.
+    backup: Arc<Mutex<Option<MemBackend>>>,
 }
 
 impl std::fmt::Debug for SimStore {
@@ -114,7 +116,35 @@ impl SimStore {
             persisted: Arc::default(),
             full: Arc::default(),
             undurable: Arc::default(),
+            backup: Arc::default(),
         }
+    }
+
+    /// Takes a backup of the disk as it is durably now (what a copy of a
+    /// stopped node's data directory holds).
+    pub fn take_backup(&self) {
+        let copy = self.disk.copy();
+        for (key, durable) in self.undurable().iter() {
+            copy.set_meta(*key, durable.clone());
+        }
+        *self.backup.lock().unwrap_or_else(|p| p.into_inner()) = Some(copy);
+    }
+
+    /// Puts the last backup back in place of the disk (the node is down).
+    /// Returns whether there was one.
+    pub fn restore_backup(&self) -> bool {
+        let backup = self
+            .backup
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(backup) = backup else {
+            return false;
+        };
+        self.undurable().clear();
+        self.disk.restore(&backup);
+        *self.persisted.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        true
     }
 
     /// Fills the disk (`true`: every write fails from now on) or frees
