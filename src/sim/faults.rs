@@ -1,7 +1,11 @@
 //! Seeded fault schedules: which fault hits which host, when and for how
 //! long. Faults come one at a time (a majority stays up), start after the
 //! cluster has formed, and stop at the end of the fault window; every
-//! fault is healed before the next one starts.
+//! fault is healed before the next one starts. Besides the network, crash
+//! and disk faults there are hostile peers, which attack one node and
+//! leave (their effects are checked on every write), and stale-store
+//! restores, which crash a node and put the backup of its disk taken at
+//! the previous heal in place.
 
 use std::time::Duration;
 

@@ -6,12 +6,16 @@
 //!
 //! - N signer hosts, each running [`run_node`](crate::cluster::run_node)
 //!   on a [`SimStore`](store::SimStore) (a `MemBackend` that survives a
-//!   crash) and the [`SimTransport`](net::SimTransport), plus one privval
+//!   crash, except for deferred writes no durable write followed) and the
+//!   [`SimTransport`](net::SimTransport), whose listener presents each
+//!   caller's certificate as the TLS listener would, plus one privval
 //!   listener per chain that runs [`session::serve`] with soft keys;
 //! - several validator clients per chain ([`validator`]) that dial the
 //!   signers, fail over between them, and send conflicting requests;
 //! - a seeded fault schedule ([`faults`]): partitions of the leader or a
-//!   follower, crash and restart, held links, latency spikes, a full disk;
+//!   follower, crash and restart, held links, latency spikes, a full disk,
+//!   hostile peers ([`hostile`]: a forged snapshot, a forged raise, Raft
+//!   messages of another cluster) and a restore of a stale backup;
 //! - an operator ([`operator`]) that adds a spare signer node as a learner,
 //!   promotes it and removes it again through the admin API, while the
 //!   faults go on; the harness stops the spare once it is removed.
@@ -23,7 +27,31 @@
 //! final states agree; one validator node advances per height; signing
 //! resumes within a bound after each fault and the run finishes in time;
 //! every grant answers within the grant timeout;
-//! a node whose disk filled up serves again once it has room.
+//! a node whose disk filled up serves again once it has room; nothing a
+//! hostile peer forged reaches any node's disk (its term, its height, its
+//! snapshot); no task panics.
+//!
+//! What the hostile peers cover: a caller with no certificate, one with
+//! the node certificate of a node that is no member (a removed node's,
+//! never revoked), and a node of another cluster that shares the CA and
+//! calls with its own cluster id. The TLS handshake itself, revocation and
+//! certificates of another CA are left to the TLS tests. A stolen member
+//! certificate used with this cluster's id (which every answer carries) is
+//! not simulated: Raft trusts its members, and such a caller can lead in a
+//! forged term.
+//!
+//! Stale stores: restoring a voter's backup is a hazard Raft cannot make
+//! safe. A voter that lost log entries it acknowledged may have counted
+//! toward their commit; restored, it can vote for a candidate that lacks
+//! them, and a committed grant is lost (the planted bug
+//! [`Bug::ForgetTail`] is the same loss). openraft notices a follower
+//! whose log went back only on a leader that had replicated to it, and
+//! then stops on a debug assertion (release builds go on trusting the
+//! old match). So the sweep restores only a node that is not a voter (the
+//! spare while it is a learner), the case the project supports: a voter's
+//! store comes back as a learner (`cluster remove`, restore, `cluster
+//! add-learner`, `cluster promote`). `Settings::stale_voters`
+//! (`SIM_STALE_VOTERS=1`) restores voters too and shows the hazard.
 //!
 //! The same seed gives the same trace digest. Two planted bugs
 //! ([`Bug`]) prove the checks bite.
