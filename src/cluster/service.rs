@@ -9,7 +9,12 @@
 //! this node's cluster ([`super::identity`]); and a Raft message must come
 //! from the node its certificate names ([`super::tls::require_sender`]:
 //! the leader of an AppendEntries or InstallSnapshot, the candidate of a
-//! Vote). A forwarded command names no sender node.
+//! Vote). A forwarded command names no sender node. And with TLS, a call
+//! that acts on Raft (a Raft message, a forwarded command, an election
+//! request) must come from a node this node counts as a member
+//! ([`ClusterService::require_member`]): the certificate of a removed
+//! node that was never revoked would otherwise still lead in a term of its
+//! own choosing, install any snapshot, or forward any raise.
 
 use std::sync::Arc;
 
@@ -25,6 +30,7 @@ use super::pb;
 use super::propose::Proposer;
 use super::snapshot_receiver::SnapshotReceiver;
 use super::tls::{Role, require, require_sender};
+use super::transport::PeerInfo;
 use super::types::{NodeId, TypeConfig};
 
 /// Largest snapshot a node accepts, in bytes. A snapshot holds one
@@ -48,6 +54,33 @@ impl ClusterService {
             proposer,
             snapshots: Arc::default(),
         }
+    }
+}
+
+impl ClusterService {
+    /// Refuses a caller whose certificate names a node that is not in this
+    /// node's membership (voters and learners of its latest config, as
+    /// its log holds it). A node with no membership yet (before `cluster
+    /// init`, or joining) takes part in nothing the cluster id check has
+    /// not admitted. Plaintext callers are not checked (see [`require`]).
+    ///
+    /// A follower far enough behind not to know a newly added node yet
+    /// refuses it as leader until it learns of it from another: it falls
+    /// behind, the cluster goes on with the others.
+    #[allow(clippy::result_large_err)]
+    fn require_member(&self, peer: &PeerInfo) -> Result<(), Status> {
+        let Some(id) = peer.node_id.filter(|_| peer.tls) else {
+            return Ok(());
+        };
+        let metrics = self.instance.raft().metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        if membership.nodes().next().is_none() || membership.get_node(&id).is_some() {
+            return Ok(());
+        }
+        Err(Status::permission_denied(format!(
+            "node {id} is not a member of this node's cluster"
+        )))
     }
 }
 
@@ -86,6 +119,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         let peer = require(&request, Role::Node)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(&request.get_ref().data)?;
         require_sender(&peer, rpc.vote.leader_id().voted_for())?;
+        self.require_member(&peer)?;
         self.instance
             .identity()
             .admit(&request, Rpc::AppendEntries)?;
@@ -102,6 +136,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         let peer = require(&request, Role::Node)?;
         let rpc: VoteRequest<NodeId> = decode(&request.get_ref().data)?;
         require_sender(&peer, rpc.vote.leader_id().voted_for())?;
+        self.require_member(&peer)?;
         self.instance.identity().admit(&request, Rpc::Other)?;
         let result = self.instance.raft().vote(rpc).await;
         Ok(Response::new(pb::RaftReply {
@@ -116,6 +151,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         let peer = require(&request, Role::Node)?;
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(&request.get_ref().data)?;
         require_sender(&peer, rpc.vote.leader_id().voted_for())?;
+        self.require_member(&peer)?;
         self.instance
             .identity()
             .admit(&request, Rpc::InstallSnapshot)?;
@@ -134,7 +170,8 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::ForwardRequest>,
     ) -> Result<Response<pb::ForwardReply>, Status> {
-        require(&request, Role::Node)?;
+        let peer = require(&request, Role::Node)?;
+        self.require_member(&peer)?;
         self.instance.identity().admit(&request, Rpc::Other)?;
         let command = forward::command(&request.into_inner())
             .map_err(|e| Status::invalid_argument(format!("decode: {e}")))?;
@@ -166,7 +203,8 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::ElectRequest>,
     ) -> Result<Response<pb::ElectReply>, Status> {
-        require(&request, Role::Node)?;
+        let peer = require(&request, Role::Node)?;
+        self.require_member(&peer)?;
         self.instance.identity().admit(&request, Rpc::Other)?;
         tracing::info!(
             node_id = self.instance.id(),

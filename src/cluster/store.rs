@@ -349,6 +349,37 @@ impl MemBackend {
         self.fail_writes.store(fail, Ordering::SeqCst);
     }
 
+    /// A copy of this disk as it is now, sharing nothing with it (a backup).
+    pub fn copy(&self) -> MemBackend {
+        let data = self.data();
+        MemBackend {
+            data: Arc::new(Mutex::new(MemData {
+                log: data.log.clone(),
+                meta: data.meta.clone(),
+            })),
+            fail_writes: Arc::default(),
+        }
+    }
+
+    /// Replaces this disk's contents with `backup`'s (a restore).
+    pub fn restore(&self, backup: &MemBackend) {
+        let source = backup.copy();
+        let source = source.data();
+        let mut data = self.data();
+        data.log = source.log.clone();
+        data.meta = source.meta.clone();
+    }
+
+    /// Puts (`Some`) or removes (`None`) a record whatever the full-disk
+    /// switch says: a simulation sets back what a crash did not keep.
+    pub fn set_meta(&self, key: MetaKey, bytes: Option<Vec<u8>>) {
+        let mut data = self.data();
+        match bytes {
+            Some(bytes) => data.meta.insert(key, bytes),
+            None => data.meta.remove(&key),
+        };
+    }
+
     fn data(&self) -> MutexGuard<'_, MemData> {
         // Writes below replace whole values, so a panic elsewhere while the
         // lock was held cannot leave a torn record.

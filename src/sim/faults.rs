@@ -1,7 +1,11 @@
 //! Seeded fault schedules: which fault hits which host, when and for how
 //! long. Faults come one at a time (a majority stays up), start after the
 //! cluster has formed, and stop at the end of the fault window; every
-//! fault is healed before the next one starts.
+//! fault is healed before the next one starts. Besides the network, crash
+//! and disk faults there are hostile peers, which attack one node and
+//! leave (their effects are checked on every write), and stale-store
+//! restores, which crash a node and put the backup of its disk taken at
+//! the previous heal in place.
 
 use std::time::Duration;
 
@@ -31,11 +35,27 @@ pub enum Kind {
     /// Fill a node's disk: every write fails until the fault ends. The
     /// node must stop signing and come back once it has room.
     DiskFull,
+    /// A hostile peer sends the node a forged snapshot in a high term
+    /// (`hostile::Attack::Snapshot`).
+    HostileSnapshot,
+    /// A hostile peer raises a chain to `i64::MAX` through the node
+    /// (`hostile::Attack::Raise`).
+    HostileRaise,
+    /// A hostile peer sends the node Raft messages with another cluster's
+    /// id (`hostile::Attack::WrongCluster`).
+    HostileWrongCluster,
+    /// Stop a node and restart it, when the fault ends, on the backup of
+    /// its disk taken when the fault before healed, as an operator
+    /// restoring a backup would. Only a node that is not a voter (the
+    /// spare while a learner) unless `Settings::stale_voters`: a voter
+    /// that lost entries it acknowledged can elect a leader that lacks
+    /// committed ones (see `sim` module docs).
+    StaleRejoin,
 }
 
 impl Kind {
     /// Every kind, for reports.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 11] = [
         Kind::PartitionLeader,
         Kind::PartitionFollower,
         Kind::CrashLeader,
@@ -43,6 +63,10 @@ impl Kind {
         Kind::Hold,
         Kind::LatencySpike,
         Kind::DiskFull,
+        Kind::HostileSnapshot,
+        Kind::HostileRaise,
+        Kind::HostileWrongCluster,
+        Kind::StaleRejoin,
     ];
 
     /// Short name for traces and reports.
@@ -55,6 +79,10 @@ impl Kind {
             Kind::Hold => "hold",
             Kind::LatencySpike => "latency-spike",
             Kind::DiskFull => "disk-full",
+            Kind::HostileSnapshot => "hostile-snapshot",
+            Kind::HostileRaise => "hostile-raise",
+            Kind::HostileWrongCluster => "hostile-wrong-cluster",
+            Kind::StaleRejoin => "stale-rejoin",
         }
     }
 }
@@ -79,7 +107,8 @@ pub struct Active {
     pub until: Duration,
     /// For latency spikes: the new maximum latency.
     pub latency: Duration,
-    /// For a held link: picks the other end among the other hosts.
+    /// For a held link: picks the other end among the other hosts; for a
+    /// hostile peer: picks which one.
     pub other: usize,
 }
 
@@ -97,13 +126,17 @@ impl FaultPlan {
     pub fn draw(&mut self, now: Duration, nodes: u64, leader: Option<u64>) -> Active {
         let roll = self.rng.gen_range(0..100u32);
         let mut kind = match roll {
-            0..22 => Kind::PartitionLeader,
-            22..35 => Kind::PartitionFollower,
-            35..53 => Kind::CrashLeader,
-            53..66 => Kind::CrashNode,
-            66..79 => Kind::Hold,
-            79..88 => Kind::LatencySpike,
-            _ => Kind::DiskFull,
+            0..20 => Kind::PartitionLeader,
+            20..32 => Kind::PartitionFollower,
+            32..48 => Kind::CrashLeader,
+            48..60 => Kind::CrashNode,
+            60..71 => Kind::Hold,
+            71..79 => Kind::LatencySpike,
+            79..87 => Kind::DiskFull,
+            87..90 => Kind::HostileSnapshot,
+            90..93 => Kind::HostileRaise,
+            93..95 => Kind::HostileWrongCluster,
+            _ => Kind::StaleRejoin,
         };
         let any = self.rng.gen_range(1..=nodes);
         let node = match (kind, leader) {

@@ -6,18 +6,22 @@
 //!
 //! - N signer hosts, each running [`run_node`](crate::cluster::run_node)
 //!   on a [`SimStore`](store::SimStore) (a `MemBackend` that survives a
-//!   crash) and the [`SimTransport`](net::SimTransport), plus the
-//!   production [`Supervisor`](crate::session::Supervisor)s ([`dialer`]):
-//!   one per validator node, dialling it (plain TCP, no SecretConnection),
-//!   serving it with soft keys and redialling with its backoff while the
-//!   node has a quorum leader, as `quorumkms start` does;
+//!   crash, except for deferred writes no durable write followed) and the
+//!   [`SimTransport`](net::SimTransport), whose listener presents each
+//!   caller's certificate as the TLS listener would, plus the production
+//!   [`Supervisor`](crate::session::Supervisor)s ([`dialer`]): one per
+//!   validator node, dialling it (plain TCP, no SecretConnection), serving
+//!   it with soft keys and redialling with its backoff while the node has
+//!   a quorum leader, as `quorumkms start` does;
 //! - several validator nodes per chain ([`validator`]), each listening for
 //!   the signer nodes as CometBFT's signer listener does ([`listener`]:
 //!   one active connection, the other dials queued, a connection dropped
 //!   only on a timeout or a failed ping), retrying a failed request as
 //!   CometBFT does, and sending conflicting requests;
 //! - a seeded fault schedule ([`faults`]): partitions of the leader or a
-//!   follower, crash and restart, held links, latency spikes, a full disk;
+//!   follower, crash and restart, held links, latency spikes, a full disk,
+//!   hostile peers ([`hostile`]: a forged snapshot, a forged raise, Raft
+//!   messages of another cluster) and a restore of a stale backup;
 //! - an operator ([`operator`]) that adds a spare signer node as a learner,
 //!   promotes it and removes it again through the admin API, while the
 //!   faults go on; the harness stops the spare once it is removed.
@@ -29,7 +33,31 @@
 //! final states agree; one validator node advances per height; signing
 //! resumes within a bound after each fault and the run finishes in time;
 //! every grant answers within the grant timeout;
-//! a node whose disk filled up serves again once it has room.
+//! a node whose disk filled up serves again once it has room; nothing a
+//! hostile peer forged reaches any node's disk (its term, its height, its
+//! snapshot); no task panics.
+//!
+//! What the hostile peers cover: a caller with no certificate, one with
+//! the node certificate of a node that is no member (a removed node's,
+//! never revoked), and a node of another cluster that shares the CA and
+//! calls with its own cluster id. The TLS handshake itself, revocation and
+//! certificates of another CA are left to the TLS tests. A stolen member
+//! certificate used with this cluster's id (which every answer carries) is
+//! not simulated: Raft trusts its members, and such a caller can lead in a
+//! forged term.
+//!
+//! Stale stores: restoring a voter's backup is a hazard Raft cannot make
+//! safe. A voter that lost log entries it acknowledged may have counted
+//! toward their commit; restored, it can vote for a candidate that lacks
+//! them, and a committed grant is lost (the planted bug
+//! [`Bug::ForgetTail`] is the same loss). openraft notices a follower
+//! whose log went back only on a leader that had replicated to it, and
+//! then stops on a debug assertion (release builds go on trusting the
+//! old match). So the sweep restores only a node that is not a voter (the
+//! spare while it is a learner), the case the project supports: a voter's
+//! store comes back as a learner (`cluster remove`, restore, `cluster
+//! add-learner`, `cluster promote`). `Settings::stale_voters`
+//! (`SIM_STALE_VOTERS=1`) restores voters too and shows the hazard.
 //!
 //! The same seed gives the same trace digest. Two planted bugs
 //! ([`Bug`]) prove the checks bite.
@@ -37,6 +65,7 @@
 pub mod dialer;
 pub mod faults;
 pub mod granter;
+pub mod hostile;
 pub mod listener;
 pub mod net;
 pub mod operator;
@@ -54,7 +83,7 @@ use crate::cluster::runtime;
 use trace::Trace;
 
 /// The host of the simulated operator.
-const OPERATOR_HOST: &str = "operator";
+const OPERATOR_HOST: &str = net::OPERATOR;
 /// The cluster's Raft port on every signer host.
 const RAFT_PORT: u16 = 7000;
 /// The port every validator node listens on for signer nodes (CometBFT's
@@ -114,6 +143,9 @@ pub struct Settings {
     pub fault_window: Duration,
     /// A planted bug, if any.
     pub bug: Option<Bug>,
+    /// Let the stale-store fault restore a voter's backup too, which Raft
+    /// cannot make safe (see the module docs); off in the sweep.
+    pub stale_voters: bool,
     /// Keep the trace as text in the report.
     pub keep_log: bool,
 }
@@ -128,6 +160,7 @@ impl Default for Settings {
             heights: 40,
             fault_window: Duration::from_secs(14),
             bug: None,
+            stale_voters: false,
             keep_log: false,
         }
     }
@@ -211,10 +244,21 @@ fn align_task_ids() {
     });
 }
 
+/// Panics seen while a run was in progress, whichever task they ended.
+static PANICS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn panics() -> std::sync::MutexGuard<'static, Vec<String>> {
+    PANICS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Runs one seed and checks it. Never panics: a panic in the simulated
-/// code is reported as a violation.
+/// code, even one Tokio catches in a spawned task (openraft's core), is
+/// reported as a violation.
 pub fn run_seed(seed: u64, settings: &Settings) -> RunReport {
     let started = Instant::now();
+    panics().clear();
+    let previous_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|info| panics().push(info.to_string())));
     align_task_ids();
     runtime::set_rng_seed(seed);
     runtime::set_spawn_local(true);
@@ -227,6 +271,10 @@ pub fn run_seed(seed: u64, settings: &Settings) -> RunReport {
         run::run_inner(seed, settings, &trace, &mut report);
     }));
     runtime::set_spawn_local(false);
+    std::panic::set_hook(previous_hook);
+    for text in std::mem::take(&mut *panics()) {
+        trace.violation(report.sim_time, format!("a task panicked: {text}"));
+    }
     if let Err(panic) = outcome {
         let text = panic
             .downcast_ref::<String>()

@@ -4,6 +4,14 @@
 //!
 //! Connects are bounded by a timeout: a partition drops the SYN and a
 //! simulated connect would otherwise wait forever.
+//!
+//! There is no TLS (it would draw OS randomness), but the listener tells
+//! the server who calls as the mutual-TLS listener would: [`certificate`]
+//! is the simulation's certificate authority, a fixed map from a caller's
+//! host to the certificate it holds. So `tls::require` and
+//! `tls::require_sender` run in the simulation exactly as in production,
+//! on what a handshake would have proved; only the handshake itself (and
+//! revocation) is left to the TLS tests.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -11,7 +19,52 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use crate::cluster::transport::{BoxIo, Listener, Transport};
+use crate::cluster::transport::{BoxIo, Listener, PeerInfo, Transport};
+use crate::cluster::types::NodeId;
+
+/// The host of the operator, who holds an operator certificate.
+pub const OPERATOR: &str = "operator";
+/// A hostile host with no certificate from the cluster CA.
+pub const ANONYMOUS: &str = "x-anon";
+/// A hostile host with a node certificate for a node that is no member
+/// (say, a removed node whose certificate was never revoked).
+pub const STRANGER: &str = "x-stranger";
+/// The node id [`STRANGER`]'s certificate names.
+pub const STRANGER_ID: NodeId = 99;
+/// A hostile host with a node certificate for node [`TWIN_ID`] of another
+/// cluster that shares the CA.
+pub const TWIN: &str = "x-twin";
+/// The node id [`TWIN`]'s certificate names: a member's id here.
+pub const TWIN_ID: NodeId = 1;
+
+/// What a mutual-TLS handshake would learn about a caller on `host`:
+/// signer host `sN` holds node `N`'s certificate, the operator an operator
+/// certificate, the hostile hosts what their names say, anyone else none.
+pub fn certificate(host: &str) -> PeerInfo {
+    let node = |id| PeerInfo {
+        tls: true,
+        node: true,
+        operator: false,
+        node_id: Some(id),
+        ..PeerInfo::default()
+    };
+    match host {
+        OPERATOR => PeerInfo {
+            tls: true,
+            operator: true,
+            ..PeerInfo::default()
+        },
+        STRANGER => node(STRANGER_ID),
+        TWIN => node(TWIN_ID),
+        _ => match host.strip_prefix('s').and_then(|id| id.parse().ok()) {
+            Some(id) => node(id),
+            None => PeerInfo {
+                tls: true,
+                ..PeerInfo::default()
+            },
+        },
+    }
+}
 
 /// How long a simulated connect may take before it counts as failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -31,9 +84,14 @@ impl Listener for SimListener {
     }
 
     fn accept(&mut self) -> BoxFuture<'_, io::Result<BoxIo>> {
+        Box::pin(async move { Ok(self.accept_peer().await?.0) })
+    }
+
+    fn accept_peer(&mut self) -> BoxFuture<'_, io::Result<(BoxIo, PeerInfo)>> {
         Box::pin(async move {
-            let (stream, _) = self.inner.accept().await?;
-            Ok(Box::new(stream) as BoxIo)
+            let (stream, peer) = self.inner.accept().await?;
+            let host = turmoil::reverse_lookup(peer.ip()).unwrap_or_default();
+            Ok((Box::new(stream) as BoxIo, certificate(&host)))
         })
     }
 }

@@ -17,6 +17,7 @@ use rand::{Rng, SeedableRng};
 
 use super::dialer::{self, Serving, ValidatorNode};
 use super::faults::{Active, FaultPlan, Kind};
+use super::hostile::{self, Attack, Order, Orders};
 use super::store::SimStore;
 use super::trace::{self, Trace, hash_json, short};
 use super::validator::{Ledger, Spec};
@@ -150,6 +151,7 @@ pub(super) fn run_inner(seed: u64, settings: &Settings, trace: &Trace, report: &
     if settings.membership {
         run.add_operator();
     }
+    run.add_hostiles();
     let finished = run.drive(report);
     run.end_faults();
     if finished {
@@ -187,10 +189,12 @@ impl SignerHost {
         let boot = self.boots.get();
         self.boots.set(boot + 1);
         if boot > 0 {
-            let dropped = self.store.restart();
+            let (lost, dropped) = self.store.restart();
             self.trace.event(
                 trace::now(),
-                format!("n{id} boots again (disk lost {dropped} entries)"),
+                format!(
+                    "n{id} boots again (crash lost {lost} deferred records, disk lost {dropped} entries)"
+                ),
             );
         }
         let deps = Deps {
@@ -269,6 +273,9 @@ struct Run<'a> {
     last_heal: Duration,
     /// Which nodes refused to grant for a storage fault at the last look.
     storage_faults: Vec<bool>,
+    /// Each hostile host's orders; dropped at the end of the fault window,
+    /// which ends the hostile hosts.
+    orders: Vec<Orders>,
 }
 
 impl<'a> Run<'a> {
@@ -311,6 +318,7 @@ impl<'a> Run<'a> {
             retired: BTreeSet::new(),
             active: None,
             last_heal: Duration::ZERO,
+            orders: Vec::new(),
         }
     }
 
@@ -392,6 +400,71 @@ impl<'a> Run<'a> {
         self.hosts.push(OPERATOR_HOST.to_string());
     }
 
+    /// Adds the hostile hosts, which wait for the fault plan's orders.
+    fn add_hostiles(&mut self) {
+        let chains: Vec<String> = (0..self.settings.chains).map(chain_id).collect();
+        for host in hostile::HOSTS {
+            let (orders, received) = tokio::sync::mpsc::unbounded_channel();
+            self.orders.push(orders);
+            self.sim.client(
+                host,
+                hostile::run(host, chains.clone(), received, self.trace.clone()),
+            );
+            self.hosts.push(host.to_string());
+        }
+    }
+
+    /// Points a stale-store fault at a node whose backup may be restored:
+    /// the spare while it is a learner (any node with
+    /// `Settings::stale_voters`); without one, the fault is a plain crash.
+    fn pick_stale_target(&self, fault: &mut Active) {
+        if fault.kind != Kind::StaleRejoin || self.settings.stale_voters {
+            return;
+        }
+        let spare = self.signers;
+        let learner = self.settings.membership
+            && !self.retired.contains(&spare)
+            && slot_node(&self.slots[(spare - 1) as usize]).is_some()
+            && current_leader(&self.slots)
+                .and_then(|leader| slot_node(&self.slots[(leader - 1) as usize]))
+                .is_some_and(|leader| {
+                    let metrics = leader.metrics();
+                    let membership = metrics.membership_config.membership();
+                    membership.learner_ids().any(|id| id == spare)
+                });
+        if learner {
+            fault.node = spare;
+        } else {
+            fault.kind = Kind::CrashNode;
+        }
+    }
+
+    /// Stops `node` and puts the backup of its disk in place.
+    fn restore_stale(&mut self, node: u64, now: Duration) {
+        let target = signer_host(node);
+        set_slot(&self.slots[(node - 1) as usize], None);
+        self.sim.crash(target.as_str());
+        let restored = self.stores[(node - 1) as usize].restore_backup();
+        self.trace
+            .event(now, format!("{target} restored from a backup: {restored}"));
+    }
+
+    /// Sends a hostile host the order to attack `fault.node`.
+    fn order_attack(&self, fault: &Active, attack: Attack) {
+        let host = fault.other % hostile::HOSTS.len();
+        let order = Order {
+            attack,
+            target: format!("{}:{RAFT_PORT}", signer_host(fault.node)),
+        };
+        self.trace.event(
+            self.sim.elapsed(),
+            format!("hostile {} ordered to {attack:?}", hostile::HOSTS[host]),
+        );
+        if let Some(orders) = self.orders.get(host) {
+            let _ = orders.send(order);
+        }
+    }
+
     /// The step loop: injects and heals faults until the validators finish
     /// (true), or a host fails, a check fails or time runs out (false).
     fn drive(&mut self, report: &mut RunReport) -> bool {
@@ -410,10 +483,14 @@ impl<'a> Run<'a> {
                 plan.rest(now);
             }
             if self.active.is_none() && now >= plan.next_at && now < plan.window_end {
-                let fault = plan.draw(now, self.settings.nodes, current_leader(&self.slots));
+                let mut fault = plan.draw(now, self.settings.nodes, current_leader(&self.slots));
+                self.pick_stale_target(&mut fault);
                 self.inject(&fault, now);
                 *report.faults.entry(fault.kind.name()).or_default() += 1;
                 self.active = Some(fault);
+            }
+            if now >= plan.window_end {
+                self.orders.clear();
             }
             match self.sim.step() {
                 Ok(true) => return true,
@@ -544,6 +621,10 @@ impl<'a> Run<'a> {
                 }
             }
             Kind::DiskFull => self.stores[(fault.node - 1) as usize].set_full(true),
+            Kind::HostileSnapshot => self.order_attack(fault, Attack::Snapshot),
+            Kind::HostileRaise => self.order_attack(fault, Attack::Raise),
+            Kind::HostileWrongCluster => self.order_attack(fault, Attack::WrongCluster),
+            Kind::StaleRejoin => self.restore_stale(fault.node, now),
         }
     }
 
@@ -559,18 +640,26 @@ impl<'a> Run<'a> {
             .event(now, format!("stop {host}: removed from the cluster"));
         set_slot(&self.slots[(spare - 1) as usize], None);
         let down = self.active.as_ref().is_some_and(|f| {
-            f.node == spare && matches!(f.kind, Kind::CrashLeader | Kind::CrashNode)
+            f.node == spare
+                && matches!(
+                    f.kind,
+                    Kind::CrashLeader | Kind::CrashNode | Kind::StaleRejoin
+                )
         });
         if !down {
             self.sim.crash(host.as_str());
         }
     }
 
-    /// Heals the fault in progress, if any.
+    /// Heals the fault in progress, if any, and takes a backup of every
+    /// disk (what a stale-store fault later restores).
     fn heal_active(&mut self, now: Duration) {
         if let Some(fault) = self.active.take() {
             self.heal(&fault, now);
             self.last_heal = now;
+            for store in &self.stores {
+                store.take_backup();
+            }
         }
     }
 
@@ -585,7 +674,7 @@ impl<'a> Run<'a> {
                     self.sim.release(target.as_str(), other.as_str());
                 }
             }
-            Kind::CrashLeader | Kind::CrashNode => {
+            Kind::CrashLeader | Kind::CrashNode | Kind::StaleRejoin => {
                 if !self.retired.contains(&fault.node) {
                     self.sim.bounce(target.as_str());
                 }
@@ -604,6 +693,9 @@ impl<'a> Run<'a> {
                 }
             }
             Kind::DiskFull => self.stores[(fault.node - 1) as usize].set_full(false),
+            // An attack is over once sent; its effects are checked on
+            // every write.
+            Kind::HostileSnapshot | Kind::HostileRaise | Kind::HostileWrongCluster => {}
         }
     }
 

@@ -5,12 +5,22 @@
 //!   `apply` function and reported entry by entry to the [`Trace`], which
 //!   checks that all nodes apply the same entries, with the same outcomes,
 //!   in the same order;
+//! - a deferred write ([`Backend::meta_put_deferred`]: the applied state,
+//!   written without waiting for the disk) is durable only once a durable
+//!   write follows it, as with redb, whose durable commit also makes the
+//!   earlier non-durable ones durable; a crash loses the deferred writes
+//!   still pending, as a power loss does, and the node boots on the last
+//!   durable applied state;
 //! - a planted bug can make the disk forget its last acknowledged log
 //!   entries on restart, like an fsync that never happened;
+//! - every write is searched for the marks of a hostile peer's forged
+//!   input (its term, height or sentinel chain): finding one is a
+//!   violation;
 //! - the disk can fill up: while it is full every write fails with an I/O
 //!   error and changes nothing (reads still work), as a full disk does to
 //!   the production store.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -24,6 +34,7 @@ use crate::cluster::types::typ::Entry;
 use crate::cluster::types::{Command, Outcome, TypeConfig};
 use crate::watermark::Verdict;
 
+use super::hostile::{forged_effect, forged_entry};
 use super::trace::{AppliedEntry, Trace, hash_json, now, short};
 
 /// One node's simulated disk.
@@ -40,6 +51,11 @@ pub struct SimStore {
     persisted: Arc<Mutex<Option<AppliedState>>>,
     /// The disk is full: writes fail.
     full: Arc<AtomicBool>,
+    /// Records written deferred since the last durable write, each with
+    /// its last durable value (`None`: absent): what a crash reverts to.
+    undurable: Arc<Mutex<BTreeMap<MetaKey, Option<Vec<u8>>>>>,
+    /// The last backup an operator took of this disk.
+    backup: Arc<Mutex<Option<MemBackend>>>,
 }
 
 impl std::fmt::Debug for SimStore {
@@ -101,7 +117,36 @@ impl SimStore {
             forget_tail,
             persisted: Arc::default(),
             full: Arc::default(),
+            undurable: Arc::default(),
+            backup: Arc::default(),
         }
+    }
+
+    /// Takes a backup of the disk as it is durably now (what a copy of a
+    /// stopped node's data directory holds).
+    pub fn take_backup(&self) {
+        let copy = self.disk.copy();
+        for (key, durable) in self.undurable().iter() {
+            copy.set_meta(*key, durable.clone());
+        }
+        *self.backup.lock().unwrap_or_else(|p| p.into_inner()) = Some(copy);
+    }
+
+    /// Puts the last backup back in place of the disk (the node is down).
+    /// Returns whether there was one.
+    pub fn restore_backup(&self) -> bool {
+        let backup = self
+            .backup
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(backup) = backup else {
+            return false;
+        };
+        self.undurable().clear();
+        self.disk.restore(&backup);
+        *self.persisted.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        true
     }
 
     /// Fills the disk (`true`: every write fails from now on) or frees
@@ -123,9 +168,39 @@ impl SimStore {
         Arc::new(self.clone())
     }
 
+    fn undurable(&self) -> std::sync::MutexGuard<'_, BTreeMap<MetaKey, Option<Vec<u8>>>> {
+        self.undurable.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A durable write succeeded: every deferred write before it is now
+    /// durable too.
+    fn flushed(&self) {
+        self.undurable().clear();
+    }
+
+    /// The crash: deferred writes never made durable are lost. Returns how
+    /// many records went back to their last durable value.
+    fn lose_undurable(&self) -> usize {
+        let lost = std::mem::take(&mut *self.undurable());
+        let count = lost.len();
+        for (key, durable) in lost {
+            // Bypasses the recorder: the disk itself goes back.
+            self.disk.set_meta(key, durable);
+        }
+        *self.persisted.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        count
+    }
+
     /// Called when the node boots again after a crash. Returns how many
-    /// acknowledged log entries the planted bug dropped.
-    pub fn restart(&self) -> u64 {
+    /// deferred records the crash lost, and how many acknowledged log
+    /// entries the planted bug dropped.
+    pub fn restart(&self) -> (usize, u64) {
+        let lost = self.lose_undurable();
+        (lost, self.drop_tail())
+    }
+
+    /// The planted bug: drops the last acknowledged log entries.
+    fn drop_tail(&self) -> u64 {
         if self.forget_tail == 0 {
             return 0;
         }
@@ -160,6 +235,17 @@ impl SimStore {
         persisted
             .get_or_insert_with(|| self.applied_state())
             .clone()
+    }
+
+    /// Reports a write only a hostile peer's forged input can have made.
+    fn forged(&self, effect: &str) {
+        self.trace.violation(
+            now(),
+            format!(
+                "n{} {effect} (a hostile peer's input took effect)",
+                self.node
+            ),
+        );
     }
 
     /// Replays a persisted batch through `apply` and reports each entry.
@@ -223,17 +309,28 @@ impl Backend for SimStore {
 
     fn log_append(&self, entries: Vec<(u64, Vec<u8>)>) -> Result<(), BackendError> {
         self.writable()?;
-        self.disk.log_append(entries)
+        for (_, bytes) in &entries {
+            if let Some(effect) = decode::<Entry>(bytes).ok().as_ref().and_then(forged_entry) {
+                self.forged(&effect);
+            }
+        }
+        self.disk.log_append(entries)?;
+        self.flushed();
+        Ok(())
     }
 
     fn log_truncate(&self, from: u64) -> Result<(), BackendError> {
         self.writable()?;
-        self.disk.log_truncate(from)
+        self.disk.log_truncate(from)?;
+        self.flushed();
+        Ok(())
     }
 
     fn log_purge(&self, upto: u64, purged: Vec<u8>) -> Result<(), BackendError> {
         self.writable()?;
-        self.disk.log_purge(upto, purged)
+        self.disk.log_purge(upto, purged)?;
+        self.flushed();
+        Ok(())
     }
 
     fn meta_get(&self, key: MetaKey) -> Result<Option<Vec<u8>>, BackendError> {
@@ -241,19 +338,11 @@ impl Backend for SimStore {
     }
 
     fn meta_put(&self, records: Vec<(MetaKey, Vec<u8>)>) -> Result<(), BackendError> {
-        self.writable()?;
-        let applied = records
-            .iter()
-            .find(|(k, _)| *k == MetaKey::Applied)
-            .and_then(|(_, bytes)| decode::<AppliedState>(bytes).ok());
-        let snapshot = records.iter().any(|(k, _)| *k == MetaKey::Snapshot);
-        let prev = applied.as_ref().map(|_| self.last_persisted());
-        self.disk.meta_put(records)?;
-        if let (Some(next), Some(prev)) = (applied, prev) {
-            self.observe(prev, &next, snapshot);
-            *self.persisted.lock().unwrap_or_else(|p| p.into_inner()) = Some(next);
-        }
-        Ok(())
+        self.put(records, true)
+    }
+
+    fn meta_put_deferred(&self, records: Vec<(MetaKey, Vec<u8>)>) -> Result<(), BackendError> {
+        self.put(records, false)
     }
 
     fn meta_put_unless(
@@ -263,10 +352,52 @@ impl Backend for SimStore {
         keep: &dyn Fn(&[u8]) -> bool,
     ) -> Result<bool, BackendError> {
         self.writable()?;
-        self.disk.meta_put_unless(key, bytes, keep)
+        let wrote = self.disk.meta_put_unless(key, bytes, keep)?;
+        // A commit that wrote nothing is still a durable commit.
+        self.flushed();
+        Ok(wrote)
     }
 
     fn recover(&self) -> Result<(), BackendError> {
         self.disk.recover()
+    }
+}
+
+impl SimStore {
+    /// Writes records, durably or deferred, and observes an applied state
+    /// among them.
+    fn put(&self, records: Vec<(MetaKey, Vec<u8>)>, durable: bool) -> Result<(), BackendError> {
+        self.writable()?;
+        for (key, bytes) in &records {
+            if let Some(effect) = forged_effect(*key, bytes) {
+                self.forged(&effect);
+            }
+        }
+        let applied = records
+            .iter()
+            .find(|(k, _)| *k == MetaKey::Applied)
+            .and_then(|(_, bytes)| decode::<AppliedState>(bytes).ok());
+        let snapshot = records.iter().any(|(k, _)| *k == MetaKey::Snapshot);
+        let prev = applied.as_ref().map(|_| self.last_persisted());
+        let mut before = Vec::new();
+        if !durable {
+            for (key, _) in &records {
+                before.push((*key, self.disk.meta_get(*key)?));
+            }
+        }
+        self.disk.meta_put(records)?;
+        if durable {
+            self.flushed();
+        } else {
+            let mut undurable = self.undurable();
+            for (key, value) in before {
+                undurable.entry(key).or_insert(value);
+            }
+        }
+        if let (Some(next), Some(prev)) = (applied, prev) {
+            self.observe(prev, &next, snapshot);
+            *self.persisted.lock().unwrap_or_else(|p| p.into_inner()) = Some(next);
+        }
+        Ok(())
     }
 }
