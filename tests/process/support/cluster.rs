@@ -1,7 +1,8 @@
-//! The one process-cluster harness: signer nodes as real `quorumkms start`
-//! processes, on loopback or one network namespace each, optionally with
-//! mutual TLS, metrics endpoints, per-node environment, a tmpfs data dir
-//! and nodes that join later.
+//! The one process-cluster harness of the tests: `quorumkms start`
+//! processes laid out, started and queried by the library's
+//! [`ProcessCluster`] (which [`Cluster`] derefs to), plus what only tests
+//! need: one network namespace per node ([`Net`]), a tmpfs data dir
+//! ([`Tmpfs`]), and shorthands that panic with the nodes' logs.
 //!
 //! A cluster is made in three steps: [`Cluster::builder`] says what it
 //! looks like, [`ClusterBuilder::build`] creates the network (so the
