@@ -9,16 +9,20 @@
 //!   `[cluster]` section, `signers.txt`.
 //! - [`ports`]: loopback ports no one else takes before the node binds.
 //! - [`process`]: `quorumkms start` as a child process.
+//! - [`cluster`]: a whole set of such processes ([`ProcessCluster`]), as the
+//!   process tests and the benchmark run them.
 //! - [`admin`]: bootstrap a cluster and find its leader.
 //! - [`rpc`]: a stand-in for a CometBFT RPC's `/status` (a chain's floor).
 
 pub mod admin;
+pub mod cluster;
 pub mod layout;
 pub mod ports;
 pub mod process;
 pub mod rpc;
 
 pub use admin::{find_leader, find_leader_at, initialize_cluster, initialize_cluster_at};
+pub use cluster::{Placement, ProcessCluster, ProcessClusterBuilder};
 pub use layout::{
     CHAIN_ID, NodeFiles, cluster_section, cluster_section_at, read_signer_names, write_node,
     write_nodes,

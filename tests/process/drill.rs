@@ -33,7 +33,7 @@ impl Drop for Started {
 /// Writes `DIR/ctl` for node `i`: `ctl start|stop|isolate|rejoin`.
 fn control_script(c: &Cluster, i: usize) -> PathBuf {
     let net = c.net();
-    let node = &c.nodes[i - 1];
+    let node = &c.nodes()[i - 1];
     let dir = node.dir.display();
     let ns = net.ns(i);
     let mut cut = String::new();
@@ -79,7 +79,8 @@ fn plan_text(c: &Cluster, ctl: &[PathBuf], sentries: &[String], recover_within: 
         text.push_str(&format!(
             "[[node]]\nname = \"{}\"\nadmin = \"{}\"\nstop = \"{s} stop\"\nstart = \"{s} start\"\n\
              isolate = \"{s} isolate\"\nrejoin = \"{s} rejoin\"\n\n",
-            c.nodes[i].name, c.admin[i]
+            c.nodes()[i].name,
+            c.addrs()[i]
         ));
     }
     text
@@ -104,7 +105,7 @@ fn every_drill_passes_with_no_conflict_and_a_node_that_stays_down_fails_one() {
         let dial = sentries.clone();
         c.write(&|_| dial.clone());
         let ctl: Vec<PathBuf> = (1..=3).map(|i| control_script(&c, i)).collect();
-        let _started = Started(c.nodes.iter().map(|n| n.dir.clone()).collect());
+        let _started = Started(c.nodes().iter().map(|n| n.dir.clone()).collect());
         for script in &ctl {
             let status = std::process::Command::new(script)
                 .arg("start")
@@ -114,9 +115,9 @@ fn every_drill_passes_with_no_conflict_and_a_node_that_stays_down_fails_one() {
         }
         c.initialize(1).await;
         c.wait_ready(&[1, 2, 3], Duration::from_secs(30)).await;
-        let root = c.nodes[0].dir.parent().expect("root").to_path_buf();
+        let root = c.nodes()[0].dir.parent().expect("root").to_path_buf();
         let names: String = c
-            .nodes
+            .nodes()
             .iter()
             .map(|n| format!("{} {}\n", n.node_id, n.name))
             .collect();

@@ -90,7 +90,7 @@ fn a_cut_off_node_cannot_sign_and_its_validator_fails_over() {
             round: 0,
             step: Step::Precommit,
         };
-        if let Ok(states) = admin::Client::new(c.admin[CUT - 1].clone(), Duration::from_secs(5))
+        if let Ok(states) = admin::Client::new(c.addr(CUT), Duration::from_secs(5))
             .export()
             .await
         {

@@ -49,7 +49,7 @@ async fn only_cluster_certificates_with_the_right_role_get_in() {
     let foreign = certs::operator(other.path(), "mallory").expect("foreign cert");
     for ca in [
         other.path().join("ca.pem"),
-        ops.certs.clone().expect("certs").join("ca.pem"),
+        ops.certs().expect("certs").to_path_buf().join("ca.pem"),
     ] {
         let tls = TlsConfig::new(ca, foreign.cert.clone(), foreign.key.clone());
         // Trusting our CA, the foreign certificate fails its own check
@@ -91,7 +91,7 @@ async fn only_cluster_certificates_with_the_right_role_get_in() {
 
     // The CLI: with the operator's files it works; without them it says
     // why.
-    let certs_dir = ops.certs.clone().expect("certs");
+    let certs_dir = ops.certs().expect("certs").to_path_buf();
     let out = std::process::Command::new(support::exe())
         .args(["cluster", "status", "--addr", &addr, "--json", "--ca"])
         .arg(certs_dir.join("ca.pem"))
@@ -110,7 +110,7 @@ async fn only_cluster_certificates_with_the_right_role_get_in() {
     assert_eq!(json["members"].as_array().map(Vec::len), Some(3));
     let out = std::process::Command::new(support::exe())
         .args(["cluster", "status", "-c"])
-        .arg(&ops.nodes[0].config)
+        .arg(&ops.nodes()[0].config)
         .env_remove("QUORUMKMS_CERT")
         .env_remove("QUORUMKMS_KEY")
         .output()

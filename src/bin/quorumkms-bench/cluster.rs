@@ -3,14 +3,21 @@
 //! stopping them again.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use quorumkms::privval::Version;
-use quorumkms::testnet::{self, NodeFiles};
+use quorumkms::testnet::{Placement, ProcessCluster};
 use quorumkms::validator::{Checker, MockValidator, SignerListener, ValidatorTiming};
 use tokio::process::Child;
 
 use crate::args::{Site, region_of};
+
+/// How long node 1 may take to start and initialize the cluster.
+const INITIALIZE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a leader may take to be elected.
+const LEADER_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a restarted node may take to rejoin.
+const REJOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where the nodes and the validators run.
 pub enum Layout<'a> {
@@ -75,21 +82,18 @@ pub fn rss_mib(child: &Child) -> f64 {
 /// Signer nodes (1 = single-node mode) serving `chains`, each chain with
 /// one validator that every node dials, or one per node.
 pub struct Bench {
-    _dir: tempfile::TempDir,
-    exe: PathBuf,
-    nodes: Vec<NodeFiles>,
-    /// Each node's process, by node number - 1; `None` while it is down.
-    pub children: Vec<Option<Child>>,
+    /// The node processes.
+    pub nodes: ProcessCluster,
     /// Each validator, by listener; `None` while a measurement holds it.
     pub validators: Vec<Option<MockValidator>>,
     /// Checks every signature the validators receive.
     pub checker: Checker,
-    /// Each node's cluster (and admin) address; empty in single-node mode.
-    pub admin: Vec<String>,
-    /// Each node's site and namespace, in multi-region mode.
-    sites: Vec<(Site, String)>,
+    /// Each node's site, in multi-region mode.
+    sites: Vec<Site>,
     /// The validators' region, in multi-region mode.
     validator_region: Option<char>,
+    /// Holds the validators' unix sockets.
+    _sockets: tempfile::TempDir,
 }
 
 impl Bench {
@@ -104,7 +108,7 @@ impl Bench {
         per_node_validators: bool,
         layout: &Layout<'_>,
     ) -> Result<Bench, Box<dyn std::error::Error>> {
-        let dir = match tmp_root() {
+        let sockets = match tmp_root() {
             Some(root) => tempfile::tempdir_in(root)?,
             None => tempfile::tempdir()?,
         };
@@ -116,125 +120,117 @@ impl Bench {
         } else {
             chains
         };
-        let (validator_ip, sites) = match layout {
-            Layout::Loopback => ("127.0.0.1", Vec::new()),
+        let (validator_ip, sites, placement) = match layout {
+            Layout::Loopback => ("127.0.0.1", Vec::new(), Placement::Loopback),
             Layout::Netns {
                 prefix,
                 sites,
                 validator_ip,
             } => {
-                let named = sites
+                let netns = sites
                     .iter()
-                    .map(|s| (s.clone(), format!("{prefix}-{}", s.name)));
-                (*validator_ip, named.collect())
+                    .map(|s| (format!("{prefix}-{}", s.name), s.ip.clone()));
+                (
+                    *validator_ip,
+                    sites.to_vec(),
+                    Placement::Netns(netns.collect()),
+                )
             }
         };
         let mut listens = Vec::new();
         for l in 0..listeners {
             listens.push(match link {
-                Link::Unix => SignerListener::unix(dir.path().join(format!("v{l}.sock")))?,
+                Link::Unix => SignerListener::unix(sockets.path().join(format!("v{l}.sock")))?,
                 Link::SecretConnection => SignerListener::tcp(&format!("{validator_ip}:0")).await?,
             });
         }
-        let cluster = nodes >= 3;
-        let admin: Vec<String> = match layout {
-            _ if !cluster => Vec::new(),
-            Layout::Loopback => testnet::free_ports(nodes)?
-                .iter()
-                .map(|p| format!("127.0.0.1:{p}"))
-                .collect(),
-            Layout::Netns { sites, .. } => sites.iter().map(|s| format!("{}:7100", s.ip)).collect(),
-        };
-        let regions: std::collections::BTreeSet<char> = sites.iter().map(|s| s.0.region).collect();
-        let mut files = Vec::new();
-        for i in 1..=nodes {
-            let validators: Vec<(String, String)> = (0..listeners)
+        let regions: std::collections::BTreeSet<char> = sites.iter().map(|s| s.region).collect();
+        let mut procs = ProcessCluster::builder(exe, nodes)
+            .seed(SEED)
+            .version(Version::V0_38)
+            .chains(chain_ids.clone())
+            .placement(placement)
+            .dir_in(tmp_root().cloned());
+        if regions.len() > 1 {
+            procs = procs.cluster_config(WAN_TIMEOUTS);
+        }
+        let mut procs = procs.build()?;
+        let per_listener = if per_node_validators { nodes } else { 1 };
+        procs.write(&|i| {
+            (0..listeners)
                 .filter(|l| !per_node_validators || l % nodes == i - 1)
                 .map(|l| {
                     (
-                        chain_ids[l / if per_node_validators { nodes } else { 1 }].clone(),
+                        chain_ids[l / per_listener].clone(),
                         listens[l].signer_addr(),
                     )
                 })
-                .collect();
-            let mut extra = String::new();
-            if cluster {
-                extra = testnet::cluster_section_at(i, &admin[i - 1], &admin);
-                if matches!(layout, Layout::Netns { .. }) {
-                    // Namespaces on the bench host: a closed network, but
-                    // not loopback, so plaintext must be asked for.
-                    extra.push_str("insecure_plaintext = true\n");
-                }
-            }
-            if regions.len() > 1 {
-                extra.push_str(WAN_TIMEOUTS);
-            }
-            files.push(testnet::write_node(
-                dir.path(),
-                i,
-                SEED,
-                &chain_ids,
-                &validators,
-                Version::V0_38,
-                &extra,
-            )?);
-        }
-        let mut bench = Bench {
-            _dir: dir,
-            exe: exe.to_path_buf(),
-            nodes: files,
-            children: Vec::new(),
-            validators: Vec::new(),
-            checker: Checker::new(),
-            admin,
-            sites,
-            validator_region: region_of(validator_ip),
-        };
-        for i in 1..=nodes {
-            let child = bench.spawn(i)?;
-            bench.children.push(Some(child));
-        }
-        if cluster {
-            testnet::initialize_cluster_at(&bench.admin[0], Duration::from_secs(30)).await?;
-        }
+                .collect()
+        })?;
+        procs.spawn_and_initialize(INITIALIZE_TIMEOUT).await?;
+        let checker = Checker::new();
         let timing = ValidatorTiming {
             accept_timeout: Duration::from_secs(30),
             ping_interval: Duration::from_millis(500),
             ..ValidatorTiming::default()
         };
-        bench.validators = listens
+        let validators = listens
             .into_iter()
             .enumerate()
             .map(|(l, listen)| {
-                let chain = &chain_ids[l / if per_node_validators { nodes } else { 1 }];
                 Some(MockValidator::new(
                     listen,
-                    chain,
+                    &chain_ids[l / per_listener],
                     Version::V0_38,
                     public_key(),
                     timing.clone(),
-                    bench.checker.clone(),
+                    checker.clone(),
                 ))
             })
             .collect();
-        Ok(bench)
+        Ok(Bench {
+            nodes: procs,
+            validators,
+            checker,
+            sites,
+            validator_region: region_of(validator_ip),
+            _sockets: sockets,
+        })
     }
 
-    /// Starts node `i` (1-based), in its namespace in multi-region mode.
-    pub fn spawn(&self, i: usize) -> std::io::Result<Child> {
-        let netns = self.sites.get(i - 1).map(|s| s.1.as_str());
-        testnet::spawn_node_in(&self.exe, &self.nodes[i - 1], netns)
+    /// True in single-node mode.
+    pub fn single(&self) -> bool {
+        !self.nodes.is_cluster()
     }
 
     /// Node `i`'s name: its site in multi-region mode.
     pub fn name(&self, i: usize) -> String {
         self.sites
             .get(i - 1)
-            .map_or_else(|| format!("node-{i}"), |s| s.0.name.clone())
+            .map_or_else(|| format!("node-{i}"), |s| s.name.clone())
     }
 
     fn region(&self, i: usize) -> Option<char> {
-        self.sites.get(i - 1).map(|s| s.0.region)
+        self.sites.get(i - 1).map(|s| s.region)
+    }
+
+    /// Resident memory of each running node, in MiB.
+    pub fn rss_mib(&self) -> Vec<f64> {
+        (1..=self.nodes.len())
+            .filter_map(|i| self.nodes.child(i))
+            .map(rss_mib)
+            .collect()
+    }
+
+    /// The leader, waiting for one.
+    pub async fn leader(&self) -> Result<usize, String> {
+        self.nodes.leader(LEADER_TIMEOUT).await
+    }
+
+    /// Restarts node `i` and waits until it rejoined the cluster.
+    pub async fn restart(&mut self, i: usize) -> Result<(), String> {
+        self.nodes.spawn(i)?;
+        self.nodes.wait_rejoined(i, REJOIN_TIMEOUT).await
     }
 
     /// A follower, in the validators' region when one is.
@@ -248,20 +244,16 @@ impl Bench {
     /// The leader, moved into the validators' region when it is elsewhere
     /// and a node there can take over (best effort).
     pub async fn leader_near_validators(&self) -> Result<usize, String> {
-        let leader = wait_for_leader(&self.admin)
-            .await
-            .ok_or("no leader within 20 s")? as usize;
+        let leader = self.leader().await?;
         let near = (1..=self.nodes.len()).find(|&i| self.region(i) == self.validator_region);
         match near {
             Some(target) if self.region(leader) != self.validator_region => {
-                let client = quorumkms::cluster::admin::Client::new(
-                    self.admin[leader - 1].clone(),
-                    Duration::from_secs(10),
-                );
-                let _ = client.transfer_leader(target as u64).await;
-                Ok(wait_for_leader(&self.admin)
-                    .await
-                    .ok_or("no leader within 20 s")? as usize)
+                let _ = self
+                    .nodes
+                    .client(leader)?
+                    .transfer_leader(target as u64)
+                    .await;
+                self.leader().await
             }
             _ => Ok(leader),
         }
@@ -269,39 +261,6 @@ impl Bench {
 
     /// Kills every node still running and waits for it.
     pub async fn stop(mut self) {
-        for child in self.children.iter_mut().filter_map(Option::take) {
-            let mut child = child;
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-        }
+        self.nodes.stop_all().await;
     }
-}
-
-/// Waits until the node at `addr` follows a leader that has a quorum.
-pub async fn wait_rejoined(addr: &str) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = quorumkms::cluster::admin::Client::new(addr, Duration::from_millis(500))
-            .status()
-            .await;
-        if status.is_ok_and(|s| s.has_quorum_leader && s.leader.is_some()) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("restarted node {addr} did not rejoin"));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The cluster's leader, waiting up to 20 s for one.
-pub async fn wait_for_leader(admin: &[String]) -> Option<u64> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Some((leader, _)) = testnet::find_leader_at(admin).await {
-            return Some(leader);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use quorumkms::privval::Version;
 use quorumkms::validator::{MockValidator, SignOutcome, consensus};
 
-use crate::cluster::{self, Bench, Layout, Link, public_key, rss_mib, wait_for_leader};
+use crate::cluster::{Bench, Layout, Link, public_key};
 
 /// Requests each validator signs before the figures start.
 const WARMUP: usize = 20;
@@ -131,7 +131,7 @@ pub async fn throughput(
     }
     let elapsed = started.elapsed();
     latencies.sort();
-    let rss_mib = bench.children.iter().flatten().map(rss_mib).collect();
+    let rss_mib = bench.rss_mib();
     bench.stop().await;
     let mode = if nodes == 1 {
         "single node".to_string()
@@ -175,15 +175,13 @@ async fn failover(
     runs: usize,
     height: &mut i64,
 ) -> Result<Vec<(usize, Duration)>, Box<dyn std::error::Error>> {
-    let single = bench.admin.is_empty();
+    let single = bench.single();
     let mut gaps = Vec::new();
     for _ in 0..runs {
         let (victim, server) = if single {
             (1, 1)
         } else {
-            let leader = wait_for_leader(&bench.admin)
-                .await
-                .ok_or("no leader within 20 s")? as usize;
+            let leader = bench.leader().await?;
             (leader, bench.follower_near_validators(leader))
         };
         let validator = bench.validators[server - 1]
@@ -192,22 +190,20 @@ async fn failover(
         // Sign until warm, then kill while the validator keeps asking.
         let (validator, _) = sign_run(validator, *height, 5).await?;
         *height += 5;
-        let mut child = bench.children[victim - 1]
-            .take()
-            .ok_or("node not running")?;
+        if !bench.nodes.running().contains(&victim) {
+            return Err(format!("node {victim} not running").into());
+        }
         let killed_at = Instant::now();
-        let _ = child.start_kill();
-        let _ = child.wait().await;
+        bench.nodes.kill(victim).await;
         if single {
-            bench.children[0] = Some(bench.spawn(1)?);
+            bench.nodes.spawn(1)?;
         }
         let (validator, _) = sign_run(validator, *height, 1).await?;
         gaps.push((victim, killed_at.elapsed()));
         *height += 1;
         bench.validators[server - 1] = Some(validator);
         if !single {
-            bench.children[victim - 1] = Some(bench.spawn(victim)?);
-            cluster::wait_rejoined(&bench.admin[victim - 1]).await?;
+            bench.restart(victim).await?;
         }
     }
     Ok(gaps)
@@ -230,7 +226,7 @@ pub async fn topology(
         return Err("a topology has 1 node (single-node mode) or 3 or more".into());
     }
     let mut bench = Bench::start(exe, sites.len(), 1, Link::SecretConnection, true, layout).await?;
-    let servers = if bench.admin.is_empty() {
+    let servers = if bench.single() {
         vec![(1, "single node")]
     } else {
         let leader = bench.leader_near_validators().await?;

@@ -33,6 +33,7 @@ pub mod signing;
 #[path = "../../support/timing.rs"]
 mod timing;
 pub use cluster::Cluster;
+pub use quorumkms::testnet::cluster::tail;
 pub use timing::fast_timing;
 
 /// The consensus key every node holds.
@@ -159,12 +160,6 @@ pub fn assert_no_conflicts(checker: &Checker) {
         "conflicting or invalid signatures: {report:?} at {:?}",
         checker.conflicting_positions()
     );
-}
-
-/// The last `lines` lines of `text`.
-pub fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Retries `f` until it succeeds or `within` passes; returns the last
