@@ -184,6 +184,9 @@ async fn a_store_from_another_cluster_is_refused() {
     let stale_node = c.node(3).clone();
     assert_eq!(stale_node.cluster_id(), Some(id_a));
     let start = stale_node.metrics().current_term;
+    // It campaigns on its own once its election timer fires; asking it to
+    // at once keeps a loaded machine from deciding when.
+    let _ = stale_node.raft().trigger().elect().await;
     wait_for("campaigning", || stale_node.metrics().current_term > start).await;
     for id in [1, 2] {
         let node = c.node(id);
