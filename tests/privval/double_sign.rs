@@ -1,20 +1,10 @@
 //! Double-sign attempts are answered with a privval error and the
 //! connection is kept; a timestamp-only change gets the stored signature.
 
-use crate::support::{Single, Transport};
+use crate::support::{Single, Transport, refused_with};
 use quorumkms::privval::Version;
 use quorumkms::session::code;
 use quorumkms::validator::SignOutcome;
-
-fn refused_with(outcome: &SignOutcome, expected_code: i32, text: &str) {
-    match outcome {
-        SignOutcome::Refused(e) => {
-            assert_eq!(e.code, expected_code, "{e:?}");
-            assert!(e.description.contains(text), "{e:?} lacks {text:?}");
-        }
-        other => panic!("expected a refusal ({text}), got {other:?}"),
-    }
-}
 
 #[tokio::test]
 async fn conflicts_and_regressions_are_refused_and_the_connection_kept() {

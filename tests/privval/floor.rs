@@ -3,23 +3,13 @@
 //! CometBFT RPC) or below the first request is signed, and a chain with
 //! no floor configured signs nothing.
 
-use crate::support::{Single, Transport};
+use crate::support::{Single, Transport, refused_with};
 use quorumkms::privval::Version;
 use quorumkms::session::code;
 use quorumkms::testnet::CHAIN_ID;
 use quorumkms::testnet::rpc::FakeRpc;
 use quorumkms::validator::SignOutcome;
 use quorumkms::watermark::StateFile;
-
-fn refused_with(outcome: &SignOutcome, expected_code: i32, text: &str) {
-    match outcome {
-        SignOutcome::Refused(e) => {
-            assert_eq!(e.code, expected_code, "{e:?}");
-            assert!(e.description.contains(text), "{e:?} lacks {text:?}");
-        }
-        other => panic!("expected a refusal ({text}), got {other:?}"),
-    }
-}
 
 fn signed(outcome: &SignOutcome) {
     assert!(matches!(outcome, SignOutcome::Signed { .. }), "{outcome:?}");

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use quorumkms::privval::{Proposal, Version, Vote};
 use quorumkms::testnet::{self, CHAIN_ID, NodeFiles};
-use quorumkms::validator::{Checker, MockValidator, SignerListener, consensus};
+use quorumkms::validator::{Checker, MockValidator, SignOutcome, SignerListener, consensus};
 use tokio::process::Child;
 
 #[path = "../support/timing.rs"]
@@ -162,4 +162,16 @@ pub fn run_cli(args: &[&str], cwd: &Path) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Asserts that `outcome` is a privval error with `expected_code` whose
+/// description contains `text`.
+pub fn refused_with(outcome: &SignOutcome, expected_code: i32, text: &str) {
+    match outcome {
+        SignOutcome::Refused(e) => {
+            assert_eq!(e.code, expected_code, "{e:?}");
+            assert!(e.description.contains(text), "{e:?} lacks {text:?}");
+        }
+        other => panic!("expected a refusal ({text}), got {other:?}"),
+    }
 }
