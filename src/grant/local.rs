@@ -18,6 +18,7 @@ use futures_util::future::BoxFuture;
 use super::floor::{Floored, Found};
 use super::{Cause, GrantError, Granter};
 use crate::keys::ConsensusSigner;
+use crate::metrics::{Stage, timed};
 use crate::watermark::{self, Attempt, SignState, StateFile, Verdict};
 
 /// One chain's watermark, its file and its key.
@@ -112,13 +113,11 @@ fn grant_blocking(chain: &Chain, attempt: &Attempt) -> Result<Verdict, GrantErro
     let mut next = current.clone();
     let (verdict, changed) = watermark::grant(&mut next, attempt);
     if changed {
-        let signature = chain.signer.sign(&next.sign_bytes).map_err(|e| {
+        let signature = timed(Stage::Sign, || chain.signer.sign(&next.sign_bytes)).map_err(|e| {
             GrantError::Storage(format!("cannot sign state for the state file: {e}").into())
         })?;
         next.signature = Some(signature.to_vec());
-        chain
-            .file
-            .save(&next)
+        timed(Stage::StateWrite, || chain.file.save(&next))
             .map_err(|e| GrantError::Storage(Cause::new(e)))?;
         *lock(&chain.signed_here) = Some((next.sign_bytes.clone(), signature));
         *current = next;

@@ -35,6 +35,10 @@ pub struct Metrics {
     /// `quorumkms_grant_seconds{chain}`: time to get a grant (a local
     /// state-file write, or a Raft commit).
     pub grant_seconds: HistogramVec,
+    /// `quorumkms_grant_stage_seconds{stage}`: time spent in each stage of
+    /// the signing path (see [`Stage`]), so a bench or an operator can see
+    /// where a grant's time goes.
+    pub grant_stage_seconds: HistogramVec,
     /// `quorumkms_validator_connected{chain, validator}`: 1 while a
     /// validator connection is open.
     pub validator_connected: IntGaugeVec,
@@ -55,6 +59,71 @@ pub struct Metrics {
     pub ready_gauge: IntGauge,
     /// `quorumkms_storage_fault`: 1 while a storage fault stops signing.
     pub storage_fault: IntGauge,
+}
+
+/// A stage of the signing path, in the order a request passes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Decoding a request frame into a sign attempt.
+    Decode,
+    /// A follower's forward of a command to the leader, round trip.
+    Forward,
+    /// Waiting in the leader's group-commit queue for the entry in flight.
+    Queue,
+    /// The leader's Raft write: propose, append, replicate, commit, apply.
+    Commit,
+    /// One fsync'd log append (any node).
+    LogAppend,
+    /// The leader's AppendEntries to one follower, round trip.
+    Replicate,
+    /// Applying committed entries to the state machine.
+    Apply,
+    /// Single-node mode: writing the state file, fsync'd.
+    StateWrite,
+    /// The key backend's signature.
+    Sign,
+    /// Encoding and writing the reply.
+    Reply,
+}
+
+impl Stage {
+    /// Every stage, in order.
+    pub const ALL: [Stage; 10] = [
+        Stage::Decode,
+        Stage::Forward,
+        Stage::Queue,
+        Stage::Commit,
+        Stage::LogAppend,
+        Stage::Replicate,
+        Stage::Apply,
+        Stage::StateWrite,
+        Stage::Sign,
+        Stage::Reply,
+    ];
+
+    /// The `stage` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Decode => "decode",
+            Stage::Forward => "forward",
+            Stage::Queue => "queue",
+            Stage::Commit => "commit",
+            Stage::LogAppend => "log_append",
+            Stage::Replicate => "replicate",
+            Stage::Apply => "apply",
+            Stage::StateWrite => "state_write",
+            Stage::Sign => "sign",
+            Stage::Reply => "reply",
+        }
+    }
+}
+
+/// Times `f` as `stage`.
+pub fn timed<T>(stage: Stage, f: impl FnOnce() -> T) -> T {
+    let started = std::time::Instant::now();
+    let out = f();
+    global().stage(stage, started.elapsed());
+    out
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -83,6 +152,17 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ]),
         &["chain"],
     )?;
+    let grant_stage_seconds = HistogramVec::new(
+        HistogramOpts::new(
+            "quorumkms_grant_stage_seconds",
+            "Time spent in each stage of the signing path",
+        )
+        .buckets(vec![
+            0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+            1.0,
+        ]),
+        &["stage"],
+    )?;
     let validator_connected = IntGaugeVec::new(
         Opts::new(
             "quorumkms_validator_connected",
@@ -96,6 +176,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         sign_requests,
         double_sign_refusals,
         grant_seconds,
+        grant_stage_seconds,
         validator_connected,
         raft_term: gauge("quorumkms_raft_term", "Current Raft term")?,
         raft_leader: gauge(
@@ -120,6 +201,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     r.register(Box::new(metrics.sign_requests.clone()))?;
     r.register(Box::new(metrics.double_sign_refusals.clone()))?;
     r.register(Box::new(metrics.grant_seconds.clone()))?;
+    r.register(Box::new(metrics.grant_stage_seconds.clone()))?;
     r.register(Box::new(metrics.validator_connected.clone()))?;
     for g in [
         &metrics.raft_term,
@@ -161,6 +243,13 @@ impl Metrics {
     pub fn grant_time(&self, chain: &str, elapsed: Duration) {
         self.grant_seconds
             .with_label_values(&[chain])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records how long one stage of the signing path took.
+    pub fn stage(&self, stage: Stage, elapsed: Duration) {
+        self.grant_stage_seconds
+            .with_label_values(&[stage.label()])
             .observe(elapsed.as_secs_f64());
     }
 

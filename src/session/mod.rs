@@ -20,6 +20,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info, warn};
 
+use crate::metrics::{Stage, timed};
 use crate::grant::{GrantError, Granter};
 use crate::keys::ConsensusSigner;
 use crate::privval::codec::{self, FrameReader, ReadError};
@@ -105,7 +106,9 @@ where
         };
         match next {
             Next::Reply(response) => {
+                let started = std::time::Instant::now();
                 codec::write_frame(&mut write, &response.encode(ctx.version)).await?;
+                crate::metrics::global().stage(Stage::Reply, started.elapsed());
             }
             Next::Close(reason) => return Ok(Ended::Unavailable(reason)),
         }
@@ -113,7 +116,7 @@ where
 }
 
 async fn handle(ctx: &Context, body: &[u8]) -> Next {
-    let request = match Request::decode(ctx.version, body) {
+    let request = match timed(Stage::Decode, || Request::decode(ctx.version, body)) {
         Ok(request) => request,
         Err(e) => {
             warn!(chain_id = %ctx.chain_id, error = %e, "malformed request");
@@ -221,7 +224,7 @@ async fn decide(ctx: &Context, request: &Request, sign: &SignRequest) -> (Next, 
         );
         return (Next::Reply(reply), "refused");
     }
-    let signature = match ctx.signer.sign(&granted) {
+    let signature = match timed(Stage::Sign, || ctx.signer.sign(&granted)) {
         Ok(signature) => signature,
         Err(e) => return (Next::Close(format!("key backend: {e}")), "key_error"),
     };

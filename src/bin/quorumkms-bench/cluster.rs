@@ -150,6 +150,7 @@ impl Bench {
             .version(Version::V0_38)
             .chains(chain_ids.clone())
             .placement(placement)
+            .metrics()
             .dir_in(tmp_root().cloned());
         if regions.len() > 1 {
             procs = procs.cluster_config(WAN_TIMEOUTS);
@@ -220,6 +221,19 @@ impl Bench {
             .filter_map(|i| self.nodes.child(i))
             .map(rss_mib)
             .collect()
+    }
+
+    /// Each running node's stage means, from its `/metrics`.
+    pub async fn stages(&self) -> Vec<(String, crate::stages::StageMeans)> {
+        let mut out = Vec::new();
+        for i in 1..=self.nodes.len() {
+            if let Some(addr) = self.nodes.metrics_addr(i)
+                && let Ok(means) = crate::stages::scrape(addr).await
+            {
+                out.push((self.name(i), means));
+            }
+        }
+        out
     }
 
     /// The leader, waiting for one.

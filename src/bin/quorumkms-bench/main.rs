@@ -24,6 +24,7 @@ mod args;
 mod cluster;
 mod measure;
 mod report;
+mod stages;
 
 use std::path::Path;
 use std::time::Duration;

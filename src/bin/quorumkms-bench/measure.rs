@@ -25,6 +25,8 @@ pub struct Figures {
     pub per_second: f64,
     /// Each node's resident memory at the end.
     pub rss_mib: Vec<f64>,
+    /// Each node's mean time per stage of the signing path.
+    pub stages: Vec<(String, crate::stages::StageMeans)>,
 }
 
 /// One topology's figures in multi-region mode.
@@ -132,6 +134,7 @@ pub async fn throughput(
     let elapsed = started.elapsed();
     latencies.sort();
     let rss_mib = bench.rss_mib();
+    let stages = bench.stages().await;
     bench.stop().await;
     let mode = if nodes == 1 {
         "single node".to_string()
@@ -148,6 +151,7 @@ pub async fn throughput(
         p99: percentile(&latencies, 0.99),
         per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
         rss_mib,
+        stages,
     })
 }
 

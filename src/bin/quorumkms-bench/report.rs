@@ -112,6 +112,11 @@ pub fn print_figures(figures: &[Figures]) {
             rss.join("/")
         );
     }
+    println!("mean time per stage of the signing path, per node (count):");
+    for f in figures {
+        println!("  {}", f.name);
+        print!("{}", crate::stages::render(&f.stages));
+    }
 }
 
 /// The loopback failover line, from the sorted gaps of each run.
