@@ -40,6 +40,10 @@ pub enum DecodeError {
     /// A reply with no answer in it.
     #[error("the reply holds no result")]
     Empty,
+    /// A forwarded batch: only the leader groups commands, from the ones
+    /// proposed or forwarded to it one by one.
+    #[error("a batch cannot be forwarded; forward its commands one by one")]
+    Batch,
 }
 
 /// The request carrying `command`.
@@ -59,7 +63,10 @@ pub fn request(command: &Command) -> Result<pb::ForwardRequest, serde_json::Erro
 ///
 /// The bytes are not a command.
 pub fn command(request: &pb::ForwardRequest) -> Result<Command, DecodeError> {
-    Ok(serde_json::from_slice(&request.command)?)
+    match serde_json::from_slice(&request.command)? {
+        Command::Batch(_) => Err(DecodeError::Batch),
+        command => Ok(command),
+    }
 }
 
 /// The reply carrying `result`.
@@ -129,6 +136,19 @@ mod tests {
             let received = answer(&reply(&sent).expect("encode")).expect("decode");
             assert_eq!(received, sent);
         }
+    }
+
+    #[test]
+    fn a_forwarded_batch_is_refused_and_a_single_command_is_not() {
+        let raise = Command::Raise {
+            chain_id: "c".into(),
+            state: Default::default(),
+            by: Default::default(),
+        };
+        let single = request(&raise).expect("encode");
+        assert_eq!(command(&single).expect("decode"), raise);
+        let batch = request(&Command::Batch(vec![raise])).expect("encode");
+        assert!(matches!(command(&batch), Err(DecodeError::Batch)));
     }
 
     #[test]

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::store::{Backend, BackendError, MetaKey, decode, encode};
+use crate::metrics::Stage;
 use super::types::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
 use super::types::{Command, Outcome, RaiseRecord, Raiser, TypeConfig};
 use crate::watermark::{self, SignState};
@@ -55,16 +56,23 @@ pub fn apply(state: &mut AppliedState, entry: &Entry) -> Outcome {
             state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
             Outcome::None
         }
-        EntryPayload::Normal(Command::Grant { chain_id, attempt }) => {
+        EntryPayload::Normal(command) => apply_command(state, entry.log_id.index, command),
+    }
+}
+
+/// Applies one command of the entry at log `index`.
+fn apply_command(state: &mut AppliedState, index: u64, command: &Command) -> Outcome {
+    match command {
+        Command::Grant { chain_id, attempt } => {
             let chain = state.chains.entry(chain_id.clone()).or_default();
             let (verdict, _changed) = watermark::grant(chain, attempt);
             Outcome::Granted(verdict)
         }
-        EntryPayload::Normal(Command::Raise {
+        Command::Raise {
             chain_id,
             state: imported,
             by,
-        }) => {
+        } => {
             let chain = state.chains.entry(chain_id.clone()).or_default();
             // A floor stands in for a missing watermark only: once the
             // chain has one (a grant or an import committed first), the
@@ -76,30 +84,48 @@ pub fn apply(state: &mut AppliedState, entry: &Entry) -> Outcome {
             if result.is_ok() {
                 let record = RaiseRecord {
                     by: by.clone(),
-                    index: entry.log_id.index,
+                    index,
                     position: imported.position,
                 };
                 state.raises.insert(chain_id.clone(), record);
             }
             Outcome::Raised(result)
         }
+        // Each command sees the state the ones before it left, exactly as
+        // if they had been entries of their own.
+        Command::Batch(commands) => Outcome::Batch(
+            commands
+                .iter()
+                .map(|c| apply_command(state, index, c))
+                .collect(),
+        ),
     }
 }
 
 /// Logs what a raise did to `state`, and who asked for it.
 fn log_raise(state: &AppliedState, entry: &Entry, outcome: &Outcome) {
+    if let EntryPayload::Normal(command) = &entry.payload {
+        log_command_raise(state, entry.log_id.index, command, outcome);
+    }
+}
+
+fn log_command_raise(state: &AppliedState, index: u64, command: &Command, outcome: &Outcome) {
     let (
-        EntryPayload::Normal(Command::Raise {
+        Command::Raise {
             chain_id,
             state: raised,
             by,
-        }),
+        },
         Outcome::Raised(result),
-    ) = (&entry.payload, outcome)
+    ) = (command, outcome)
     else {
+        if let (Command::Batch(commands), Outcome::Batch(outcomes)) = (command, outcome) {
+            for (command, outcome) in commands.iter().zip(outcomes) {
+                log_command_raise(state, index, command, outcome);
+            }
+        }
         return;
     };
-    let index = entry.log_id.index;
     let position = raised.position.map(|p| p.to_string());
     let recorded = state.raises.get(chain_id).is_some_and(|r| r.index == index);
     match result {
@@ -244,6 +270,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let started = std::time::Instant::now();
         // Work on a copy: if the write below fails, neither the in-memory
         // state nor the published one moves past what is on disk.
         let mut next = self.state.clone();
@@ -266,6 +293,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(sm_write_err)?;
         self.state = next;
         self.published.send_replace(Arc::new(self.state.clone()));
+        crate::metrics::global().stage(Stage::Apply, started.elapsed());
         Ok(outcomes)
     }
 

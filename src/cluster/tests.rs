@@ -244,6 +244,58 @@ fn apply_is_deterministic_and_answers_every_entry() {
 }
 
 #[test]
+fn a_batch_applies_its_commands_as_entries_of_their_own_would() {
+    use super::state_machine::apply;
+    use super::types::{Command, Outcome};
+    use crate::watermark::{Attempt, Position, Step};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+    let log_id = |index| LogId::new(CommittedLeaderId::new(1, 1), index);
+    let grant = |chain: &str, height, bytes: &str| Command::Grant {
+        chain_id: chain.into(),
+        attempt: Attempt {
+            position: Position {
+                height,
+                round: 0,
+                step: Step::Prevote,
+            },
+            sign_bytes: bytes.as_bytes().to_vec(),
+            origin: None,
+        },
+    };
+    // Two chains, a conflict and a regression inside one batch: each
+    // command must see what the ones before it did.
+    let commands = vec![
+        grant("c", 5, "a"),
+        grant("d", 9, "x"),
+        grant("c", 5, "b"),
+        grant("c", 4, "a"),
+        grant("c", 6, "a"),
+    ];
+    let mut one_by_one = AppliedState::default();
+    let singles: Vec<Outcome> = commands
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let entry = Entry::<TypeConfig> {
+                log_id: log_id(i as u64 + 1),
+                payload: EntryPayload::Normal(c.clone()),
+            };
+            apply(&mut one_by_one, &entry)
+        })
+        .collect();
+    let mut batched = AppliedState::default();
+    let batch = Entry::<TypeConfig> {
+        log_id: log_id(5),
+        payload: EntryPayload::Normal(Command::Batch(commands)),
+    };
+    let outcome = apply(&mut batched, &batch);
+    assert_eq!(outcome, Outcome::Batch(singles));
+    assert_eq!(batched.chains, one_by_one.chains);
+    assert_eq!(batched.last_applied, Some(log_id(5)));
+}
+
+#[test]
 fn a_raise_records_who_made_it_and_a_floor_fills_only_an_empty_chain() {
     use super::state_machine::apply;
     use super::types::{Command, Outcome, RaiseRecord, Raiser};

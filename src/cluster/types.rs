@@ -58,6 +58,21 @@ pub enum Command {
         #[serde(default)]
         by: Raiser,
     },
+    /// Commands proposed on the leader while its previous write was in
+    /// flight, applied in order as one entry: they share one log append and
+    /// its fsync on every node (group commit). Never nested.
+    Batch(Vec<Command>),
+}
+
+impl Command {
+    /// The command's kind, for errors and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::Grant { .. } => "grant",
+            Command::Raise { .. } => "raise",
+            Command::Batch(_) => "batch",
+        }
+    }
 }
 
 /// Who raised a chain's watermark.
@@ -126,6 +141,8 @@ pub enum Outcome {
     Granted(Verdict),
     /// The result of a [`Command::Raise`].
     Raised(Result<(), Refusal>),
+    /// The outcomes of a [`Command::Batch`]'s commands, in order.
+    Batch(Vec<Outcome>),
     /// Blank and membership entries answer nothing.
     None,
 }

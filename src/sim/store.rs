@@ -84,16 +84,26 @@ fn describe_payload(payload: &EntryPayload<TypeConfig>) -> String {
     match payload {
         EntryPayload::Blank => "blank".into(),
         EntryPayload::Membership(m) => format!("membership {}", json(m)),
-        EntryPayload::Normal(Command::Grant { chain_id, attempt }) => format!(
+        EntryPayload::Normal(command) => describe_command(command),
+    }
+}
+
+fn describe_command(command: &Command) -> String {
+    match command {
+        Command::Grant { chain_id, attempt } => format!(
             "grant {chain_id} {} {} by {}",
             attempt.position,
             hash8(&attempt.sign_bytes),
             attempt.origin.as_deref().unwrap_or("-")
         ),
-        EntryPayload::Normal(Command::Raise {
+        Command::Raise {
             chain_id, state, ..
-        }) => {
+        } => {
             format!("raise {chain_id} {}", short(&hash_json(state)))
+        }
+        Command::Batch(commands) => {
+            let parts: Vec<String> = commands.iter().map(describe_command).collect();
+            format!("batch [{}]", parts.join("; "))
         }
     }
 }
@@ -102,6 +112,10 @@ fn describe_outcome(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Granted(Verdict::Sign(bytes)) => format!("sign {}", hash8(bytes)),
         Outcome::Granted(Verdict::Refuse(refusal)) => format!("refuse ({refusal})"),
+        Outcome::Batch(outcomes) => {
+            let parts: Vec<String> = outcomes.iter().map(describe_outcome).collect();
+            format!("batch [{}]", parts.join("; "))
+        }
         other => json(other),
     }
 }
