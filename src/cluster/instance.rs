@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use openraft::ServerState;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::config::Peer;
 use super::error::Error;
@@ -41,6 +42,8 @@ pub(crate) struct Instance {
     fault: Mutex<Option<Fault>>,
     applied: watch::Sender<Arc<AppliedState>>,
     identity: Arc<Identity>,
+    // When a leader's AppendEntries (or heartbeat) was last accepted here.
+    leader_contact: Mutex<Option<Instant>>,
 }
 
 impl Instance {
@@ -61,7 +64,18 @@ impl Instance {
             fault: Mutex::new(None),
             applied,
             identity,
+            leader_contact: Mutex::new(None),
         }
+    }
+
+    /// Records that a leader's AppendEntries was accepted just now.
+    pub(crate) fn heard_from_leader(&self) {
+        *self.leader_contact.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// When a leader's AppendEntries was last accepted here, if ever.
+    pub(crate) fn leader_contact(&self) -> Option<Instant> {
+        *self.leader_contact.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The cluster this node belongs to.

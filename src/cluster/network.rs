@@ -43,6 +43,7 @@ use super::state_machine::AppliedState;
 use super::transport::{BoxIo, Transport};
 use super::types::typ::{RPCError, RaftError};
 use super::types::{Command, Member, NodeId, TypeConfig};
+use crate::metrics::Stage;
 
 /// The tonic endpoint for the node at `addr` (host:port).
 ///
@@ -295,10 +296,12 @@ pub async fn forward(
     command: &Command,
 ) -> Result<ForwardResult, CallError> {
     let req = forward::request(command).map_err(|e| CallError::BadReply(format!("encode: {e}")))?;
+    let started = std::time::Instant::now();
     let reply = call(channels, addr, timeout, req, |mut c, r| async move {
         c.forward(r).await
     })
     .await?;
+    crate::metrics::global().stage(Stage::Forward, started.elapsed());
     forward::answer(&reply).map_err(|e| CallError::BadReply(e.to_string()))
 }
 
@@ -396,10 +399,18 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError> {
-        self.rpc(&rpc, &option, |mut c, r| async move {
-            c.append_entries(r).await
-        })
-        .await
+        // Heartbeats carry no entries and are not part of a grant's time.
+        let carries_entries = !rpc.entries.is_empty();
+        let started = std::time::Instant::now();
+        let reply = self
+            .rpc(&rpc, &option, |mut c, r| async move {
+                c.append_entries(r).await
+            })
+            .await;
+        if carries_entries {
+            crate::metrics::global().stage(Stage::Replicate, started.elapsed());
+        }
+        reply
     }
 
     async fn install_snapshot(

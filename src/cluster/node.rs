@@ -21,6 +21,7 @@ use super::build::{RaftBuilder, open_store, raft_config};
 use super::config::Config;
 use super::deps::Deps;
 use super::error::Error;
+use super::failover;
 use super::identity::{ClusterId, Identity};
 use super::instance::Instance;
 use super::membership::Membership;
@@ -150,6 +151,15 @@ pub async fn run_node(config: Config, deps: Deps) -> Result<Node, Error> {
         Duration::from_millis(config.heartbeat_interval_ms),
         shutdown_tx.subscribe(),
     ));
+    let failover = runtime::spawn(failover::watch(
+        instance.clone(),
+        failover::Timing::new(
+            config.election_timeout_min_ms,
+            config.election_timeout_max_ms,
+            config.heartbeat_interval_ms,
+        ),
+        shutdown_tx.subscribe(),
+    ));
     let supervisor = runtime::spawn(supervisor::supervise(
         instance.clone(),
         builder,
@@ -166,7 +176,7 @@ pub async fn run_node(config: Config, deps: Deps) -> Result<Node, Error> {
             key_loss: deps.key_loss,
             _store: store,
             shutdown_tx,
-            tasks: Mutex::new(vec![server, supervisor]),
+            tasks: Mutex::new(vec![server, supervisor, failover]),
         }),
     })
 }

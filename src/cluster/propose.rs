@@ -22,21 +22,25 @@ use tokio::time::Instant;
 
 use super::config::Config;
 use super::forward::ForwardError;
+use super::group_commit::{self, Queue};
 use super::instance::{Fault, Instance};
 use super::network::{self, CallError, Channels};
+use super::runtime;
 use super::types::typ::{
     self, ChangeMembershipError, ClientWriteError, Fatal, RaftError, RaftMetrics,
 };
 use super::types::{Command, Member, NodeId, Outcome, Raiser};
 use crate::grant::{Cause, GrantError};
+use crate::metrics::Stage;
 use crate::watermark::{Attempt, Refusal, SignState, Verdict};
 
 /// Most proposals a grant makes (following leader hints) before giving up,
 /// even inside its timeout.
 const MAX_PROPOSALS: usize = 16;
 
-/// Why this node, proposing as the leader, did not apply a command.
-#[derive(Debug, thiserror::Error)]
+/// Why this node, proposing as the leader, did not apply a command. Every
+/// command of a group-committed write gets the write's error, hence `Clone`.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum LeaderError {
     /// This node does not lead; the leader it knows of, if any.
     #[error("not the leader")]
@@ -59,6 +63,10 @@ pub enum LeaderError {
     /// No commit within the grant timeout.
     #[error("commit timed out")]
     Timeout,
+    /// The write carrying the command was dropped unanswered (the node is
+    /// shutting down).
+    #[error("the write was abandoned")]
+    Abandoned,
 }
 
 impl LeaderError {
@@ -141,6 +149,8 @@ impl From<ProposeError> for GrantError {
 /// the leader otherwise.
 pub(crate) struct Proposer {
     instance: Arc<Instance>,
+    // Commands waiting for this leader's next write (group commit).
+    queue: Arc<Queue<LeaderError>>,
     channels: Channels,
     config: Config,
     // Set while this leader hands leadership over: new proposals wait, so
@@ -154,6 +164,7 @@ impl Proposer {
     pub(crate) fn new(instance: Arc<Instance>, channels: Channels, config: Config) -> Proposer {
         Proposer {
             instance,
+            queue: Arc::default(),
             channels,
             config,
             transferring: AtomicBool::new(false),
@@ -256,23 +267,13 @@ impl Proposer {
         while self.transferring.load(Ordering::SeqCst) && Instant::now() < paused_until {
             sleep_until_or(paused_until, Duration::from_millis(10)).await;
         }
-        let raft = self.instance.raft();
-        let write = raft.client_write(command);
-        match tokio::time::timeout_at(deadline, write).await {
-            Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(LeaderError::NotLeader {
-                    leader: f.leader_id.zip(f.leader_node),
-                })
-            }
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                Err(LeaderError::Membership(e))
-            }
-            Ok(Err(RaftError::Fatal(Fatal::StorageError(e)))) => Err(LeaderError::Storage(e)),
-            Ok(Err(RaftError::Fatal(f))) => match self.instance.fault() {
-                Some(fault) => Err(LeaderError::Fault(fault)),
-                None => Err(LeaderError::Stopped(f)),
-            },
+        let (outcome, start_writer) = self.queue.push(command, deadline);
+        if start_writer {
+            runtime::spawn(write_batches(self.instance.clone(), self.queue.clone()));
+        }
+        match tokio::time::timeout_at(deadline, outcome).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(LeaderError::Abandoned),
             Err(_) => Err(LeaderError::Timeout),
         }
     }
@@ -321,11 +322,29 @@ impl Proposer {
                 }
             } else {
                 let remaining = deadline.saturating_duration_since(Instant::now());
-                match network::forward(&self.channels, &addr, remaining, &command).await {
-                    Ok(Ok(outcome)) => return Ok(outcome),
-                    Ok(Err(ForwardError::NotLeader { leader: next })) => Missed::NotLeader(next),
-                    Ok(Err(e)) => Missed::Failed(TryError::Remote(e)),
-                    Err(e) => Missed::Failed(TryError::Unreachable(e)),
+                let known = self.known_leader();
+                // A leader that hangs (stopped, cut off) would hold the
+                // forward until the grant times out: follow a newly known
+                // leader instead. Dropping the call is safe: if the old
+                // leader commits it after all, a grant of the same bytes
+                // at the same position is granted again.
+                tokio::select! {
+                    forwarded = network::forward(&self.channels, &addr, remaining, &command) => {
+                        match forwarded {
+                            Ok(Ok(outcome)) => return Ok(outcome),
+                            Ok(Err(ForwardError::NotLeader { leader: next })) => {
+                                Missed::NotLeader(next)
+                            }
+                            Ok(Err(e)) => Missed::Failed(TryError::Remote(e)),
+                            Err(e) => Missed::Failed(TryError::Unreachable(e)),
+                        }
+                    }
+                    Some(next) = self.leader_change(known, leader, deadline) => {
+                        tracing::debug!(from = leader, to = next.0, "new leader; forwarding there");
+                        hint = Some(next);
+                        last = TryError::NotLeader(leader);
+                        continue;
+                    }
                 }
             };
             match missed {
@@ -344,7 +363,11 @@ impl Proposer {
                 // gone: it steps down, so wait for the next one.
                 Missed::Failed(e) => {
                     last = e;
-                    sleep_until_or(deadline, pause).await;
+                    let known = self.known_leader();
+                    tokio::select! {
+                        () = sleep_until_or(deadline, pause) => {}
+                        Some(next) = self.leader_change(known, leader, deadline) => hint = Some(next),
+                    }
                 }
             }
             if Instant::now() >= deadline {
@@ -355,6 +378,42 @@ impl Proposer {
             within_ms: self.config.grant_timeout_ms,
             last,
         })
+    }
+
+    /// The leader this node's Raft metrics name now.
+    fn known_leader(&self) -> Option<NodeId> {
+        self.instance.raft().metrics().borrow().current_leader
+    }
+
+    /// Waits until this node's Raft metrics name a leader other than
+    /// `known` and `tried`; `None` at `deadline` or when the instance stops.
+    async fn leader_change(
+        &self,
+        known: Option<NodeId>,
+        tried: NodeId,
+        deadline: Instant,
+    ) -> Option<(NodeId, String)> {
+        let raft = self.instance.raft();
+        let mut rx = raft.metrics();
+        loop {
+            let changed = {
+                let metrics = rx.borrow_and_update();
+                metrics
+                    .current_leader
+                    .filter(|leader| Some(*leader) != known && *leader != tried)
+                    .and_then(|leader| {
+                        self.leader_addr(leader, &metrics)
+                            .map(|addr| (leader, addr))
+                    })
+            };
+            if changed.is_some() {
+                return changed;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return None,
+            }
+        }
     }
 
     /// Waits until some node is known to lead, or `deadline`.
@@ -386,6 +445,72 @@ impl Proposer {
                 return None;
             }
         }
+    }
+}
+
+/// Drains `queue`: each write carries every command waiting when it
+/// starts, as one entry, and answers each with its own outcome. One writer
+/// per leader at a time, so a command that arrives during a write goes into
+/// the next one.
+async fn write_batches(instance: Arc<Instance>, queue: Arc<Queue<LeaderError>>) {
+    while let Some(batch) = queue.next_batch() {
+        let started = Instant::now();
+        let mut deadline = started;
+        let mut commands = Vec::with_capacity(batch.len());
+        let mut answers = Vec::with_capacity(batch.len());
+        for waiter in batch {
+            crate::metrics::global().stage(Stage::Queue, started - waiter.queued);
+            deadline = deadline.max(waiter.deadline);
+            commands.push(waiter.command);
+            answers.push(waiter.answer);
+        }
+        let count = commands.len();
+        let result = write(&instance, group_commit::entry(commands), deadline).await;
+        crate::metrics::global().stage(Stage::Commit, started.elapsed());
+        match result.map(|outcome| group_commit::split(outcome, count)) {
+            Ok(Some(outcomes)) => {
+                for (answer, outcome) in answers.into_iter().zip(outcomes) {
+                    let _ = answer.send(Ok(outcome));
+                }
+            }
+            // The entry committed but its outcome does not fit the
+            // commands: nothing may be signed on it.
+            Ok(None) => {
+                tracing::error!(count, "a batch's outcome does not match its commands");
+                for answer in answers {
+                    let _ = answer.send(Ok(Outcome::None));
+                }
+            }
+            Err(e) => {
+                for answer in answers {
+                    let _ = answer.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Proposes `command` on this node's Raft instance and waits until it is
+/// committed and applied, or `deadline`.
+async fn write(instance: &Instance, command: Command, deadline: Instant) -> Result<Outcome, LeaderError> {
+    let raft = instance.raft();
+    let written = tokio::time::timeout_at(deadline, raft.client_write(command)).await;
+    match written {
+        Ok(Ok(resp)) => Ok(resp.data),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+            Err(LeaderError::NotLeader {
+                leader: f.leader_id.zip(f.leader_node),
+            })
+        }
+        Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+            Err(LeaderError::Membership(e))
+        }
+        Ok(Err(RaftError::Fatal(Fatal::StorageError(e)))) => Err(LeaderError::Storage(e)),
+        Ok(Err(RaftError::Fatal(f))) => match instance.fault() {
+            Some(fault) => Err(LeaderError::Fault(fault)),
+            None => Err(LeaderError::Stopped(f)),
+        },
+        Err(_) => Err(LeaderError::Timeout),
     }
 }
 

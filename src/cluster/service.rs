@@ -18,7 +18,9 @@
 
 use std::sync::Arc;
 
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
@@ -124,6 +126,9 @@ impl pb::cluster_server::Cluster for ClusterService {
             .identity()
             .admit(&request, Rpc::AppendEntries)?;
         let result = self.instance.raft().append_entries(rpc).await;
+        if matches!(&result, Ok(reply) if !matches!(reply, AppendEntriesResponse::HigherVote(_))) {
+            self.instance.heard_from_leader();
+        }
         Ok(Response::new(pb::RaftReply {
             data: encode(&result)?,
         }))
