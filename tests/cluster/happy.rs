@@ -140,3 +140,57 @@ async fn raise_only_import() {
     assert_eq!(cluster.collector.conflicts(), 0);
     cluster.stop_all().await;
 }
+
+/// Grants that reach the leader together share log entries (group
+/// commit), and each still gets the verdict it would get alone: two
+/// different blocks at one position in the same batch sign one, refuse
+/// the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_grants_share_entries_and_keep_their_verdicts() {
+    use crate::support::grant_on;
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let node = cluster.node(leader).clone();
+    let index = |node: &quorumkms::cluster::Node| {
+        node.applied_state()
+            .last_applied
+            .map_or(0, |id| id.index)
+    };
+    let before = index(&node);
+    const CHAINS: usize = 32;
+    let mut grants = Vec::new();
+    for c in 0..CHAINS {
+        grants.push(grant_on(
+            node.clone(),
+            cluster.collector.clone(),
+            format!("chain-{c}"),
+            attempt(1, 0, Step::Prevote, &format!("block-{c}")),
+        ));
+    }
+    // Two blocks for one position of chain-0, racing the rest.
+    grants.push(grant_on(
+        node.clone(),
+        cluster.collector.clone(),
+        "chain-0".to_string(),
+        attempt(1, 0, Step::Prevote, "other-block"),
+    ));
+    let verdicts = futures_util::future::join_all(grants).await;
+    let signed = verdicts
+        .iter()
+        .filter(|v| matches!(v, Ok(Verdict::Sign(_))))
+        .count();
+    let refused: Vec<_> = verdicts
+        .iter()
+        .filter(|v| matches!(v, Ok(Verdict::Refuse(Refusal::ConflictingData { .. }))))
+        .collect();
+    assert_eq!(signed, CHAINS, "every chain signs once: {verdicts:?}");
+    assert_eq!(refused.len(), 1, "the second block is refused: {verdicts:?}");
+    let entries = index(&node) - before;
+    assert!(
+        entries < CHAINS as u64,
+        "{} grants took {entries} entries: they did not share any",
+        CHAINS + 1
+    );
+    assert_eq!(cluster.collector.conflicts(), 0);
+    cluster.stop_all().await;
+}
