@@ -142,8 +142,8 @@ impl fmt::Debug for YubiHsmSigner {
 }
 
 impl ConsensusSigner for YubiHsmSigner {
-    fn public_key(&self) -> [u8; 32] {
-        self.public_key
+    fn public_key(&self) -> super::PublicKey {
+        super::PublicKey::Ed25519(self.public_key)
     }
 
     fn sign(&self, msg: &[u8]) -> Result<[u8; 64], Error> {
@@ -339,7 +339,7 @@ mod tests {
         let client = connect(&Connector::Mock, 1, "password").expect("default credentials");
         let pk = generate_key(&client, 1, "k").expect("generate");
         let signer = YubiHsmSigner::new(client, 1).expect("signer");
-        assert_eq!(signer.public_key(), pk);
+        assert_eq!(signer.public_key(), pk.into());
         let Err(err) = connect(&Connector::Mock, 1, "wrong") else {
             panic!("authenticated with a wrong password");
         };

@@ -134,7 +134,23 @@ async fn handle(ctx: &Context, body: &[u8]) -> Next {
             if let Some(reply) = wrong_chain(ctx, &request, chain_id) {
                 return Next::Reply(reply);
             }
-            Next::Reply(Response::pub_key(ctx.signer.public_key()))
+            let key = ctx.signer.public_key();
+            if !ctx.version.supports_key_type(key.key_type()) {
+                warn!(chain_id = %ctx.chain_id, version = %ctx.version, key_type = %key.key_type(),
+                    "public key request for a key type this protocol version cannot carry");
+                return Next::Reply(privval::error_reply(
+                    &request,
+                    code::UNSUPPORTED,
+                    &format!(
+                        "this signer holds a {} key for chain {}; CometBFT {} validators take only \
+                         ed25519 keys from a remote signer (secp256k1 needs v1.0)",
+                        key.key_type(),
+                        ctx.chain_id,
+                        ctx.version
+                    ),
+                ));
+            }
+            Next::Reply(Response::pub_key(key))
         }
         Request::SignRawBytes { .. } => Next::Reply(privval::error_reply(
             &request,

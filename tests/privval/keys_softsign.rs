@@ -21,7 +21,7 @@ fn mode(path: &Path) -> u32 {
 }
 
 fn verify(signer: &dyn ConsensusSigner, msg: &[u8], sig: &[u8; 64]) {
-    let vk = ed25519_dalek::VerifyingKey::from_bytes(&signer.public_key()).expect("public key");
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(&signer.public_key().as_bytes().try_into().unwrap()).expect("public key");
     vk.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(sig))
         .expect("signature verifies");
 }
@@ -102,7 +102,7 @@ fn loads_a_seed_pub_keypair_file() {
     let path = dir.path().join("pair.key");
     let signer = SoftSigner::from_seed([3; 32]);
     let mut pair = [3u8; 64];
-    pair[32..].copy_from_slice(&signer.public_key());
+    pair[32..].copy_from_slice(signer.public_key().as_bytes());
     write_secret_file(&path, BASE64.encode(pair).as_bytes()).expect("write");
     assert_eq!(
         SoftSigner::load(&path).expect("load").public_key(),
@@ -180,7 +180,7 @@ fn identity_key_generate_load() {
     );
     // Same file format as softsign: both read the same seed.
     let soft = SoftSigner::load(&path).expect("softsign reads it");
-    assert_eq!(&soft.public_key(), loaded.verification_key().as_bytes());
+    assert_eq!(soft.public_key().as_bytes(), loaded.verification_key().as_bytes());
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! verifiable signatures, and an imported seed signs exactly as the
 //! software key with the same seed.
 
-use quorumkms::keys::ConsensusSigner;
+use quorumkms::keys::{ConsensusSigner, PublicKey};
 use quorumkms::keys::softsign::SoftSigner;
 use quorumkms::keys::yubihsm::{self as hsm, YubiHsmSigner};
 
@@ -20,7 +20,7 @@ fn generated_key_signs_verifiable_signatures() {
     let client = mock_client();
     let pk = hsm::generate_key(&client, 1, "test").expect("generate");
     let signer = YubiHsmSigner::new(client, 1).expect("signer");
-    assert_eq!(signer.public_key(), pk);
+    assert_eq!(signer.public_key(), pk.into());
     let msg = b"canonical vote bytes";
     let sig = signer.sign(msg).expect("sign");
     let vk = ed25519_dalek::VerifyingKey::from_bytes(&pk).expect("public key");
@@ -38,7 +38,7 @@ fn imported_seed_signs_like_softsign() {
     let seed = [0x5au8; 32];
     let soft = SoftSigner::from_seed(seed);
     let pk = hsm::import_key(&client, 9, "imported", &seed).expect("import");
-    assert_eq!(pk, soft.public_key());
+    assert_eq!(PublicKey::from(pk), soft.public_key());
     let signer = YubiHsmSigner::new(client, 9).expect("signer");
     for msg in [&b""[..], b"a", &[7u8; 300][..]] {
         assert_eq!(
