@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
+use crate::keys::ConsensusSigner as _;
 use crate::keys::softsign::{SoftSigner, import_priv_validator_key};
 use crate::keys::yubihsm::{self as hsm, Connector};
 
@@ -197,6 +198,15 @@ pub fn run_with_client(
         }
         Command::Keys(KeysCommand::Import { id, path, label }) => {
             let signer = load_importable(path)?;
+            if signer.public_key().key_type() != crate::keys::KeyType::Ed25519 {
+                return Err(format!(
+                    "{} holds a {} key; quorumkms keeps only Ed25519 keys on a YubiHSM 2 \
+                     (use softsign or a PKCS#11 token for secp256k1)",
+                    path.display(),
+                    signer.public_key().key_type()
+                )
+                .into());
+            }
             let mut seed = signer.seed();
             let result = hsm::import_key(client, *id, label, &seed);
             zeroize::Zeroize::zeroize(&mut seed);
@@ -223,8 +233,9 @@ pub fn run_with_client(
     Ok(())
 }
 
-/// A softsign key file, or a priv_validator_key.json (detected by content).
-fn load_importable(path: &Path) -> Result<SoftSigner, CliError> {
+/// A softsign key file (Ed25519), or a priv_validator_key.json (detected
+/// by content, either key type).
+pub fn load_importable(path: &Path) -> Result<SoftSigner, CliError> {
     let text = Zeroizing::new(
         std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?,

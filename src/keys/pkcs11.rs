@@ -253,7 +253,6 @@ struct Pooled {
 pub struct Pkcs11Signer {
     token: Arc<Token>,
     key: KeyRef,
-    key_type: KeyType,
     public_key: PublicKey,
     pool: Mutex<Vec<Pooled>>,
     pool_size: usize,
@@ -303,7 +302,6 @@ impl Pkcs11Signer {
         let signer = Self {
             token,
             key,
-            key_type,
             public_key,
             pool: Mutex::new(Vec::new()),
             pool_size: pool_size.max(1),
@@ -342,35 +340,39 @@ impl Pkcs11Signer {
     }
 
     fn sign_with(&self, pooled: &Pooled, msg: &[u8]) -> Result<[u8; 64], String> {
-        let signature = match self.key_type {
-            KeyType::Ed25519 => pooled.session.sign(
-                &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Ed25519)),
-                pooled.key,
-                msg,
-            ),
-            KeyType::Secp256k1 => {
-                pooled
-                    .session
-                    .sign(&Mechanism::Ecdsa, pooled.key, &Sha256::digest(msg))
-            }
-        }
-        .map_err(|e| ck(&format!("{} sign", self.key), &e))?;
-        let signature = match self.key_type {
-            KeyType::Ed25519 => <[u8; 64]>::try_from(signature.as_slice())
-                .map_err(|_| format!("EdDSA signature of {} bytes", signature.len()))?,
-            KeyType::Secp256k1 => {
-                super::secp256k1::normalize(&signature).map_err(|e| e.to_string())?
-            }
-        };
-        // A token that answers garbage must not reach the validator.
-        if !self.public_key.verify(msg, &signature) {
-            return Err(format!(
-                "{}: the token's signature does not verify",
-                self.key
-            ));
-        }
-        Ok(signature)
+        sign_on(&pooled.session, pooled.key, &self.key, self.public_key, msg)
     }
+}
+
+/// Signs `msg` with the private key `handle` (named `key`, whose public key
+/// is `public_key`): `CKM_EDDSA` on the message, or `CKM_ECDSA` on its
+/// SHA-256 then low-S. Checks the result before anyone sees it.
+fn sign_on(
+    session: &Session,
+    handle: ObjectHandle,
+    key: &KeyRef,
+    public_key: PublicKey,
+    msg: &[u8],
+) -> Result<[u8; 64], String> {
+    let signature = match public_key.key_type() {
+        KeyType::Ed25519 => session.sign(
+            &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Ed25519)),
+            handle,
+            msg,
+        ),
+        KeyType::Secp256k1 => session.sign(&Mechanism::Ecdsa, handle, &Sha256::digest(msg)),
+    }
+    .map_err(|e| ck(&format!("{key}: cannot sign"), &e))?;
+    let signature = match public_key.key_type() {
+        KeyType::Ed25519 => <[u8; 64]>::try_from(signature.as_slice())
+            .map_err(|_| format!("EdDSA signature of {} bytes", signature.len()))?,
+        KeyType::Secp256k1 => super::secp256k1::normalize(&signature).map_err(|e| e.to_string())?,
+    };
+    // A token that answers garbage must not reach the validator.
+    if !public_key.verify(msg, &signature) {
+        return Err(format!("{key}: the token's signature does not verify"));
+    }
+    Ok(signature)
 }
 
 impl ConsensusSigner for Pkcs11Signer {
@@ -551,7 +553,9 @@ pub fn list_slots(module: &Path) -> Result<Vec<SlotInfo>, Error> {
     let mut out = Vec::new();
     for slot in slots {
         let token = pkcs11.get_token_info(slot).ok();
-        let mechanisms = pkcs11.get_mechanism_list(slot).unwrap_or_default();
+        // Asking for the two mechanisms alone: a whole mechanism list makes
+        // cryptoki log every vendor mechanism it does not know.
+        let has = |m| pkcs11.get_mechanism_info(slot, m).is_ok();
         out.push(SlotInfo {
             id: slot.id(),
             token_label: token.as_ref().map(|t| t.label().trim_end().to_string()),
@@ -563,8 +567,8 @@ pub fn list_slots(module: &Path) -> Result<Vec<SlotInfo>, Error> {
                     t.serial_number().trim_end()
                 )
             }),
-            eddsa: mechanisms.contains(&cryptoki::mechanism::MechanismType::EDDSA),
-            ecdsa: mechanisms.contains(&cryptoki::mechanism::MechanismType::ECDSA),
+            eddsa: has(cryptoki::mechanism::MechanismType::EDDSA),
+            ecdsa: has(cryptoki::mechanism::MechanismType::ECDSA),
         });
     }
     let _ = pkcs11.finalize();
@@ -711,6 +715,17 @@ impl Admin {
             return Err(Error::Key(ck("the token refused the public key", &e)));
         }
         Ok(public_key)
+    }
+
+    /// Signs `msg` with `key` as a running node would, and checks the
+    /// signature against `public_key`.
+    ///
+    /// # Errors
+    ///
+    /// When the key is missing or the token fails or answers garbage.
+    pub fn sign(&self, key: &KeyRef, public_key: PublicKey, msg: &[u8]) -> Result<[u8; 64], Error> {
+        let handle = find_private(&self.session, key).map_err(Error::Key)?;
+        sign_on(&self.session, handle, key, public_key, msg).map_err(Error::Signing)
     }
 
     /// The public key of `key`.

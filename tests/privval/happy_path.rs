@@ -9,7 +9,7 @@ use quorumkms::validator::SignOutcome;
 async fn happy_path(version: Version, transport: Transport) {
     let mut s = Single::start(version, transport).await;
     let key = s.validator.pub_key().await.expect("public key");
-    assert_eq!(key, s.public_key.into());
+    assert_eq!(key, s.public_key);
     for height in 1..=5 {
         let outcomes = [
             s.validator.sign_proposal(s.proposal(height, 0, 0, 0)).await,
