@@ -410,3 +410,38 @@ fn pkcs11_paths_resolve_against_the_config() {
     // A bare library name is the dynamic loader's to find.
     assert_eq!(p11.module, Path::new("libvendor.so"));
 }
+
+#[test]
+fn init_writes_a_valid_config_for_every_backend_and_key_type() {
+    use crate::cli::init::{KeyBackend, KeyPlan, render_with};
+    let chains = ["cosmoshub-4".to_string(), "osmosis-1".to_string()];
+    for backend in [KeyBackend::Soft, KeyBackend::Yubihsm, KeyBackend::Pkcs11] {
+        for key_type in [KeyType::Ed25519, KeyType::Secp256k1] {
+            if backend == KeyBackend::Yubihsm && key_type == KeyType::Secp256k1 {
+                continue;
+            }
+            let plan = KeyPlan {
+                backend,
+                key_type,
+                ..KeyPlan::default()
+            };
+            let text = render_with(&chains, &plan);
+            let config = parse(&text).unwrap_or_else(|e| panic!("{backend:?} {key_type}: {e}\n{text}"));
+            assert_eq!(config.validate(), Ok(()), "{backend:?} {key_type}:\n{text}");
+            match backend {
+                KeyBackend::Soft => {
+                    assert_eq!(config.providers.softsign.len(), 2);
+                    assert_eq!(config.providers.softsign[1].key_type, key_type);
+                }
+                KeyBackend::Yubihsm => assert_eq!(config.providers.yubihsm[0].keys.len(), 2),
+                KeyBackend::Pkcs11 => {
+                    assert_eq!(config.providers.pkcs11[0].keys.len(), 2);
+                    assert_eq!(config.providers.pkcs11[0].keys[0].key_type, key_type);
+                }
+            }
+            if key_type == KeyType::Secp256k1 {
+                assert!(config.validator.iter().all(|v| v.protocol_version == Version::V1_0));
+            }
+        }
+    }
+}
