@@ -471,9 +471,12 @@ fn public_key_of(session: &Session, handle: ObjectHandle) -> Result<PublicKey, S
     }
 }
 
-/// Ed25519 by OID, or by the curve name some tokens write instead.
+/// Ed25519 by OID, or by one of the curve names (PrintableString) some
+/// tokens write instead.
 fn is_ed25519(params: &[u8]) -> bool {
-    params == ED25519_PARAMS || params == b"\x13\x0cedwards25519"
+    params == ED25519_PARAMS
+        || params == b"\x13\x0cedwards25519"
+        || params == b"\x13\x07Ed25519"
 }
 
 /// `CKA_EC_POINT` is a DER OCTET STRING holding the point; a few tokens
