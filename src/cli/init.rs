@@ -106,13 +106,7 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         pkcs11_module: args.pkcs11_module.clone(),
         pkcs11_token: args.pkcs11_token.clone(),
     };
-    if plan.backend == KeyBackend::Yubihsm && plan.key_type != KeyType::Ed25519 {
-        return Err(
-            "quorumkms keeps only Ed25519 keys on a YubiHSM 2; use --key-backend soft or pkcs11 \
-             for secp256k1"
-                .into(),
-        );
-    }
+
     std::fs::create_dir_all(args.dir.join("secrets"))?;
     std::fs::create_dir_all(args.dir.join("state"))?;
     let identity_path = args.dir.join("secrets/kms-identity.key");
@@ -138,8 +132,9 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         KeyBackend::Soft => {}
         KeyBackend::Yubihsm => println!(
             "next: put the authentication key's password in {}/secrets/yubihsm-password (mode 0600) \
-             and create each chain's key: quorumkms yubihsm --usb keys generate ID",
-            args.dir.display()
+             and create each chain's key: quorumkms yubihsm --usb keys generate ID --key-type {}",
+            args.dir.display(),
+            plan.key_type
         ),
         KeyBackend::Pkcs11 => {
             println!(
@@ -196,19 +191,27 @@ fn device_provider(chains: &[String], plan: &KeyPlan) -> String {
     match plan.backend {
         KeyBackend::Soft => {}
         KeyBackend::Yubihsm => {
+            let key_type = match plan.key_type {
+                KeyType::Ed25519 => String::new(),
+                other => format!(", key_type = \"{other}\""),
+            };
             let keys: Vec<String> = chains
                 .iter()
                 .enumerate()
-                .map(|(i, chain)| format!("{{ chain_ids = [\"{chain}\"], key = {} }}", i + 1))
+                .map(|(i, chain)| {
+                    format!("{{ chain_ids = [\"{chain}\"], key = {}{key_type} }}", i + 1)
+                })
                 .collect();
             let _ = write!(
                 out,
-                "# Each chain's Ed25519 key is an object on the YubiHSM 2\n\
-                 # (quorumkms yubihsm --usb keys generate ID).\n\
+                "# Each chain's {} key is an object on the YubiHSM 2\n\
+                 # (quorumkms yubihsm --usb keys generate ID --key-type {}).\n\
                  [[providers.yubihsm]]\n\
                  adapter = {{ type = \"usb\" }}            # or {{ type = \"http\", addr = \"127.0.0.1\", port = 12345 }}\n\
                  auth = {{ key = 1, password_file = \"secrets/yubihsm-password\" }}\n\
                  keys = [{}]\n\n",
+                plan.key_type,
+                plan.key_type,
                 keys.join(", ")
             );
         }

@@ -293,8 +293,11 @@ pub struct YubihsmAuth {
 pub struct YubihsmKey {
     /// Chains it signs for.
     pub chain_ids: Vec<String>,
-    /// Object id of the Ed25519 key.
+    /// Object id of the key.
     pub key: u16,
+    /// `ed25519` (default) or `secp256k1`.
+    #[serde(default)]
+    pub key_type: KeyType,
 }
 
 impl Pkcs11Config {
@@ -566,7 +569,7 @@ impl Config {
                 for chain in &k.chain_ids {
                     claim(
                         chain,
-                        KeyType::Ed25519,
+                        k.key_type,
                         format!("providers.yubihsm[{i}].keys[{j}].chain_ids"),
                         &mut problems,
                     );

@@ -417,9 +417,6 @@ fn init_writes_a_valid_config_for_every_backend_and_key_type() {
     let chains = ["cosmoshub-4".to_string(), "osmosis-1".to_string()];
     for backend in [KeyBackend::Soft, KeyBackend::Yubihsm, KeyBackend::Pkcs11] {
         for key_type in [KeyType::Ed25519, KeyType::Secp256k1] {
-            if backend == KeyBackend::Yubihsm && key_type == KeyType::Secp256k1 {
-                continue;
-            }
             let plan = KeyPlan {
                 backend,
                 key_type,
@@ -433,7 +430,10 @@ fn init_writes_a_valid_config_for_every_backend_and_key_type() {
                     assert_eq!(config.providers.softsign.len(), 2);
                     assert_eq!(config.providers.softsign[1].key_type, key_type);
                 }
-                KeyBackend::Yubihsm => assert_eq!(config.providers.yubihsm[0].keys.len(), 2),
+                KeyBackend::Yubihsm => {
+                    assert_eq!(config.providers.yubihsm[0].keys.len(), 2);
+                    assert_eq!(config.providers.yubihsm[0].keys[1].key_type, key_type);
+                }
                 KeyBackend::Pkcs11 => {
                     assert_eq!(config.providers.pkcs11[0].keys.len(), 2);
                     assert_eq!(config.providers.pkcs11[0].keys[0].key_type, key_type);

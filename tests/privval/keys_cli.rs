@@ -223,6 +223,7 @@ fn yubihsm_keys_generate_import_list() {
         hsm_cli::Command::Keys(KeysCommand::Generate {
             id: 1,
             label: "generated".into(),
+            key_type: KeyType::Ed25519,
         }),
         &client,
     )
@@ -234,6 +235,7 @@ fn yubihsm_keys_generate_import_list() {
             id: 2,
             path: FIXTURE.into(),
             label: "imported".into(),
+            key_type: KeyType::Ed25519,
         }),
         &client,
     )
@@ -249,6 +251,7 @@ fn yubihsm_keys_generate_import_list() {
             id: 3,
             path: key,
             label: "from softsign".into(),
+            key_type: KeyType::Ed25519,
         }),
         &client,
     )

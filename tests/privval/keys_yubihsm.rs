@@ -70,11 +70,11 @@ fn list_keys_reports_ed25519_keys() {
     assert_eq!(keys.len(), 2);
     assert_eq!(
         (keys[0].key_id, keys[0].public_key, keys[0].label.as_str()),
-        (1, b, "b")
+        (1, PublicKey::from(b), "b")
     );
     assert_eq!(
         (keys[1].key_id, keys[1].public_key, keys[1].label.as_str()),
-        (3, a, "a")
+        (3, PublicKey::from(a), "a")
     );
 }
 

@@ -35,16 +35,16 @@ fn time(signer: &dyn ConsensusSigner, n: usize) -> Result<(Duration, Duration), 
 }
 
 #[cfg(feature = "mockhsm")]
-fn mockhsm(n: usize) -> Result<(Duration, Duration), String> {
+fn mockhsm(n: usize, key_type: KeyType) -> Result<(Duration, Duration), String> {
     use quorumkms::keys::yubihsm::{self, Connector, YubiHsmSigner};
     let client = yubihsm::connect(&Connector::Mock, 1, "password").map_err(|e| e.to_string())?;
-    yubihsm::generate_key(&client, 1, "bench").map_err(|e| e.to_string())?;
+    yubihsm::generate_typed_key(&client, 1, "bench", key_type).map_err(|e| e.to_string())?;
     let signer = YubiHsmSigner::new(client, 1).map_err(|e| e.to_string())?;
     time(&signer, n)
 }
 
 #[cfg(not(feature = "mockhsm"))]
-fn mockhsm(_n: usize) -> Result<(Duration, Duration), String> {
+fn mockhsm(_n: usize, _key_type: KeyType) -> Result<(Duration, Duration), String> {
     Err("not built in (a debug build with --features mockhsm)".into())
 }
 
@@ -90,10 +90,12 @@ pub fn measure(n: usize, softhsm: Result<&SoftHsm, &str>) -> Vec<Row> {
             latency: time(&SoftSigner::generate_type(key_type), n),
         });
     }
-    rows.push(Row {
-        name: "YubiHSM 2 mockhsm ed25519".into(),
-        latency: mockhsm(n),
-    });
+    for key_type in [KeyType::Ed25519, KeyType::Secp256k1] {
+        rows.push(Row {
+            name: format!("YubiHSM 2 mockhsm {key_type}"),
+            latency: mockhsm(n, key_type),
+        });
+    }
     for key_type in [KeyType::Ed25519, KeyType::Secp256k1] {
         rows.push(Row {
             name: format!("PKCS#11 SoftHSM2 {key_type}"),
