@@ -100,7 +100,8 @@ pub fn load_signers(config: &Config) -> Result<BTreeMap<String, Arc<dyn Consensu
             let key_ref = match (&key.label, &key.id) {
                 (Some(label), _) => keys::pkcs11::KeyRef::Label(label.clone()),
                 (None, Some(id)) => keys::pkcs11::KeyRef::Id(
-                    hex::decode(id).map_err(|_| Error::Config(format!("pkcs11 key id {id:?} is not hex")))?,
+                    hex::decode(id)
+                        .map_err(|_| Error::Config(format!("pkcs11 key id {id:?} is not hex")))?,
                 ),
                 (None, None) => return Err(Error::Config("pkcs11 key without label or id".into())),
             };

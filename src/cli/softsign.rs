@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use crate::keys::{ConsensusSigner, KeyType, PublicKey};
 use crate::keys::softsign::{
     SoftSigner, encode_seed, import_priv_validator_key, overwrite_secret_file, write_secret_file,
 };
+use crate::keys::{ConsensusSigner, KeyType, PublicKey};
 
 /// Errors from a CLI subcommand, shown to the operator.
 pub type CliError = Box<dyn std::error::Error + Send + Sync>;

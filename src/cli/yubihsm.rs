@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use crate::keys::{ConsensusSigner as _, KeyType, PublicKey};
 use crate::keys::softsign::{SoftSigner, import_priv_validator_key};
 use crate::keys::yubihsm::{self as hsm, Connector};
+use crate::keys::{ConsensusSigner as _, KeyType, PublicKey};
 
 pub use super::softsign::CliError;
 

@@ -305,8 +305,9 @@ impl Pkcs11Config {
     fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         match (&self.token_label, self.slot) {
-            (None, None) => problems
-                .push("token_label: name the token by token_label (or slot)".to_string()),
+            (None, None) => {
+                problems.push("token_label: name the token by token_label (or slot)".to_string())
+            }
             (Some(_), Some(_)) => {
                 problems.push("slot: give token_label or slot, not both".to_string());
             }

@@ -334,7 +334,10 @@ fn a_secp256k1_key_needs_v1_validators() {
     assert!(p[0].starts_with("validator[0].protocol_version"), "{p:?}");
     assert!(p[0].contains("secp256k1") && p[0].contains("v1.0"), "{p:?}");
     let v1 = secp
-        .replace("protocol_version = \"v0.37\"", "protocol_version = \"v1.0\"")
+        .replace(
+            "protocol_version = \"v0.37\"",
+            "protocol_version = \"v1.0\"",
+        )
         .replace(
             "addr = \"unix:///tmp/val.sock\"",
             "addr = \"unix:///tmp/val.sock\"\nprotocol_version = \"v1.0\"",
@@ -385,14 +388,15 @@ fn pkcs11_sections_validate() {
     assert!(p[0].contains("not both"), "{p:?}");
     let p = problems(&PKCS11.replace("label = \"c-1 consensus\"", "id = \"zz\""));
     assert!(p[0].contains("keys[0].id"), "{p:?}");
-    let p = problems(&PKCS11.replace(
-        "label = \"c-1 consensus\"",
-        "label = \"a\"\nid = \"01\"",
-    ));
+    let p = problems(&PKCS11.replace("label = \"c-1 consensus\"", "label = \"a\"\nid = \"01\""));
     assert!(p[0].contains("label or id, not both"), "{p:?}");
-    let p = problems(&PKCS11.replace("protocol_version = \"v1.0\"", "protocol_version = \"v0.38\""));
+    let p = problems(&PKCS11.replace(
+        "protocol_version = \"v1.0\"",
+        "protocol_version = \"v0.38\"",
+    ));
     assert!(
-        p[0].contains("validator[0].protocol_version") && p[0].contains("providers.pkcs11[0].keys[0]"),
+        p[0].contains("validator[0].protocol_version")
+            && p[0].contains("providers.pkcs11[0].keys[0]"),
         "{p:?}"
     );
 }
@@ -423,7 +427,8 @@ fn init_writes_a_valid_config_for_every_backend_and_key_type() {
                 ..KeyPlan::default()
             };
             let text = render_with(&chains, &plan);
-            let config = parse(&text).unwrap_or_else(|e| panic!("{backend:?} {key_type}: {e}\n{text}"));
+            let config =
+                parse(&text).unwrap_or_else(|e| panic!("{backend:?} {key_type}: {e}\n{text}"));
             assert_eq!(config.validate(), Ok(()), "{backend:?} {key_type}:\n{text}");
             match backend {
                 KeyBackend::Soft => {
@@ -440,7 +445,12 @@ fn init_writes_a_valid_config_for_every_backend_and_key_type() {
                 }
             }
             if key_type == KeyType::Secp256k1 {
-                assert!(config.validator.iter().all(|v| v.protocol_version == Version::V1_0));
+                assert!(
+                    config
+                        .validator
+                        .iter()
+                        .all(|v| v.protocol_version == Version::V1_0)
+                );
             }
         }
     }

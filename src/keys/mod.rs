@@ -90,15 +90,22 @@ impl From<[u8; 32]> for PublicKey {
     }
 }
 
-impl From<&[u8; 32]> for PublicKey {
-    fn from(key: &[u8; 32]) -> Self {
-        PublicKey::Ed25519(*key)
+/// What a public key can be read from: a [`PublicKey`], or the 32 bytes
+/// of an Ed25519 key (the validator's helpers take either, by reference).
+pub trait ToPublicKey {
+    /// The key.
+    fn to_public_key(&self) -> PublicKey;
+}
+
+impl ToPublicKey for PublicKey {
+    fn to_public_key(&self) -> PublicKey {
+        *self
     }
 }
 
-impl From<&PublicKey> for PublicKey {
-    fn from(key: &PublicKey) -> Self {
-        *key
+impl ToPublicKey for [u8; 32] {
+    fn to_public_key(&self) -> PublicKey {
+        PublicKey::Ed25519(*self)
     }
 }
 

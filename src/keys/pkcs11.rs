@@ -220,10 +220,9 @@ impl Token {
 
     /// A new logged-in session.
     fn session(&self, context: &Context) -> Result<Session, Error> {
-        let session = context
-            .pkcs11
-            .open_ro_session(context.slot)
-            .map_err(|e| Error::Signing(ck(&format!("{}: cannot open a session", self.name()), &e)))?;
+        let session = context.pkcs11.open_ro_session(context.slot).map_err(|e| {
+            Error::Signing(ck(&format!("{}: cannot open a session", self.name()), &e))
+        })?;
         login(&session, &self.pin).map_err(|e| Error::Signing(format!("{}: {e}", self.name())))?;
         Ok(session)
     }
@@ -474,9 +473,7 @@ fn public_key_of(session: &Session, handle: ObjectHandle) -> Result<PublicKey, S
 /// Ed25519 by OID, or by one of the curve names (PrintableString) some
 /// tokens write instead.
 fn is_ed25519(params: &[u8]) -> bool {
-    params == ED25519_PARAMS
-        || params == b"\x13\x0cedwards25519"
-        || params == b"\x13\x07Ed25519"
+    params == ED25519_PARAMS || params == b"\x13\x0cedwards25519" || params == b"\x13\x07Ed25519"
 }
 
 /// `CKA_EC_POINT` is a DER OCTET STRING holding the point; a few tokens

@@ -90,9 +90,8 @@ impl SoftSigner {
     /// As [`SoftSigner::load`].
     pub fn load_type(path: &Path, key_type: KeyType) -> Result<Self, Error> {
         let seed = read_seed_file(path)?;
-        Self::from_secret(key_type, &seed).map_err(|e| {
-            Error::Key(format!("invalid key file {}: {e}", path.display()))
-        })
+        Self::from_secret(key_type, &seed)
+            .map_err(|e| Error::Key(format!("invalid key file {}: {e}", path.display())))
     }
 
     /// The 32-byte secret (Ed25519 seed or secp256k1 scalar), for writing

@@ -158,9 +158,8 @@ impl ConsensusSigner for YubiHsmSigner {
             .client
             .lock()
             .map_err(|_| Error::Signing("yubihsm client lock poisoned".into()))?;
-        let failed = |e: yubihsm::client::Error| {
-            Error::Signing(format!("yubihsm key {}: {e}", self.key_id))
-        };
+        let failed =
+            |e: yubihsm::client::Error| Error::Signing(format!("yubihsm key {}: {e}", self.key_id));
         match self.public_key {
             PublicKey::Ed25519(_) => Ok(client
                 .sign_ed25519(self.key_id, msg)
@@ -171,7 +170,10 @@ impl ConsensusSigner for YubiHsmSigner {
                     .sign_ecdsa_prehash_raw(self.key_id, Sha256::digest(msg).to_vec())
                     .map_err(failed)?;
                 let signature = k256::ecdsa::Signature::from_der(&der).map_err(|_| {
-                    Error::Signing(format!("yubihsm key {}: malformed ECDSA signature", self.key_id))
+                    Error::Signing(format!(
+                        "yubihsm key {}: malformed ECDSA signature",
+                        self.key_id
+                    ))
                 })?;
                 let signature = super::secp256k1::normalize(&signature.to_bytes())?;
                 // A device that answers garbage must not reach the validator.
@@ -212,8 +214,11 @@ fn decode_public_key(pk: &yubihsm::asymmetric::PublicKey) -> Option<PublicKey> {
             let mut uncompressed = vec![0x04];
             uncompressed.extend_from_slice(pk.as_slice());
             let key = k256::ecdsa::VerifyingKey::from_sec1_bytes(&uncompressed).ok()?;
-            PublicKey::from_type_and_bytes(KeyType::Secp256k1, key.to_encoded_point(true).as_bytes())
-                .ok()
+            PublicKey::from_type_and_bytes(
+                KeyType::Secp256k1,
+                key.to_encoded_point(true).as_bytes(),
+            )
+            .ok()
         }
         _ => None,
     }
@@ -464,14 +469,17 @@ mod tests {
         let pk = generate_typed_key(&client, 3, "k1", KeyType::Secp256k1).expect("generate");
         assert_eq!(pk.key_type(), KeyType::Secp256k1);
         let soft = crate::keys::softsign::SoftSigner::generate_type(KeyType::Secp256k1);
-        let imported =
-            import_typed_key(&client, 4, "imported", KeyType::Secp256k1, &soft.seed()).expect("import");
+        let imported = import_typed_key(&client, 4, "imported", KeyType::Secp256k1, &soft.seed())
+            .expect("import");
         assert_eq!(imported, soft.public_key());
         for id in [3, 4] {
             let signer = YubiHsmSigner::new(client.clone(), id).expect("signer");
             for msg in [&b""[..], b"vote", &[9u8; 200][..]] {
                 let sig = signer.sign(msg).expect("sign");
-                assert!(signer.public_key().verify(msg, &sig), "low-S r||s over sha256");
+                assert!(
+                    signer.public_key().verify(msg, &sig),
+                    "low-S r||s over sha256"
+                );
             }
         }
         let keys = list_keys(&client).expect("list");

@@ -5,10 +5,10 @@
 use tendermint_proto::v0_38::types::{BlockId, PartSetHeader};
 
 use super::wire::{self, Wire};
-use crate::keys::PublicKey;
 use super::{
     CodecError, Proposal, RemoteError, Request, Signable, Version, Vote, malformed, sign_bytes,
 };
+use crate::keys::PublicKey;
 
 /// A reply to the validator, version-neutral until [`Response::encode`].
 #[derive(Clone, Debug, PartialEq)]

@@ -198,7 +198,9 @@ pub(super) fn encode(wire: &Wire) -> Vec<u8> {
         Wire::PubKeyResponse { key, error } => Sum::PubKeyResponse(PubKeyResponse {
             error: error.as_ref().map(error_out),
             pub_key_bytes: key.map(|k| k.as_bytes().to_vec()).unwrap_or_default(),
-            pub_key_type: key.map(|k| k.key_type().name().to_string()).unwrap_or_default(),
+            pub_key_type: key
+                .map(|k| k.key_type().name().to_string())
+                .unwrap_or_default(),
         }),
         Wire::SignVoteRequest {
             vote,

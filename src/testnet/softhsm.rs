@@ -30,10 +30,7 @@ pub fn module() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("QUORUMKMS_SOFTHSM_MODULE") {
         return Some(PathBuf::from(path)).filter(|p| p.exists());
     }
-    MODULE_PATHS
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    MODULE_PATHS.iter().map(PathBuf::from).find(|p| p.exists())
 }
 
 /// Why SoftHSM2 cannot be used here, or `None` when it can: the module and

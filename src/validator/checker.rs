@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::keys::PublicKey;
+use crate::keys::ToPublicKey;
 use crate::watermark::Position;
 
 /// One released signature.
@@ -59,7 +59,7 @@ impl Checker {
 
     /// Records a released signature, verifying it against `public_key`.
     /// Returns false when it conflicts with an earlier one or is invalid.
-    pub fn record(&self, public_key: impl Into<PublicKey>, released: Released) -> bool {
+    pub fn record(&self, public_key: &impl ToPublicKey, released: Released) -> bool {
         let valid = verify(public_key, &released.sign_bytes, &released.signature);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.report.released += 1;
@@ -113,8 +113,8 @@ impl Checker {
 
 /// True when `signature` is a valid signature of `msg` by `public_key`
 /// (Ed25519, or secp256k1 as CometBFT verifies it).
-pub fn verify(public_key: impl Into<PublicKey>, msg: &[u8], signature: &[u8]) -> bool {
-    public_key.into().verify(msg, signature)
+pub fn verify(public_key: &impl ToPublicKey, msg: &[u8], signature: &[u8]) -> bool {
+    public_key.to_public_key().verify(msg, signature)
 }
 
 #[cfg(test)]
@@ -169,9 +169,9 @@ mod tests {
         let checker = Checker::new();
         let mut r = released(&SigningKey::from_bytes(&[7; 32]), 1, b"a");
         r.signature = key.sign(b"a").unwrap().to_vec();
-        assert!(checker.record(public, r.clone()));
+        assert!(checker.record(&public, r.clone()));
         r.signature[5] ^= 1;
-        assert!(!checker.record(public, r));
+        assert!(!checker.record(&public, r));
         assert_eq!(checker.report().invalid, 1);
     }
 }

@@ -8,8 +8,8 @@ use std::path::Path;
 use clap::Parser;
 use quorumkms::cli::softsign::{self, Command};
 use quorumkms::cli::yubihsm::{self as hsm_cli, KeysCommand};
-use quorumkms::keys::{ConsensusSigner, KeyType};
 use quorumkms::keys::softsign::SoftSigner;
+use quorumkms::keys::{ConsensusSigner, KeyType};
 
 const FIXTURE: &str = "tests/privval/fixtures/priv_validator_key.json";
 const VECTOR_PUB_HEX: &str = "f26bf4b2a2e84ceb7a53c3f1ae77408779b20064782fbadbdf0e365959ee4534";
@@ -95,7 +95,8 @@ fn import_then_pubkey_prints_hex_and_base64() {
     let out = run(Command::Pubkey {
         path: key.clone(),
         key_type: KeyType::Ed25519,
-    }).expect("pubkey");
+    })
+    .expect("pubkey");
     assert!(out.contains(VECTOR_PUB_HEX), "{out}");
     assert!(out.contains(VECTOR_PUB_B64), "{out}");
     assert!(
@@ -127,7 +128,8 @@ fn world_readable_key_is_refused() {
     let err = run(Command::Pubkey {
         path: path.clone(),
         key_type: KeyType::Ed25519,
-    }).expect_err("refused");
+    })
+    .expect_err("refused");
     assert!(err.contains("chmod 600"), "{err}");
     assert!(err.contains(&path.display().to_string()), "{err}");
 }

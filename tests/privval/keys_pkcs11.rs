@@ -76,7 +76,11 @@ async fn node_on_token(
         "",
         Some(KeySetup {
             public_key,
-            providers: hsm.providers(&[quorumkms::testnet::CHAIN_ID], label, public_key.key_type()),
+            providers: hsm.providers(
+                &[quorumkms::testnet::CHAIN_ID],
+                label,
+                public_key.key_type(),
+            ),
             env: hsm.env(),
         }),
     )
@@ -118,7 +122,10 @@ async fn generated_key_signs_through_privval() {
         signed(&outcome);
     }
     let report = s.checker.report();
-    assert_eq!((report.released, report.invalid, report.conflicts), (6, 0, 0));
+    assert_eq!(
+        (report.released, report.invalid, report.conflicts),
+        (6, 0, 0)
+    );
 }
 
 #[tokio::test]
@@ -131,12 +138,26 @@ async fn imported_seed_signs_like_softsign() {
     soft.write(&key_file).unwrap();
     let out = cli_ok(
         &hsm,
-        &["keys", "import", "--path", key_file.to_str().unwrap(), "--label", "imported"],
+        &[
+            "keys",
+            "import",
+            "--path",
+            key_file.to_str().unwrap(),
+            "--label",
+            "imported",
+        ],
     );
     assert_eq!(printed_key(&out, KeyType::Ed25519), soft.public_key());
     let out = cli_ok(
         &hsm,
-        &["keys", "sign-test", "--label", "imported", "--message", "hello"],
+        &[
+            "keys",
+            "sign-test",
+            "--label",
+            "imported",
+            "--message",
+            "hello",
+        ],
     );
     assert!(
         out.contains(&hex::encode(soft.sign(b"hello").unwrap())),
@@ -147,7 +168,11 @@ async fn imported_seed_signs_like_softsign() {
     for h in 1..=3 {
         let outcome = s.validator.sign_vote(s.prevote(h, 0, 0, 0)).await;
         let (bytes, signature) = signed(&outcome);
-        assert_eq!(signature, soft.sign(bytes).unwrap(), "same seed, same signature");
+        assert_eq!(
+            signature,
+            soft.sign(bytes).unwrap(),
+            "same seed, same signature"
+        );
     }
     let outcome = s.validator.sign_proposal(s.proposal(4, 0, 0, 0)).await;
     let (bytes, signature) = signed(&outcome);
@@ -160,7 +185,14 @@ async fn secp256k1_key_on_the_token_serves_v1() {
     let Some(hsm) = token(dir.path()) else { return };
     let out = cli_ok(
         &hsm,
-        &["keys", "generate", "--label", "k1", "--key-type", "secp256k1"],
+        &[
+            "keys",
+            "generate",
+            "--label",
+            "k1",
+            "--key-type",
+            "secp256k1",
+        ],
     );
     let public_key = printed_key(&out, KeyType::Secp256k1);
     let mut s = node_on_token(&hsm, Version::V1_0, "k1", public_key).await;
@@ -243,17 +275,30 @@ async fn wrong_pin_and_missing_module_refuse_to_start() {
     let status = s.child.as_mut().unwrap().wait().await.unwrap();
     assert!(!status.success());
     let log = s.log();
-    assert!(log.contains("no-such-module.so") && log.contains("cannot load"), "{log}");
+    assert!(
+        log.contains("no-such-module.so") && log.contains("cannot load"),
+        "{log}"
+    );
 
     // And a v0.38 validator with a secp256k1 key on the token.
     let out = cli_ok(
         &hsm,
-        &["keys", "generate", "--label", "k1", "--key-type", "secp256k1"],
+        &[
+            "keys",
+            "generate",
+            "--label",
+            "k1",
+            "--key-type",
+            "secp256k1",
+        ],
     );
     let k1 = printed_key(&out, KeyType::Secp256k1);
     let mut s = node_on_token(&hsm, Version::V0_38, "k1", k1).await;
     let status = s.child.as_mut().unwrap().wait().await.unwrap();
     assert!(!status.success());
     let log = s.log();
-    assert!(log.contains("protocol_version = \\\"v1.0\\\"") || log.contains("v1.0"), "{log}");
+    assert!(
+        log.contains("protocol_version = \\\"v1.0\\\"") || log.contains("v1.0"),
+        "{log}"
+    );
 }

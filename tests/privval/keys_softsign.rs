@@ -21,7 +21,10 @@ fn mode(path: &Path) -> u32 {
 }
 
 fn verify(signer: &dyn ConsensusSigner, msg: &[u8], sig: &[u8; 64]) {
-    let vk = ed25519_dalek::VerifyingKey::from_bytes(&signer.public_key().as_bytes().try_into().unwrap()).expect("public key");
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(
+        &signer.public_key().as_bytes().try_into().unwrap(),
+    )
+    .expect("public key");
     vk.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(sig))
         .expect("signature verifies");
 }
@@ -184,7 +187,10 @@ fn identity_key_generate_load() {
     );
     // Same file format as softsign: both read the same seed.
     let soft = SoftSigner::load(&path).expect("softsign reads it");
-    assert_eq!(soft.public_key().as_bytes(), loaded.verification_key().as_bytes());
+    assert_eq!(
+        soft.public_key().as_bytes(),
+        loaded.verification_key().as_bytes()
+    );
 }
 
 #[test]
@@ -251,7 +257,10 @@ async fn secp256k1_soft_key_serves_a_v1_validator() {
         }
     }
     let report = s.checker.report();
-    assert_eq!((report.released, report.invalid, report.conflicts), (6, 0, 0));
+    assert_eq!(
+        (report.released, report.invalid, report.conflicts),
+        (6, 0, 0)
+    );
 }
 
 #[tokio::test]

@@ -2,9 +2,9 @@
 //! verifiable signatures, and an imported seed signs exactly as the
 //! software key with the same seed.
 
-use quorumkms::keys::{ConsensusSigner, PublicKey};
 use quorumkms::keys::softsign::SoftSigner;
 use quorumkms::keys::yubihsm::{self as hsm, YubiHsmSigner};
+use quorumkms::keys::{ConsensusSigner, PublicKey};
 
 fn mock_client() -> yubihsm::Client {
     yubihsm::Client::open(

@@ -119,7 +119,8 @@ impl Single {
             fast_timing(),
             checker.clone(),
         );
-        let child = testnet::spawn_node_with_env(&exe(), &node, None, &env, &[]).expect("spawn node");
+        let child =
+            testnet::spawn_node_with_env(&exe(), &node, None, &env, &[]).expect("spawn node");
         Single {
             _dir: dir,
             node,
@@ -146,7 +147,8 @@ impl Single {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "node still running");
         self.child = Some(
-            testnet::spawn_node_with_env(&exe(), &self.node, None, &self.env, &[]).expect("respawn"),
+            testnet::spawn_node_with_env(&exe(), &self.node, None, &self.env, &[])
+                .expect("respawn"),
         );
     }
 
