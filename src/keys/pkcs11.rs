@@ -218,12 +218,30 @@ impl Token {
         }
     }
 
-    /// A new logged-in session.
+    /// Closes a session no longer wanted, if its context is still the
+    /// current one. A session of a finalised context is only forgotten:
+    /// `C_Finalize` closed it already, and closing its handle again could
+    /// close a session of the new context that reuses the number.
+    fn discard(&self, session: Session, generation: u64) {
+        let current = lock(&self.context);
+        if current.as_ref().is_some_and(|c| c.generation == generation) {
+            let _ = session.close();
+        }
+    }
+
+    /// A new logged-in session. It is never closed on drop: see
+    /// [`Token::discard`].
     fn session(&self, context: &Context) -> Result<Session, Error> {
-        let session = context.pkcs11.open_ro_session(context.slot).map_err(|e| {
-            Error::Signing(ck(&format!("{}: cannot open a session", self.name()), &e))
-        })?;
-        login(&session, &self.pin).map_err(|e| Error::Signing(format!("{}: {e}", self.name())))?;
+        let session = context
+            .pkcs11
+            .open_ro_session_no_drop(context.slot)
+            .map_err(|e| {
+                Error::Signing(ck(&format!("{}: cannot open a session", self.name()), &e))
+            })?;
+        if let Err(e) = login(&session, &self.pin) {
+            let _ = session.close();
+            return Err(Error::Signing(format!("{}: {e}", self.name())));
+        }
         Ok(session)
     }
 }
@@ -323,19 +341,24 @@ impl Pkcs11Signer {
                 return Ok(pooled);
             }
         }
-        let result = self.token.session(&context).and_then(|session| {
-            let key = find_private(&session, &self.key)
-                .map_err(|e| Error::Signing(format!("{}: {e}", self.token.name())))?;
-            Ok(Pooled {
+        let session = match self.token.session(&context) {
+            Ok(session) => session,
+            Err(e) => {
+                self.token.reset(context.generation);
+                return Err(e);
+            }
+        };
+        match find_private(&session, &self.key) {
+            Ok(key) => Ok(Pooled {
                 session,
                 key,
                 generation: context.generation,
-            })
-        });
-        if result.is_err() {
-            self.token.reset(context.generation);
+            }),
+            Err(e) => {
+                self.token.reset(context.generation);
+                Err(Error::Signing(format!("{}: {e}", self.token.name())))
+            }
         }
-        result
     }
 
     fn sign_with(&self, pooled: &Pooled, msg: &[u8]) -> Result<[u8; 64], String> {
@@ -386,14 +409,18 @@ impl ConsensusSigner for Pkcs11Signer {
                 let mut pool = lock(&self.pool);
                 if pool.len() < self.pool_size {
                     pool.push(pooled);
+                } else {
+                    drop(pool);
+                    self.token.discard(pooled.session, pooled.generation);
                 }
                 Ok(signature)
             }
             Err(e) => {
-                let generation = pooled.generation;
+                // Finalising closes every session of the context, these
+                // and the pooled ones, which are then only forgotten.
+                self.token.reset(pooled.generation);
                 drop(pooled);
                 lock(&self.pool).clear();
-                self.token.reset(generation);
                 Err(Error::Signing(format!("{}: {e}", self.token.name())))
             }
         }

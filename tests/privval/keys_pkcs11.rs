@@ -302,3 +302,81 @@ async fn wrong_pin_and_missing_module_refuse_to_start() {
         "{log}"
     );
 }
+
+/// Four chains share one key on the token and sign at once: the key's
+/// session pool serves them concurrently, every signature verifies.
+#[tokio::test]
+async fn one_token_key_signs_for_chains_concurrently() {
+    use quorumkms::testnet;
+    use quorumkms::validator::{Checker, MockValidator, SignerListener, consensus};
+
+    let dir = tempfile::tempdir().unwrap();
+    let Some(hsm) = token(dir.path()) else { return };
+    let out = cli_ok(&hsm, &["keys", "generate", "--label", "shared"]);
+    let public_key = printed_key(&out, KeyType::Ed25519);
+    let chains: Vec<String> = (1..=4).map(|i| format!("chain-{i}")).collect();
+    let mut listens = Vec::new();
+    let mut validators_cfg = Vec::new();
+    for chain in &chains {
+        let listen = SignerListener::tcp("127.0.0.1:0").await.unwrap();
+        validators_cfg.push((chain.clone(), listen.signer_addr()));
+        listens.push((chain.clone(), listen));
+    }
+    let node = testnet::write_node(
+        dir.path(),
+        1,
+        [0; 32],
+        &chains,
+        &validators_cfg,
+        Version::V0_38,
+        "",
+    )
+    .unwrap();
+    // The soft key section goes; the token's key signs every chain.
+    let text = std::fs::read_to_string(&node.config).unwrap();
+    let start = text.find("[[providers.softsign]]").unwrap();
+    let end = start + text[start..].find("\n\n").unwrap() + 2;
+    let names: Vec<&str> = chains.iter().map(String::as_str).collect();
+    let config = format!(
+        "{}{}\n{}",
+        &text[..start],
+        hsm.providers(&names, "shared", KeyType::Ed25519),
+        &text[end..]
+    );
+    std::fs::write(&node.config, config).unwrap();
+    let _child =
+        testnet::spawn_node_with_env(&exe(), &node, None, &hsm.env(), &[]).expect("spawn node");
+    let checker = Checker::new();
+    let address = consensus::address(&public_key);
+    let runs = listens.into_iter().map(|(chain, listen)| {
+        let checker = checker.clone();
+        let address = address.clone();
+        tokio::spawn(async move {
+            let mut v = MockValidator::new(
+                listen,
+                &chain,
+                Version::V0_38,
+                public_key,
+                crate::support::fast_timing(),
+                checker,
+            );
+            for height in 1..=10 {
+                let block = Some(consensus::block_id(height, 0));
+                let vote = consensus::vote(Version::V0_38, false, height, 0, block, &address, 0);
+                let outcome = v.sign_vote(vote).await;
+                assert!(
+                    matches!(outcome, SignOutcome::Signed { .. }),
+                    "{chain} {height}: {outcome:?}"
+                );
+            }
+        })
+    });
+    for run in runs.collect::<Vec<_>>() {
+        run.await.expect("validator task");
+    }
+    let report = checker.report();
+    assert_eq!(
+        (report.released, report.conflicts, report.invalid),
+        (40, 0, 0)
+    );
+}
