@@ -577,7 +577,18 @@ impl Config {
                 }
             }
         }
+        let mut modules = BTreeSet::new();
         for (i, p) in self.providers.pkcs11.iter().enumerate() {
+            // A module is one library in the process: a second section
+            // would initialise and, after a failure, finalise it under the
+            // first one's sessions.
+            if !modules.insert(p.module.as_path()) {
+                problems.push(format!(
+                    "providers.pkcs11[{i}].module: {} is already used by another [[providers.pkcs11]]; \
+                     one section per module (two tokens of one module are not supported)",
+                    p.module.display()
+                ));
+            }
             problems.extend(
                 p.problems()
                     .into_iter()

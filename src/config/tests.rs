@@ -390,6 +390,17 @@ fn pkcs11_sections_validate() {
     assert!(p[0].contains("keys[0].id"), "{p:?}");
     let p = problems(&PKCS11.replace("label = \"c-1 consensus\"", "label = \"a\"\nid = \"01\""));
     assert!(p[0].contains("label or id, not both"), "{p:?}");
+    let twice = format!(
+        "{PKCS11}\n[[providers.pkcs11]]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\nslot = 1\n\
+         pin_file = \"p\"\nkeys = []\n"
+    );
+    let p = problems(&twice);
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("providers.pkcs11[1].module")
+                && p.contains("one section per module")),
+        "{p:?}"
+    );
     let p = problems(&PKCS11.replace(
         "protocol_version = \"v1.0\"",
         "protocol_version = \"v0.38\"",
