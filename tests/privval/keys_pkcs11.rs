@@ -205,6 +205,11 @@ async fn secp256k1_key_on_the_token_serves_v1() {
     assert_eq!(s.checker.report().invalid, 0);
 }
 
+/// SoftHSM2 keeps each token in a directory under its token directory and
+/// checks it on every operation: with the directory gone, `C_SignInit`
+/// fails (`CKR_OBJECT_HANDLE_INVALID`) and, after the node reloads the
+/// module, the token is not found at all; with it back, a fresh
+/// `C_Initialize` finds it again. That is the loss and return tested here.
 #[tokio::test]
 async fn token_lost_and_back_mid_stream() {
     let dir = tempfile::tempdir().unwrap();
