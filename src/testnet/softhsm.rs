@@ -37,6 +37,12 @@ pub fn module() -> Option<PathBuf> {
 /// `softhsm2-util` are both needed.
 pub fn unavailable() -> Option<String> {
     if module().is_none() {
+        if let Some(path) = std::env::var_os("QUORUMKMS_SOFTHSM_MODULE") {
+            return Some(format!(
+                "QUORUMKMS_SOFTHSM_MODULE names {}, which does not exist",
+                PathBuf::from(path).display()
+            ));
+        }
         return Some(format!(
             "the SoftHSM2 module is not installed (looked in {}; apt-get install softhsm2)",
             MODULE_PATHS.join(", ")

@@ -385,3 +385,69 @@ async fn one_token_key_signs_for_chains_concurrently() {
         (40, 0, 0)
     );
 }
+
+#[test]
+fn pkcs11_arguments_parse() {
+    use clap::Parser;
+    use quorumkms::cli::pkcs11::{Command as P11, KeysCommand};
+    use quorumkms::cli::{Cli, Command as Top};
+    let cli = Cli::try_parse_from([
+        "quorumkms",
+        "pkcs11",
+        "--module",
+        "/opt/cloudhsm/lib/libcloudhsm_pkcs11.so",
+        "--slot",
+        "3",
+        "--pin-file",
+        "/etc/pin",
+        "keys",
+        "generate",
+        "--label",
+        "k",
+        "--key-type",
+        "secp256k1",
+    ])
+    .expect("parse");
+    let Top::Pkcs11(args) = cli.command else {
+        panic!("not pkcs11")
+    };
+    assert_eq!(args.slot, Some(3));
+    assert!(matches!(
+        args.command,
+        P11::Keys(KeysCommand::Generate {
+            key_type: KeyType::Secp256k1,
+            ..
+        })
+    ));
+    // One way to name the token, and a key by label or id.
+    assert!(
+        Cli::try_parse_from([
+            "quorumkms",
+            "pkcs11",
+            "--module",
+            "m",
+            "--slot",
+            "1",
+            "--token-label",
+            "t",
+            "slots",
+        ])
+        .is_err()
+    );
+    assert!(
+        Cli::try_parse_from(["quorumkms", "pkcs11", "--module", "m", "keys", "pubkey"]).is_err()
+    );
+    assert!(
+        Cli::try_parse_from([
+            "quorumkms",
+            "pkcs11",
+            "--module",
+            "m",
+            "keys",
+            "pubkey",
+            "--id",
+            "0a0b",
+        ])
+        .is_ok()
+    );
+}
