@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::keys::{ConsensusSigner, softsign};
+use crate::keys::{ConsensusSigner, KeyType, softsign};
 use crate::privval::Version;
 use crate::testnet::{
     CHAIN_ID, cluster_section, find_leader, free_ports, initialize_cluster, spawn_node, write_nodes,
@@ -33,6 +33,8 @@ pub struct DemoOptions {
     pub kill_after: Option<Duration>,
     /// privval protocol version the validator speaks.
     pub protocol: Version,
+    /// The consensus key's type.
+    pub key_type: KeyType,
     /// Keep the node directories here instead of a temporary directory.
     pub dir: Option<PathBuf>,
 }
@@ -51,7 +53,7 @@ pub async fn run(options: &DemoOptions) -> Result<(), Box<dyn std::error::Error>
         .dir
         .clone()
         .unwrap_or_else(|| temp.path().to_path_buf());
-    let key = softsign::SoftSigner::generate();
+    let key = softsign::SoftSigner::generate_type(options.key_type);
     let public_key = key.public_key();
     let listen = SignerListener::tcp("127.0.0.1:0").await?;
     let addr = listen.signer_addr();
@@ -76,6 +78,21 @@ pub async fn run(options: &DemoOptions) -> Result<(), Box<dyn std::error::Error>
         options.protocol,
         &extra,
     )?;
+    if options.key_type != KeyType::Ed25519 {
+        // The key file holds the secret alone: the config says its type.
+        for node in &nodes {
+            let text = std::fs::read_to_string(&node.config)?;
+            let path_line = "path = \"secrets/consensus.key\"\n";
+            std::fs::write(
+                &node.config,
+                text.replacen(
+                    path_line,
+                    &format!("{path_line}key_type = \"{}\"\n", options.key_type),
+                    1,
+                ),
+            )?;
+        }
+    }
     let names: BTreeMap<String, String> = nodes
         .iter()
         .map(|n| (n.node_id.clone(), n.name.clone()))
@@ -96,7 +113,8 @@ pub async fn run(options: &DemoOptions) -> Result<(), Box<dyn std::error::Error>
         options.protocol
     );
     println!(
-        "  consensus key {} (soft key, same on every node)",
+        "  {} consensus key {} (soft key, same on every node)",
+        options.key_type,
         hex::encode(public_key)
     );
     println!("  simulated validator listening at {addr}; every node dials it");

@@ -63,8 +63,10 @@ pub fn load_signers(config: &Config) -> Result<BTreeMap<String, Arc<dyn Consensu
     let mut signers: BTreeMap<String, Arc<dyn ConsensusSigner>> = BTreeMap::new();
     for soft in &config.providers.softsign {
         keys::softsign::check_permissions(&soft.path)?;
-        let signer: Arc<dyn ConsensusSigner> =
-            Arc::new(keys::softsign::SoftSigner::load(&soft.path)?);
+        let signer: Arc<dyn ConsensusSigner> = Arc::new(keys::softsign::SoftSigner::load_type(
+            &soft.path,
+            soft.key_type,
+        )?);
         for chain in &soft.chain_ids {
             signers.insert(chain.clone(), signer.clone());
         }
@@ -92,7 +94,77 @@ pub fn load_signers(config: &Config) -> Result<BTreeMap<String, Arc<dyn Consensu
             }
         }
     }
+    for p11 in &config.providers.pkcs11 {
+        let token = pkcs11_token(p11)?;
+        for key in &p11.keys {
+            let key_ref = match (&key.label, &key.id) {
+                (Some(label), _) => keys::pkcs11::KeyRef::Label(label.clone()),
+                (None, Some(id)) => keys::pkcs11::KeyRef::Id(
+                    hex::decode(id)
+                        .map_err(|_| Error::Config(format!("pkcs11 key id {id:?} is not hex")))?,
+                ),
+                (None, None) => return Err(Error::Config("pkcs11 key without label or id".into())),
+            };
+            let signer: Arc<dyn ConsensusSigner> = Arc::new(keys::pkcs11::Pkcs11Signer::new(
+                token.clone(),
+                key_ref,
+                key.key_type,
+                p11.sessions,
+            )?);
+            for chain in &key.chain_ids {
+                signers.insert(chain.clone(), signer.clone());
+            }
+        }
+    }
+    check_key_types(config, &signers)?;
     Ok(signers)
+}
+
+/// The token a `[[providers.pkcs11]]` names, with its PIN read from its
+/// 0600 file.
+///
+/// # Errors
+///
+/// A PIN file that is missing or readable by others.
+pub fn pkcs11_token(p11: &crate::config::Pkcs11Config) -> Result<Arc<keys::pkcs11::Token>, Error> {
+    keys::softsign::check_permissions(&p11.pin_file)?;
+    let pin = zeroize::Zeroizing::new(
+        std::fs::read_to_string(&p11.pin_file)
+            .map_err(|e| keys::Error::Key(format!("{}: {e}", p11.pin_file.display())))?
+            .trim()
+            .to_string(),
+    );
+    let selector = match (&p11.token_label, p11.slot) {
+        (Some(label), _) => keys::pkcs11::TokenSelector::Label(label.clone()),
+        (None, Some(slot)) => keys::pkcs11::TokenSelector::Slot(slot),
+        (None, None) => {
+            return Err(Error::Config(
+                "providers.pkcs11: token_label or slot is required".into(),
+            ));
+        }
+    };
+    Ok(keys::pkcs11::Token::new(p11.module.clone(), selector, pin))
+}
+
+/// Refuses a key whose type a validator of the chain cannot use: the
+/// config says which type each key has, and an HSM may hold another.
+fn check_key_types(
+    config: &Config,
+    signers: &BTreeMap<String, Arc<dyn ConsensusSigner>>,
+) -> Result<(), Error> {
+    for v in &config.validator {
+        if let Some(signer) = signers.get(&v.chain_id) {
+            let key_type = signer.key_type();
+            if !v.protocol_version.supports_key_type(key_type) {
+                return Err(Error::Config(format!(
+                    "chain {}: its key is {key_type}, which the CometBFT {} validator at {} cannot use \
+                     (secp256k1 consensus keys need protocol_version = \"v1.0\")",
+                    v.chain_id, v.protocol_version, v.addr
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(any(feature = "mockhsm", test))]

@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod demo;
 pub mod drill;
 pub mod init;
+pub mod pkcs11;
 pub mod softsign;
 pub mod start;
 pub mod state;
@@ -49,6 +50,8 @@ pub enum Command {
     Softsign(softsign::Command),
     /// YubiHSM 2 keys.
     Yubihsm(yubihsm::Args),
+    /// Keys on a PKCS#11 token (network HSMs, SoftHSM2, ...).
+    Pkcs11(pkcs11::Args),
     /// Operate a cluster through a node's admin API.
     #[command(subcommand)]
     Cluster(cluster::Command),
@@ -81,6 +84,7 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Demo(args) => demo::run(&args),
         Command::Softsign(cmd) => softsign::run(&cmd).map_err(|e| e as Box<dyn std::error::Error>),
         Command::Yubihsm(args) => yubihsm::run(&args).map_err(|e| e as Box<dyn std::error::Error>),
+        Command::Pkcs11(args) => pkcs11::run(&args).map_err(|e| e as Box<dyn std::error::Error>),
         Command::Cluster(cmd) => cluster::run(&cmd),
         Command::State(cmd) => state::run(&cmd),
         Command::ValidatorSim(args) => validator_sim::run(&args),

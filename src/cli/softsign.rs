@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use crate::keys::ConsensusSigner;
 use crate::keys::softsign::{
     SoftSigner, encode_seed, import_priv_validator_key, overwrite_secret_file, write_secret_file,
 };
+use crate::keys::{ConsensusSigner, KeyType, PublicKey};
 
 /// Errors from a CLI subcommand, shown to the operator.
 pub type CliError = Box<dyn std::error::Error + Send + Sync>;
@@ -20,15 +20,20 @@ pub type CliError = Box<dyn std::error::Error + Send + Sync>;
 /// `softsign` subcommands.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum Command {
-    /// Generate a new Ed25519 key file (base64 seed, mode 0600).
+    /// Generate a new key file (base64 of the secret, mode 0600).
     Keygen {
         /// Where to write the key.
         path: PathBuf,
+        /// ed25519 or secp256k1 (CometBFT v1.0 only; set the same
+        /// `key_type` in the config's [[providers.softsign]]).
+        #[arg(long, default_value = "ed25519")]
+        key_type: KeyType,
         /// Replace an existing file.
         #[arg(long)]
         force: bool,
     },
-    /// Import a CometBFT priv_validator_key.json into a key file.
+    /// Import a CometBFT priv_validator_key.json (Ed25519 or secp256k1)
+    /// into a key file.
     Import {
         /// The priv_validator_key.json to read.
         input: PathBuf,
@@ -42,6 +47,9 @@ pub enum Command {
     Pubkey {
         /// The key file.
         path: PathBuf,
+        /// What the file holds.
+        #[arg(long, default_value = "ed25519")]
+        key_type: KeyType,
     },
 }
 
@@ -61,8 +69,12 @@ pub fn run(cmd: &Command) -> Result<(), CliError> {
 /// As [`run`].
 pub fn run_with_output(cmd: &Command, out: &mut dyn Write) -> Result<(), CliError> {
     match cmd {
-        Command::Keygen { path, force } => {
-            let signer = SoftSigner::generate();
+        Command::Keygen {
+            path,
+            force,
+            key_type,
+        } => {
+            let signer = SoftSigner::generate_type(*key_type);
             save(&signer, path, *force)?;
             writeln!(out, "wrote {}", path.display())?;
             print_public_key(&signer, out)?;
@@ -83,9 +95,16 @@ pub fn run_with_output(cmd: &Command, out: &mut dyn Write) -> Result<(), CliErro
                 output.display()
             )?;
             print_public_key(&signer, out)?;
+            if signer.public_key().key_type() != KeyType::Ed25519 {
+                writeln!(
+                    out,
+                    "set key_type = \"{}\" in this key's [[providers.softsign]]",
+                    signer.public_key().key_type()
+                )?;
+            }
         }
-        Command::Pubkey { path } => {
-            let signer = SoftSigner::load(path)?;
+        Command::Pubkey { path, key_type } => {
+            let signer = SoftSigner::load_type(path, *key_type)?;
             print_public_key(&signer, out)?;
         }
     }
@@ -111,17 +130,27 @@ fn save(signer: &SoftSigner, path: &Path, force: bool) -> Result<(), CliError> {
 ///
 /// When `out` fails.
 pub fn print_public_key(signer: &dyn ConsensusSigner, out: &mut dyn Write) -> std::io::Result<()> {
-    let pk = signer.public_key();
+    print_key(&signer.public_key(), out)
+}
+
+/// As [`print_public_key`], for a public key.
+///
+/// # Errors
+///
+/// When `out` fails.
+pub fn print_key(pk: &PublicKey, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(out, "key type:            {}", pk.key_type())?;
     writeln!(out, "public key (hex):    {}", hex::encode(pk))?;
     writeln!(out, "public key (base64): {}", BASE64.encode(pk))?;
     writeln!(
         out,
-        "cometbft pub_key:    {{\"type\":\"tendermint/PubKeyEd25519\",\"value\":\"{}\"}}",
+        "cometbft pub_key:    {{\"type\":\"{}\",\"value\":\"{}\"}}",
+        pk.json_type(),
         BASE64.encode(pk)
     )?;
     writeln!(
         out,
         "validator address:   {}",
-        hex::encode_upper(crate::transport::node_id(&pk))
+        hex::encode_upper(pk.address())
     )
 }

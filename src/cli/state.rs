@@ -372,9 +372,12 @@ fn check_chains(config: &Config, path: &std::path::Path, imported: &[ChainState]
 fn public_keys(config: &Config) -> BTreeMap<String, [u8; 32]> {
     let mut keys = BTreeMap::new();
     for soft in &config.providers.softsign {
-        if let Ok(signer) = SoftSigner::load(&soft.path) {
+        // The exchange formats carry ed25519 keys only.
+        if let Ok(signer) = SoftSigner::load_type(&soft.path, soft.key_type)
+            && let crate::keys::PublicKey::Ed25519(key) = signer.public_key()
+        {
             for chain in &soft.chain_ids {
-                keys.insert(chain.clone(), signer.public_key());
+                keys.insert(chain.clone(), key);
             }
         }
     }

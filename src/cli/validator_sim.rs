@@ -177,12 +177,10 @@ async fn drive(
             }
         }
     };
-    let public_key = match expected {
+    let public_key = match expected.map(crate::keys::PublicKey::from) {
         Some(key) if key != public_key => {
             println!(
-                "WARNING: signer announced key {} but --pubkey is {}; verifying against --pubkey",
-                hex::encode(public_key),
-                hex::encode(key)
+                "WARNING: signer announced key {public_key} but --pubkey is {key}; verifying against --pubkey"
             );
             key
         }
@@ -190,7 +188,7 @@ async fn drive(
         None => public_key,
     };
     validator.set_public_key(public_key);
-    println!("consensus key {}", hex::encode(public_key));
+    println!("consensus key {public_key}");
     let address = consensus::address(&public_key);
     stats.last_signed = Some(Instant::now());
     let mut next_stats = Instant::now() + args.stats_every;

@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::keys::softsign::{SoftSigner, import_priv_validator_key};
 use crate::keys::yubihsm::{self as hsm, Connector};
+use crate::keys::{ConsensusSigner as _, KeyType, PublicKey};
 
 pub use super::softsign::CliError;
 
@@ -80,19 +81,27 @@ pub enum KeysCommand {
         /// Object label.
         #[arg(long, default_value = "quorumkms consensus key")]
         label: String,
+        /// ed25519 or secp256k1 (CometBFT v1.0; set the same key_type in
+        /// the config's key entry).
+        #[arg(long, default_value = "ed25519")]
+        key_type: KeyType,
     },
     /// Import a softsign key file or a priv_validator_key.json.
     Import {
         /// Object id of the new key.
         id: u16,
-        /// The key file (base64 seed) or priv_validator_key.json.
+        /// The key file (base64 secret) or priv_validator_key.json.
         #[arg(long)]
         path: PathBuf,
         /// Object label.
         #[arg(long, default_value = "quorumkms consensus key")]
         label: String,
+        /// The key type of a softsign key file (a priv_validator_key.json
+        /// says its own).
+        #[arg(long, default_value = "ed25519")]
+        key_type: KeyType,
     },
-    /// List the Ed25519 keys in the HSM.
+    /// List the Ed25519 and secp256k1 keys in the HSM.
     List,
 }
 
@@ -190,15 +199,29 @@ pub fn run_with_client(
                 writeln!(out, "deleted the default authentication key 1")?;
             }
         }
-        Command::Keys(KeysCommand::Generate { id, label }) => {
-            let pk = hsm::generate_key(client, *id, label)?;
-            writeln!(out, "generated Ed25519 key {id}")?;
+        Command::Keys(KeysCommand::Generate {
+            id,
+            label,
+            key_type,
+        }) => {
+            let pk = hsm::generate_typed_key(client, *id, label, *key_type)?;
+            let name = match key_type {
+                KeyType::Ed25519 => "Ed25519",
+                KeyType::Secp256k1 => "secp256k1",
+            };
+            writeln!(out, "generated {name} key {id}")?;
             print_key(*id, &pk, out)?;
         }
-        Command::Keys(KeysCommand::Import { id, path, label }) => {
-            let signer = load_importable(path)?;
+        Command::Keys(KeysCommand::Import {
+            id,
+            path,
+            label,
+            key_type,
+        }) => {
+            let signer = load_importable(path, *key_type)?;
             let mut seed = signer.seed();
-            let result = hsm::import_key(client, *id, label, &seed);
+            let result =
+                hsm::import_typed_key(client, *id, label, signer.public_key().key_type(), &seed);
             zeroize::Zeroize::zeroize(&mut seed);
             let pk = result?;
             writeln!(out, "imported {} as key {id}", path.display())?;
@@ -207,15 +230,16 @@ pub fn run_with_client(
         Command::Keys(KeysCommand::List) => {
             let keys = hsm::list_keys(client)?;
             if keys.is_empty() {
-                writeln!(out, "no Ed25519 keys")?;
+                writeln!(out, "no Ed25519 or secp256k1 keys")?;
             }
             for key in keys {
                 writeln!(
                     out,
-                    "{:>5}  {}  {:?}",
+                    "{:>5}  {}  {:?}  {}",
                     key.key_id,
                     hex::encode(key.public_key),
-                    key.label
+                    key.label,
+                    key.public_key.key_type()
                 )?;
             }
         }
@@ -223,8 +247,9 @@ pub fn run_with_client(
     Ok(())
 }
 
-/// A softsign key file, or a priv_validator_key.json (detected by content).
-fn load_importable(path: &Path) -> Result<SoftSigner, CliError> {
+/// A softsign key file holding a `key_type` key, or a
+/// priv_validator_key.json (detected by content, either key type).
+pub fn load_importable(path: &Path, key_type: KeyType) -> Result<SoftSigner, CliError> {
     let text = Zeroizing::new(
         std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
@@ -232,16 +257,21 @@ fn load_importable(path: &Path) -> Result<SoftSigner, CliError> {
     if text.trim_start().starts_with('{') {
         Ok(import_priv_validator_key(&text)?)
     } else {
-        Ok(SoftSigner::load(path)?)
+        Ok(SoftSigner::load_type(path, key_type)?)
     }
 }
 
-fn print_key(id: u16, pk: &[u8; 32], out: &mut dyn Write) -> std::io::Result<()> {
+fn print_key(id: u16, pk: &PublicKey, out: &mut dyn Write) -> std::io::Result<()> {
     use base64::Engine as _;
     writeln!(out, "key {id} public key (hex):    {}", hex::encode(pk))?;
     writeln!(
         out,
         "key {id} public key (base64): {}",
         base64::engine::general_purpose::STANDARD.encode(pk)
+    )?;
+    writeln!(
+        out,
+        "key {id} validator address:   {}",
+        hex::encode_upper(pk.address())
     )
 }

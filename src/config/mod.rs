@@ -1,7 +1,8 @@
 //! quorumkms.toml: parsing and validation.
 //!
 //! The file mirrors tmkms's: `[[chain]]`, `[[validator]]`,
-//! `[[providers.softsign]]` / `[[providers.yubihsm]]`, plus an optional
+//! `[[providers.softsign]]` / `[[providers.yubihsm]]` /
+//! `[[providers.pkcs11]]`, plus an optional
 //! `[cluster]` section. [`load`] parses, resolves relative paths against the
 //! file's directory and validates everything, reporting every problem at
 //! once with the key it concerns, so nothing is first discovered at connect
@@ -17,6 +18,7 @@ use serde::Deserialize;
 
 use crate::grant::floor::Floor;
 use crate::grant::floor::http::RpcUrl;
+use crate::keys::KeyType;
 use crate::privval::Version;
 use crate::transport::Address;
 
@@ -187,6 +189,9 @@ pub struct ProvidersConfig {
     /// YubiHSM 2 devices.
     #[serde(default)]
     pub yubihsm: Vec<YubihsmConfig>,
+    /// PKCS#11 tokens (network HSMs, SoftHSM2, ...).
+    #[serde(default)]
+    pub pkcs11: Vec<Pkcs11Config>,
 }
 
 /// One `[[providers.softsign]]`.
@@ -195,8 +200,49 @@ pub struct ProvidersConfig {
 pub struct SoftsignConfig {
     /// Chains this key signs for.
     pub chain_ids: Vec<String>,
-    /// Key file (base64 Ed25519 seed, mode 0600).
+    /// Key file (base64 of the 32-byte secret, mode 0600).
     pub path: PathBuf,
+    /// What the file holds: `ed25519` (default) or `secp256k1`.
+    #[serde(default)]
+    pub key_type: KeyType,
+}
+
+/// One `[[providers.pkcs11]]`: a token behind a PKCS#11 module.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Config {
+    /// The vendor's PKCS#11 library (`.so`).
+    pub module: PathBuf,
+    /// The token, by label (preferred: slot numbers can change).
+    pub token_label: Option<String>,
+    /// The token, by slot id.
+    pub slot: Option<u64>,
+    /// File holding the user PIN (mode 0600).
+    pub pin_file: PathBuf,
+    /// Sessions kept open for concurrent signing (default 4).
+    #[serde(default = "default_pkcs11_sessions")]
+    pub sessions: usize,
+    /// Keys on the token and the chains they sign for.
+    pub keys: Vec<Pkcs11Key>,
+}
+
+/// A key on a PKCS#11 token, by label or by id.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Key {
+    /// Chains it signs for.
+    pub chain_ids: Vec<String>,
+    /// `CKA_LABEL` of the private key.
+    pub label: Option<String>,
+    /// `CKA_ID` of the private key, in hex.
+    pub id: Option<String>,
+    /// `ed25519` (default, `CKM_EDDSA`) or `secp256k1` (`CKM_ECDSA`).
+    #[serde(default)]
+    pub key_type: KeyType,
+}
+
+fn default_pkcs11_sessions() -> usize {
+    4
 }
 
 /// One `[[providers.yubihsm]]`.
@@ -247,8 +293,48 @@ pub struct YubihsmAuth {
 pub struct YubihsmKey {
     /// Chains it signs for.
     pub chain_ids: Vec<String>,
-    /// Object id of the Ed25519 key.
+    /// Object id of the key.
     pub key: u16,
+    /// `ed25519` (default) or `secp256k1`.
+    #[serde(default)]
+    pub key_type: KeyType,
+}
+
+impl Pkcs11Config {
+    /// The problems of this section alone, each naming its key.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        match (&self.token_label, self.slot) {
+            (None, None) => {
+                problems.push("token_label: name the token by token_label (or slot)".to_string())
+            }
+            (Some(_), Some(_)) => {
+                problems.push("slot: give token_label or slot, not both".to_string());
+            }
+            _ => {}
+        }
+        if !(1..=64).contains(&self.sessions) {
+            problems.push(format!("sessions: {} is outside 1..=64", self.sessions));
+        }
+        if self.keys.is_empty() {
+            problems.push("keys: at least one [[providers.pkcs11.keys]] is required".to_string());
+        }
+        for (j, k) in self.keys.iter().enumerate() {
+            match (&k.label, &k.id) {
+                (None, None) => {
+                    problems.push(format!("keys[{j}]: give the key's label or id"));
+                }
+                (Some(_), Some(_)) => {
+                    problems.push(format!("keys[{j}]: give label or id, not both"));
+                }
+                (None, Some(id)) if hex::decode(id).map_or(true, |b| b.is_empty()) => {
+                    problems.push(format!("keys[{j}].id: {id:?} is not hex"));
+                }
+                _ => {}
+            }
+        }
+        problems
+    }
 }
 
 fn default_true() -> bool {
@@ -355,6 +441,13 @@ impl Config {
         for y in &mut self.providers.yubihsm {
             resolve(base, &mut y.auth.password_file);
         }
+        for p in &mut self.providers.pkcs11 {
+            resolve(base, &mut p.pin_file);
+            // A bare library name is left to the dynamic loader.
+            if p.module.components().count() > 1 {
+                resolve(base, &mut p.module);
+            }
+        }
         if let Some(cluster) = &mut self.cluster {
             resolve(base, &mut cluster.data_dir);
             if let Some(tls) = &mut cluster.tls {
@@ -450,18 +543,23 @@ impl Config {
                 ));
             }
         }
-        let mut keyed = BTreeSet::new();
-        let mut claim = |chain: &str, key: String, problems: &mut Vec<String>| {
-            if !chains.contains(chain) {
-                problems.push(format!("{key}: no [[chain]] has id {chain:?}"));
-            } else if !keyed.insert(chain.to_string()) {
-                problems.push(format!("{key}: chain {chain:?} already has a key"));
-            }
-        };
+        // chain -> (its key's type, where the key is configured)
+        let mut keyed: BTreeMap<String, (KeyType, String)> = BTreeMap::new();
+        let mut claim =
+            |chain: &str, key_type: KeyType, key: String, problems: &mut Vec<String>| {
+                if !chains.contains(chain) {
+                    problems.push(format!("{key}: no [[chain]] has id {chain:?}"));
+                } else if keyed.contains_key(chain) {
+                    problems.push(format!("{key}: chain {chain:?} already has a key"));
+                } else {
+                    keyed.insert(chain.to_string(), (key_type, key));
+                }
+            };
         for (i, s) in self.providers.softsign.iter().enumerate() {
             for chain in &s.chain_ids {
                 claim(
                     chain,
+                    s.key_type,
                     format!("providers.softsign[{i}].chain_ids"),
                     &mut problems,
                 );
@@ -472,17 +570,57 @@ impl Config {
                 for chain in &k.chain_ids {
                     claim(
                         chain,
+                        k.key_type,
                         format!("providers.yubihsm[{i}].keys[{j}].chain_ids"),
                         &mut problems,
                     );
                 }
             }
         }
-        for c in &self.chain {
-            if !keyed.contains(&c.id) {
+        let mut modules = BTreeSet::new();
+        for (i, p) in self.providers.pkcs11.iter().enumerate() {
+            // A module is one library in the process: a second section
+            // would initialise and, after a failure, finalise it under the
+            // first one's sessions.
+            if !modules.insert(p.module.as_path()) {
                 problems.push(format!(
-                    "providers: chain {:?} has no key (add it to a [[providers.softsign]] or [[providers.yubihsm]] chain_ids)",
+                    "providers.pkcs11[{i}].module: {} is already used by another [[providers.pkcs11]]; \
+                     one section per module (two tokens of one module are not supported)",
+                    p.module.display()
+                ));
+            }
+            problems.extend(
+                p.problems()
+                    .into_iter()
+                    .map(|problem| format!("providers.pkcs11[{i}].{problem}")),
+            );
+            for (j, k) in p.keys.iter().enumerate() {
+                for chain in &k.chain_ids {
+                    claim(
+                        chain,
+                        k.key_type,
+                        format!("providers.pkcs11[{i}].keys[{j}].chain_ids"),
+                        &mut problems,
+                    );
+                }
+            }
+        }
+        for c in &self.chain {
+            if !keyed.contains_key(&c.id) {
+                problems.push(format!(
+                    "providers: chain {:?} has no key (add it to a [[providers.softsign]], [[providers.yubihsm]] or [[providers.pkcs11]] chain_ids)",
                     c.id
+                ));
+            }
+        }
+        for (i, v) in self.validator.iter().enumerate() {
+            if let Some((key_type, key)) = keyed.get(&v.chain_id)
+                && !v.protocol_version.supports_key_type(*key_type)
+            {
+                problems.push(format!(
+                    "validator[{i}].protocol_version: chain {:?} has a {key_type} key ({key}), \
+                     which CometBFT {} cannot use; secp256k1 consensus keys need protocol_version = \"v1.0\"",
+                    v.chain_id, v.protocol_version
                 ));
             }
         }

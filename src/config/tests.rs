@@ -321,3 +321,148 @@ fn a_chains_floor_is_one_of_three_choices_or_unset() {
     let p = problems(&with("floor = \"latest\""));
     assert!(p[0].contains("floor"), "{p:?}");
 }
+
+#[test]
+fn a_secp256k1_key_needs_v1_validators() {
+    let secp = GOOD.replace(
+        "path = \"secrets/cosmoshub-4-consensus.key\"",
+        "path = \"secrets/cosmoshub-4-consensus.key\"\nkey_type = \"secp256k1\"",
+    );
+    let p = problems(&secp);
+    // Both validators (v0.37 and the default v0.38) are named.
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p[0].starts_with("validator[0].protocol_version"), "{p:?}");
+    assert!(p[0].contains("secp256k1") && p[0].contains("v1.0"), "{p:?}");
+    let v1 = secp
+        .replace(
+            "protocol_version = \"v0.37\"",
+            "protocol_version = \"v1.0\"",
+        )
+        .replace(
+            "addr = \"unix:///tmp/val.sock\"",
+            "addr = \"unix:///tmp/val.sock\"\nprotocol_version = \"v1.0\"",
+        );
+    assert_eq!(problems(&v1), Vec::<String>::new());
+    let p = problems(&GOOD.replace(
+        "path = \"secrets/cosmoshub-4-consensus.key\"",
+        "path = \"k\"\nkey_type = \"rsa\"",
+    ));
+    assert!(p[0].contains("key_type") || p[0].contains("rsa"), "{p:?}");
+}
+
+const PKCS11: &str = r#"
+[[chain]]
+id = "c-1"
+state_file = "state/c-1.json"
+
+[[validator]]
+chain_id = "c-1"
+addr = "unix:///tmp/val.sock"
+protocol_version = "v1.0"
+
+[[providers.pkcs11]]
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "validators"
+pin_file = "secrets/pin"
+
+[[providers.pkcs11.keys]]
+chain_ids = ["c-1"]
+label = "c-1 consensus"
+key_type = "secp256k1"
+"#;
+
+#[test]
+fn pkcs11_sections_validate() {
+    let config = parse(PKCS11).unwrap();
+    assert_eq!(config.validate(), Ok(()));
+    let p11 = &config.providers.pkcs11[0];
+    assert_eq!(p11.sessions, 4);
+    assert_eq!(p11.keys[0].key_type, KeyType::Secp256k1);
+
+    let p = problems(&PKCS11.replace("token_label = \"validators\"\n", ""));
+    assert!(p[0].contains("providers.pkcs11[0].token_label"), "{p:?}");
+    let p = problems(&PKCS11.replace(
+        "token_label = \"validators\"",
+        "token_label = \"validators\"\nslot = 3",
+    ));
+    assert!(p[0].contains("not both"), "{p:?}");
+    let p = problems(&PKCS11.replace("label = \"c-1 consensus\"", "id = \"zz\""));
+    assert!(p[0].contains("keys[0].id"), "{p:?}");
+    let p = problems(&PKCS11.replace("label = \"c-1 consensus\"", "label = \"a\"\nid = \"01\""));
+    assert!(p[0].contains("label or id, not both"), "{p:?}");
+    let twice = format!(
+        "{PKCS11}\n[[providers.pkcs11]]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\nslot = 1\n\
+         pin_file = \"p\"\nkeys = []\n"
+    );
+    let p = problems(&twice);
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("providers.pkcs11[1].module")
+                && p.contains("one section per module")),
+        "{p:?}"
+    );
+    let p = problems(&PKCS11.replace(
+        "protocol_version = \"v1.0\"",
+        "protocol_version = \"v0.38\"",
+    ));
+    assert!(
+        p[0].contains("validator[0].protocol_version")
+            && p[0].contains("providers.pkcs11[0].keys[0]"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn pkcs11_paths_resolve_against_the_config() {
+    let mut config = parse(&PKCS11.replace(
+        "module = \"/usr/lib/softhsm/libsofthsm2.so\"",
+        "module = \"libvendor.so\"",
+    ))
+    .unwrap();
+    config.resolve_paths(Path::new("/etc/quorumkms"));
+    let p11 = &config.providers.pkcs11[0];
+    assert_eq!(p11.pin_file, Path::new("/etc/quorumkms/secrets/pin"));
+    // A bare library name is the dynamic loader's to find.
+    assert_eq!(p11.module, Path::new("libvendor.so"));
+}
+
+#[test]
+fn init_writes_a_valid_config_for_every_backend_and_key_type() {
+    use crate::cli::init::{KeyBackend, KeyPlan, render_with};
+    let chains = ["cosmoshub-4".to_string(), "osmosis-1".to_string()];
+    for backend in [KeyBackend::Soft, KeyBackend::Yubihsm, KeyBackend::Pkcs11] {
+        for key_type in [KeyType::Ed25519, KeyType::Secp256k1] {
+            let plan = KeyPlan {
+                backend,
+                key_type,
+                ..KeyPlan::default()
+            };
+            let text = render_with(&chains, &plan);
+            let config =
+                parse(&text).unwrap_or_else(|e| panic!("{backend:?} {key_type}: {e}\n{text}"));
+            assert_eq!(config.validate(), Ok(()), "{backend:?} {key_type}:\n{text}");
+            match backend {
+                KeyBackend::Soft => {
+                    assert_eq!(config.providers.softsign.len(), 2);
+                    assert_eq!(config.providers.softsign[1].key_type, key_type);
+                }
+                KeyBackend::Yubihsm => {
+                    assert_eq!(config.providers.yubihsm[0].keys.len(), 2);
+                    assert_eq!(config.providers.yubihsm[0].keys[1].key_type, key_type);
+                }
+                KeyBackend::Pkcs11 => {
+                    assert_eq!(config.providers.pkcs11[0].keys.len(), 2);
+                    assert_eq!(config.providers.pkcs11[0].keys[0].key_type, key_type);
+                }
+            }
+            if key_type == KeyType::Secp256k1 {
+                assert!(
+                    config
+                        .validator
+                        .iter()
+                        .all(|v| v.protocol_version == Version::V1_0)
+                );
+            }
+        }
+    }
+}

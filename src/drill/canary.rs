@@ -22,7 +22,7 @@ use crate::validator::{
 /// What the sentries share.
 struct Seen {
     config: plan::CanaryPlan,
-    public_key: [u8; 32],
+    public_key: crate::keys::PublicKey,
     started: Instant,
     first_height: i64,
     attempts: Mutex<Vec<CanaryRequest>>,
@@ -126,7 +126,7 @@ impl Canary {
     }
 
     /// The key the signers announced.
-    pub fn public_key(&self) -> [u8; 32] {
+    pub fn public_key(&self) -> crate::keys::PublicKey {
         self.shared.public_key
     }
 

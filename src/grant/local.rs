@@ -91,7 +91,7 @@ fn lock<T>(state: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct StateSigner(Arc<Chain>);
 
 impl ConsensusSigner for StateSigner {
-    fn public_key(&self) -> [u8; 32] {
+    fn public_key(&self) -> crate::keys::PublicKey {
         self.0.signer.public_key()
     }
 
@@ -215,7 +215,7 @@ mod tests {
     }
 
     impl ConsensusSigner for Counting {
-        fn public_key(&self) -> [u8; 32] {
+        fn public_key(&self) -> crate::keys::PublicKey {
             self.key.public_key()
         }
 

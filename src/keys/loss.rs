@@ -39,7 +39,7 @@ struct Switched {
 }
 
 impl ConsensusSigner for Switched {
-    fn public_key(&self) -> [u8; 32] {
+    fn public_key(&self) -> super::PublicKey {
         self.inner.public_key()
     }
 

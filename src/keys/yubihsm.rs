@@ -4,6 +4,11 @@
 //! [`connect`]) and handed to [`YubiHsmSigner::new`]; there is no global
 //! client. The key helpers (`generate_key`, `import_key`, `list_keys`,
 //! `setup`) back the `quorumkms yubihsm` subcommands.
+//!
+//! Ed25519 keys sign with `sign_ed25519`; secp256k1 keys (CometBFT v1.0)
+//! with ECDSA on the SHA-256 of the sign bytes, the device's DER answer
+//! brought to CometBFT's 64-byte low-S form here. The device draws its own
+//! ECDSA nonces, so those signatures are valid but not deterministic.
 
 use std::fmt;
 use std::sync::Mutex;
@@ -13,7 +18,9 @@ use yubihsm::object::{self, Filter, Label};
 use yubihsm::{Capability, Client, Credentials, Domain};
 use zeroize::Zeroize;
 
-use super::{ConsensusSigner, Error};
+use sha2::{Digest as _, Sha256};
+
+use super::{ConsensusSigner, Error, KeyType, PublicKey};
 
 /// How to reach the HSM.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,17 +115,17 @@ pub fn connect(connector: &Connector, auth_key_id: u16, password: &str) -> Resul
 pub struct YubiHsmSigner {
     client: Mutex<Client>,
     key_id: u16,
-    public_key: [u8; 32],
+    public_key: PublicKey,
 }
 
 impl YubiHsmSigner {
-    /// Uses Ed25519 key `key_id` through `client`.
+    /// Uses key `key_id` (Ed25519 or secp256k1) through `client`.
     ///
     /// # Errors
     ///
-    /// When the key does not exist or is not Ed25519.
+    /// When the key does not exist or is of another type.
     pub fn new(client: Client, key_id: u16) -> Result<Self, Error> {
-        let public_key = public_key(&client, key_id)?;
+        let public_key = typed_public_key(&client, key_id)?;
         Ok(Self {
             client: Mutex::new(client),
             key_id,
@@ -136,13 +143,13 @@ impl fmt::Debug for YubiHsmSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("YubiHsmSigner")
             .field("key_id", &self.key_id)
-            .field("public_key", &hex::encode(self.public_key))
+            .field("public_key", &self.public_key)
             .finish_non_exhaustive()
     }
 }
 
 impl ConsensusSigner for YubiHsmSigner {
-    fn public_key(&self) -> [u8; 32] {
+    fn public_key(&self) -> PublicKey {
         self.public_key
     }
 
@@ -151,10 +158,69 @@ impl ConsensusSigner for YubiHsmSigner {
             .client
             .lock()
             .map_err(|_| Error::Signing("yubihsm client lock poisoned".into()))?;
-        let sig = client
-            .sign_ed25519(self.key_id, msg)
-            .map_err(|e| Error::Signing(format!("yubihsm key {}: {e}", self.key_id)))?;
-        Ok(sig.to_bytes())
+        let failed =
+            |e: yubihsm::client::Error| Error::Signing(format!("yubihsm key {}: {e}", self.key_id));
+        match self.public_key {
+            PublicKey::Ed25519(_) => Ok(client
+                .sign_ed25519(self.key_id, msg)
+                .map_err(failed)?
+                .to_bytes()),
+            PublicKey::Secp256k1(_) => {
+                let der = client
+                    .sign_ecdsa_prehash_raw(self.key_id, Sha256::digest(msg).to_vec())
+                    .map_err(failed)?;
+                let signature = k256::ecdsa::Signature::from_der(&der).map_err(|_| {
+                    Error::Signing(format!(
+                        "yubihsm key {}: malformed ECDSA signature",
+                        self.key_id
+                    ))
+                })?;
+                let signature = super::secp256k1::normalize(&signature.to_bytes())?;
+                // A device that answers garbage must not reach the validator.
+                if !self.public_key.verify(msg, &signature) {
+                    return Err(Error::Signing(format!(
+                        "yubihsm key {}: the signature does not verify",
+                        self.key_id
+                    )));
+                }
+                Ok(signature)
+            }
+        }
+    }
+}
+
+/// The public key of object `key_id`, Ed25519 or secp256k1.
+///
+/// # Errors
+///
+/// When the key is missing or of another type.
+pub fn typed_public_key(client: &Client, key_id: u16) -> Result<PublicKey, Error> {
+    let pk = client
+        .get_public_key(key_id)
+        .map_err(|e| hsm_err(&format!("cannot read public key {key_id}"), e))?;
+    decode_public_key(&pk).ok_or_else(|| {
+        Error::Key(format!(
+            "yubihsm: key {key_id} is neither Ed25519 nor secp256k1 ({:?})",
+            pk.algorithm
+        ))
+    })
+}
+
+fn decode_public_key(pk: &yubihsm::asymmetric::PublicKey) -> Option<PublicKey> {
+    match pk.algorithm {
+        Algorithm::Ed25519 => pk.ed25519().map(|k| PublicKey::Ed25519(k.into_bytes())),
+        Algorithm::EcK256 => {
+            // The device gives x || y; SEC1 wants the 0x04 tag in front.
+            let mut uncompressed = vec![0x04];
+            uncompressed.extend_from_slice(pk.as_slice());
+            let key = k256::ecdsa::VerifyingKey::from_sec1_bytes(&uncompressed).ok()?;
+            PublicKey::from_type_and_bytes(
+                KeyType::Secp256k1,
+                key.to_encoded_point(true).as_bytes(),
+            )
+            .ok()
+        }
+        _ => None,
     }
 }
 
@@ -174,8 +240,18 @@ pub fn public_key(client: &Client, key_id: u16) -> Result<[u8; 32], Error> {
 
 /// Capabilities given to consensus keys: signing, and nothing that would
 /// let the key be read back.
-fn key_capabilities() -> Capability {
-    Capability::SIGN_EDDSA
+fn key_capabilities(key_type: KeyType) -> Capability {
+    match key_type {
+        KeyType::Ed25519 => Capability::SIGN_EDDSA,
+        KeyType::Secp256k1 => Capability::SIGN_ECDSA,
+    }
+}
+
+fn algorithm(key_type: KeyType) -> Algorithm {
+    match key_type {
+        KeyType::Ed25519 => Algorithm::Ed25519,
+        KeyType::Secp256k1 => Algorithm::EcK256,
+    }
 }
 
 fn label(text: &str) -> Result<Label, Error> {
@@ -200,17 +276,35 @@ fn ensure_free(client: &Client, key_id: u16) -> Result<(), Error> {
 ///
 /// When the id is taken or the device refuses.
 pub fn generate_key(client: &Client, key_id: u16, label_text: &str) -> Result<[u8; 32], Error> {
+    match generate_typed_key(client, key_id, label_text, KeyType::Ed25519)? {
+        PublicKey::Ed25519(k) => Ok(k),
+        PublicKey::Secp256k1(_) => Err(Error::Key("yubihsm: not an Ed25519 key".into())),
+    }
+}
+
+/// Generates a key of `key_type` inside the HSM as object `key_id` and
+/// returns its public key.
+///
+/// # Errors
+///
+/// When the id is taken or the device refuses.
+pub fn generate_typed_key(
+    client: &Client,
+    key_id: u16,
+    label_text: &str,
+    key_type: KeyType,
+) -> Result<PublicKey, Error> {
     ensure_free(client, key_id)?;
     client
         .generate_asymmetric_key(
             key_id,
             label(label_text)?,
             Domain::DOM1,
-            key_capabilities(),
-            Algorithm::Ed25519,
+            key_capabilities(key_type),
+            algorithm(key_type),
         )
         .map_err(|e| hsm_err(&format!("cannot generate key {key_id}"), e))?;
-    public_key(client, key_id)
+    typed_public_key(client, key_id)
 }
 
 /// Imports an Ed25519 seed as object `key_id` and returns its public key.
@@ -224,22 +318,41 @@ pub fn import_key(
     label_text: &str,
     seed: &[u8; 32],
 ) -> Result<[u8; 32], Error> {
+    match import_typed_key(client, key_id, label_text, KeyType::Ed25519, seed)? {
+        PublicKey::Ed25519(k) => Ok(k),
+        PublicKey::Secp256k1(_) => Err(Error::Key("yubihsm: not an Ed25519 key".into())),
+    }
+}
+
+/// Imports a 32-byte secret of `key_type` (an Ed25519 seed or a secp256k1
+/// scalar) as object `key_id` and returns its public key.
+///
+/// # Errors
+///
+/// When the id is taken or the device refuses.
+pub fn import_typed_key(
+    client: &Client,
+    key_id: u16,
+    label_text: &str,
+    key_type: KeyType,
+    secret: &[u8; 32],
+) -> Result<PublicKey, Error> {
     ensure_free(client, key_id)?;
-    let mut bytes = seed.to_vec();
+    let mut bytes = secret.to_vec();
     let result = client.put_asymmetric_key(
         key_id,
         label(label_text)?,
         Domain::DOM1,
-        key_capabilities(),
-        Algorithm::Ed25519,
+        key_capabilities(key_type),
+        algorithm(key_type),
         bytes.clone(),
     );
     bytes.zeroize();
     result.map_err(|e| hsm_err(&format!("cannot import key {key_id}"), e))?;
-    public_key(client, key_id)
+    typed_public_key(client, key_id)
 }
 
-/// An Ed25519 key found in the HSM.
+/// An Ed25519 or secp256k1 key found in the HSM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyInfo {
     /// Object id.
@@ -247,10 +360,11 @@ pub struct KeyInfo {
     /// Object label.
     pub label: String,
     /// Public key.
-    pub public_key: [u8; 32],
+    pub public_key: PublicKey,
 }
 
-/// Lists the Ed25519 asymmetric keys visible to this session, by id.
+/// Lists the Ed25519 and secp256k1 asymmetric keys visible to this
+/// session, by id.
 ///
 /// # Errors
 ///
@@ -264,14 +378,16 @@ pub fn list_keys(client: &Client) -> Result<Vec<KeyInfo>, Error> {
         let pk = client
             .get_public_key(entry.object_id)
             .map_err(|e| hsm_err(&format!("cannot read public key {}", entry.object_id), e))?;
-        let Some(pk) = pk.ed25519() else { continue };
+        let Some(public_key) = decode_public_key(&pk) else {
+            continue;
+        };
         let info = client
             .get_object_info(entry.object_id, object::Type::AsymmetricKey)
             .map_err(|e| hsm_err(&format!("cannot read object {}", entry.object_id), e))?;
         keys.push(KeyInfo {
             key_id: entry.object_id,
             label: info.label.to_string(),
-            public_key: pk.into_bytes(),
+            public_key,
         });
     }
     keys.sort_by_key(|k| k.key_id);
@@ -302,6 +418,7 @@ pub fn setup(
     let caps = Capability::GENERATE_ASYMMETRIC_KEY
         | Capability::PUT_ASYMMETRIC_KEY
         | Capability::SIGN_EDDSA
+        | Capability::SIGN_ECDSA
         | Capability::GET_OPTION;
     client
         .put_authentication_key(
@@ -309,7 +426,7 @@ pub fn setup(
             label("quorumkms")?,
             Domain::DOM1,
             caps,
-            key_capabilities(),
+            key_capabilities(KeyType::Ed25519) | key_capabilities(KeyType::Secp256k1),
             yubihsm::authentication::Algorithm::default(),
             yubihsm::authentication::Key::derive_from_password(password.as_bytes()),
         )
@@ -339,11 +456,35 @@ mod tests {
         let client = connect(&Connector::Mock, 1, "password").expect("default credentials");
         let pk = generate_key(&client, 1, "k").expect("generate");
         let signer = YubiHsmSigner::new(client, 1).expect("signer");
-        assert_eq!(signer.public_key(), pk);
+        assert_eq!(signer.public_key(), pk.into());
         let Err(err) = connect(&Connector::Mock, 1, "wrong") else {
             panic!("authenticated with a wrong password");
         };
         assert!(err.to_string().contains("auth key 1"), "{err}");
+    }
+
+    #[test]
+    fn secp256k1_keys_sign_as_cometbft_verifies() {
+        let client = connect(&Connector::Mock, 1, "password").expect("default credentials");
+        let pk = generate_typed_key(&client, 3, "k1", KeyType::Secp256k1).expect("generate");
+        assert_eq!(pk.key_type(), KeyType::Secp256k1);
+        let soft = crate::keys::softsign::SoftSigner::generate_type(KeyType::Secp256k1);
+        let imported = import_typed_key(&client, 4, "imported", KeyType::Secp256k1, &soft.seed())
+            .expect("import");
+        assert_eq!(imported, soft.public_key());
+        for id in [3, 4] {
+            let signer = YubiHsmSigner::new(client.clone(), id).expect("signer");
+            for msg in [&b""[..], b"vote", &[9u8; 200][..]] {
+                let sig = signer.sign(msg).expect("sign");
+                assert!(
+                    signer.public_key().verify(msg, &sig),
+                    "low-S r||s over sha256"
+                );
+            }
+        }
+        let keys = list_keys(&client).expect("list");
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[1].public_key, soft.public_key());
     }
 
     #[test]

@@ -79,6 +79,17 @@ impl Version {
         Version::V1_0,
     ];
 
+    /// Whether a validator of this version can run with a key of
+    /// `key_type`: secp256k1 consensus keys arrived with CometBFT v1.0
+    /// (`pub_key_type` in `PubKeyResponse`); earlier versions take only
+    /// ed25519 from a remote signer.
+    pub fn supports_key_type(self, key_type: crate::keys::KeyType) -> bool {
+        match key_type {
+            crate::keys::KeyType::Ed25519 => true,
+            crate::keys::KeyType::Secp256k1 => self == Version::V1_0,
+        }
+    }
+
     /// Whether votes of this version carry extensions.
     pub fn has_vote_extensions(self) -> bool {
         matches!(self, Version::V0_38 | Version::V1_0)

@@ -8,6 +8,7 @@ use super::wire::{self, Wire};
 use super::{
     CodecError, Proposal, RemoteError, Request, Signable, Version, Vote, malformed, sign_bytes,
 };
+use crate::keys::PublicKey;
 
 /// A reply to the validator, version-neutral until [`Response::encode`].
 #[derive(Clone, Debug, PartialEq)]
@@ -16,8 +17,8 @@ pub enum Response {
     Pong,
     /// The public key, or why there is none.
     PubKey {
-        /// The ed25519 key; `None` with an error.
-        key: Option<[u8; 32]>,
+        /// The key; `None` with an error.
+        key: Option<PublicKey>,
         /// Set when the key cannot be given.
         error: Option<RemoteError>,
     },
@@ -51,9 +52,9 @@ impl Response {
     }
 
     /// The answer to a public key request.
-    pub fn pub_key(key: [u8; 32]) -> Response {
+    pub fn pub_key(key: impl Into<PublicKey>) -> Response {
         Response::PubKey {
-            key: Some(key),
+            key: Some(key.into()),
             error: None,
         }
     }
@@ -101,7 +102,7 @@ impl Response {
     /// # Errors
     ///
     /// [`CodecError::Malformed`] for bytes that do not decode, a public key
-    /// that is not ed25519, or a request instead of a response.
+    /// of an unknown type or length, or a request instead of a response.
     pub fn decode(version: Version, body: &[u8]) -> Result<Response, CodecError> {
         match version.decode(body)? {
             Wire::PingResponse => Ok(Response::Pong),

@@ -507,3 +507,62 @@ fn responses_are_refused_as_responses_when_they_are_requests() {
         Err(CodecError::Malformed(reason)) if reason.contains("ping_request")
     ));
 }
+
+mod key_types {
+    use crate::keys::{KeyType, PublicKey};
+    use crate::privval::{Response, Version};
+
+    fn secp() -> PublicKey {
+        let bytes =
+            hex::decode("02950e1cdfcb133d6024109fd489f734eeb4502418e538c28481f22bce276f248c")
+                .unwrap();
+        PublicKey::from_type_and_bytes(KeyType::Secp256k1, &bytes).unwrap()
+    }
+
+    /// v1.0 `PubKeyResponse`: field 3 the raw key, field 4 its type name.
+    #[test]
+    fn v1_pub_key_response_carries_secp256k1() {
+        let key = secp();
+        let body = Response::pub_key(key).encode(Version::V1_0);
+        // Message.pub_key_response (field 2) { pub_key_bytes (3), pub_key_type (4) }
+        let mut inner = vec![0x1a, 33];
+        inner.extend_from_slice(key.as_bytes());
+        inner.extend_from_slice(&[0x22, 9]);
+        inner.extend_from_slice(b"secp256k1");
+        let mut expected = vec![0x12, inner.len() as u8];
+        expected.extend_from_slice(&inner);
+        assert_eq!(body, expected);
+        assert_eq!(
+            Response::decode(Version::V1_0, &body).unwrap(),
+            Response::pub_key(key)
+        );
+        let ed = Response::pub_key([5u8; 32]).encode(Version::V1_0);
+        assert!(ed.windows(7).any(|w| w == b"ed25519"));
+    }
+
+    #[test]
+    fn bad_keys_in_a_reply_do_not_decode() {
+        let mut body = Response::pub_key(secp()).encode(Version::V1_0);
+        // Corrupt the point's prefix byte.
+        body[4] = 0x07;
+        assert!(Response::decode(Version::V1_0, &body).is_err());
+        for version in [Version::V0_34, Version::V0_37, Version::V0_38] {
+            let body = Response::pub_key(secp()).encode(version);
+            assert_eq!(
+                Response::decode(version, &body).unwrap(),
+                Response::pub_key(secp())
+            );
+        }
+    }
+
+    #[test]
+    fn only_v1_takes_secp256k1() {
+        for version in Version::ALL {
+            assert!(version.supports_key_type(KeyType::Ed25519));
+            assert_eq!(
+                version.supports_key_type(KeyType::Secp256k1),
+                version == Version::V1_0
+            );
+        }
+    }
+}

@@ -14,8 +14,7 @@ use super::codec::CodecError;
 use super::wire::{self, Wire};
 use super::{Proposal, RemoteError, Vote};
 
-/// The key type name CometBFT gives ed25519 keys.
-const ED25519: &str = "ed25519";
+use crate::keys::{KeyType, PublicKey};
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct RemoteSignerError {
@@ -139,13 +138,15 @@ fn error_out(e: &RemoteError) -> RemoteSignerError {
     }
 }
 
-fn key_in(r: &PubKeyResponse) -> Result<Option<[u8; 32]>, CodecError> {
+fn key_in(r: &PubKeyResponse) -> Result<Option<PublicKey>, CodecError> {
     match r.pub_key_type.as_str() {
         "" if r.pub_key_bytes.is_empty() => Ok(None),
-        ED25519 => wire::ed25519_key(&r.pub_key_bytes),
-        other => Err(CodecError::Malformed(format!(
-            "unsupported public key type {other:?}"
-        ))),
+        name => match name.parse::<KeyType>() {
+            Ok(key_type) => wire::public_key(key_type, &r.pub_key_bytes),
+            Err(_) => Err(CodecError::Malformed(format!(
+                "unsupported public key type {name:?}"
+            ))),
+        },
     }
 }
 
@@ -196,12 +197,10 @@ pub(super) fn encode(wire: &Wire) -> Vec<u8> {
         }),
         Wire::PubKeyResponse { key, error } => Sum::PubKeyResponse(PubKeyResponse {
             error: error.as_ref().map(error_out),
-            pub_key_bytes: key.map(|k| k.to_vec()).unwrap_or_default(),
-            pub_key_type: if key.is_some() {
-                ED25519.into()
-            } else {
-                String::new()
-            },
+            pub_key_bytes: key.map(|k| k.as_bytes().to_vec()).unwrap_or_default(),
+            pub_key_type: key
+                .map(|k| k.key_type().name().to_string())
+                .unwrap_or_default(),
         }),
         Wire::SignVoteRequest {
             vote,

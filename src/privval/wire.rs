@@ -8,6 +8,7 @@
 
 use super::codec::CodecError;
 use super::{Proposal, RemoteError, Vote};
+use crate::keys::{KeyType, PublicKey};
 
 /// One `privval.Message`, whatever its version.
 #[derive(Clone, Debug, PartialEq)]
@@ -16,7 +17,7 @@ pub(super) enum Wire {
         chain_id: String,
     },
     PubKeyResponse {
-        key: Option<[u8; 32]>,
+        key: Option<PublicKey>,
         error: Option<RemoteError>,
     },
     SignVoteRequest {
@@ -94,14 +95,14 @@ pub(super) fn undecodable(err: prost::DecodeError) -> CodecError {
     CodecError::Malformed(err.to_string())
 }
 
-/// An ed25519 key from its raw bytes; empty means no key.
-pub(super) fn ed25519_key(bytes: &[u8]) -> Result<Option<[u8; 32]>, CodecError> {
+/// A key of `key_type` from its raw bytes; empty means no key.
+pub(super) fn public_key(key_type: KeyType, bytes: &[u8]) -> Result<Option<PublicKey>, CodecError> {
     if bytes.is_empty() {
         return Ok(None);
     }
-    <[u8; 32]>::try_from(bytes)
+    PublicKey::from_type_and_bytes(key_type, bytes)
         .map(Some)
-        .map_err(|_| CodecError::Malformed(format!("ed25519 public key of {} bytes", bytes.len())))
+        .map_err(CodecError::Malformed)
 }
 
 /// Writes `decode` and `encode` between [`Wire`] and one tendermint-proto
@@ -110,7 +111,8 @@ pub(super) fn ed25519_key(bytes: &[u8]) -> Result<Option<[u8; 32]>, CodecError> 
 macro_rules! tendermint_codec {
     ($v:ident $(, $ext:ident)*) => {
         use prost::Message as _;
-        use tendermint_proto::$v::crypto::{PublicKey, public_key};
+        use tendermint_proto::$v::crypto::{PublicKey as ProtoPublicKey, public_key};
+        use crate::keys::{KeyType, PublicKey as KeyPublicKey};
         use tendermint_proto::$v::privval as pv;
         use tendermint_proto::$v::types as t;
         use tendermint_proto::v0_38::types as neutral;
@@ -162,8 +164,13 @@ macro_rules! tendermint_codec {
                 })),
                 Wire::PubKeyResponse { key, error } => {
                     Some(Sum::PubKeyResponse(pv::PubKeyResponse {
-                        pub_key: Some(PublicKey {
-                            sum: key.map(|k| public_key::Sum::Ed25519(k.to_vec())),
+                        pub_key: Some(ProtoPublicKey {
+                            sum: key.map(|k| match k {
+                                KeyPublicKey::Ed25519(k) => public_key::Sum::Ed25519(k.to_vec()),
+                                KeyPublicKey::Secp256k1(k) => {
+                                    public_key::Sum::Secp256k1(k.to_vec())
+                                }
+                            }),
                         }),
                         error: error.as_ref().map(error_out),
                     }))
@@ -199,10 +206,15 @@ macro_rules! tendermint_codec {
             pv::Message { sum }.encode_to_vec()
         }
 
-        fn key_in(key: Option<PublicKey>) -> Result<Option<[u8; 32]>, CodecError> {
+        fn key_in(key: Option<ProtoPublicKey>) -> Result<Option<KeyPublicKey>, CodecError> {
             match key.and_then(|k| k.sum) {
                 None => Ok(None),
-                Some(public_key::Sum::Ed25519(bytes)) => wire::ed25519_key(&bytes),
+                Some(public_key::Sum::Ed25519(bytes)) => {
+                    wire::public_key(KeyType::Ed25519, &bytes)
+                }
+                Some(public_key::Sum::Secp256k1(bytes)) => {
+                    wire::public_key(KeyType::Secp256k1, &bytes)
+                }
                 #[allow(unreachable_patterns)]
                 Some(_) => Err(CodecError::Malformed("unsupported public key type".into())),
             }

@@ -137,7 +137,23 @@ async fn handle(ctx: &Context, body: &[u8]) -> Next {
             if let Some(reply) = wrong_chain(ctx, &request, chain_id) {
                 return Next::Reply(reply);
             }
-            Next::Reply(Response::pub_key(ctx.signer.public_key()))
+            let key = ctx.signer.public_key();
+            if !ctx.version.supports_key_type(key.key_type()) {
+                warn!(chain_id = %ctx.chain_id, version = %ctx.version, key_type = %key.key_type(),
+                    "public key request for a key type this protocol version cannot carry");
+                return Next::Reply(privval::error_reply(
+                    &request,
+                    code::UNSUPPORTED,
+                    &format!(
+                        "this signer holds a {} key for chain {}; CometBFT {} validators take only \
+                         ed25519 keys from a remote signer (secp256k1 needs v1.0)",
+                        key.key_type(),
+                        ctx.chain_id,
+                        ctx.version
+                    ),
+                ));
+            }
+            Next::Reply(Response::pub_key(key))
         }
         Request::SignRawBytes { .. } => Next::Reply(privval::error_reply(
             &request,
@@ -240,4 +256,77 @@ async fn decide(ctx: &Context, request: &Request, sign: &SignRequest) -> (Next, 
         Next::Reply(sign.reply(&granted, signature, extension_signature)),
         "signed",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::softsign::SoftSigner;
+    use crate::keys::{KeyType, PublicKey};
+
+    /// Never asked: public key requests need no grant.
+    struct NoGrants;
+
+    impl Granter for NoGrants {
+        fn grant<'a>(
+            &'a self,
+            chain_id: &'a str,
+            _attempt: Attempt,
+        ) -> futures_util::future::BoxFuture<'a, Result<Verdict, GrantError>> {
+            Box::pin(async move { Err(GrantError::UnknownChain(chain_id.to_string())) })
+        }
+    }
+
+    async fn ask_pub_key(version: Version, signer: Arc<dyn ConsensusSigner>) -> Response {
+        let ctx = Context {
+            chain_id: "c".into(),
+            version,
+            granter: Arc::new(NoGrants),
+            signer,
+            max_height: None,
+            origin: None,
+            max_frame: codec::DEFAULT_MAX_FRAME,
+        };
+        let body = Request::PubKey {
+            chain_id: "c".into(),
+        }
+        .encode(version);
+        match handle(&ctx, &body).await {
+            Next::Reply(response) => response,
+            Next::Close(reason) => panic!("closed: {reason}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn secp256k1_public_key_only_over_v1() {
+        let signer = Arc::new(SoftSigner::generate_type(KeyType::Secp256k1));
+        let public = signer.public_key();
+        let reply = ask_pub_key(Version::V1_0, signer.clone()).await;
+        assert_eq!(reply, Response::pub_key(public));
+        for version in [Version::V0_34, Version::V0_37, Version::V0_38] {
+            match ask_pub_key(version, signer.clone()).await {
+                Response::PubKey {
+                    key: None,
+                    error: Some(error),
+                } => {
+                    assert_eq!(error.code, code::UNSUPPORTED);
+                    assert!(
+                        error.description.contains("secp256k1 needs v1.0"),
+                        "{error:?}"
+                    );
+                }
+                other => panic!("{version}: {other:?}"),
+            }
+        }
+        // Ed25519 keys are served to every version.
+        let ed = Arc::new(SoftSigner::from_seed([1; 32]));
+        let reply = ask_pub_key(Version::V0_34, ed.clone()).await;
+        assert!(matches!(
+            reply,
+            Response::PubKey {
+                key: Some(PublicKey::Ed25519(_)),
+                ..
+            }
+        ));
+    }
 }

@@ -85,7 +85,7 @@ pub struct Spec {
     /// The port it listens on for signer nodes.
     pub port: u16,
     /// The key the signatures must verify against.
-    pub public_key: [u8; 32],
+    pub public_key: crate::keys::PublicKey,
     /// Heights to go through.
     pub heights: i64,
     /// Seed of its own choices.

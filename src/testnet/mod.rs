@@ -13,6 +13,8 @@
 //!   process tests and the benchmark run them.
 //! - [`admin`]: bootstrap a cluster and find its leader.
 //! - [`rpc`]: a stand-in for a CometBFT RPC's `/status` (a chain's floor).
+//! - [`softhsm`]: a private SoftHSM2 token (PKCS#11) for tests, the demo
+//!   and the bench.
 
 pub mod admin;
 pub mod cluster;
@@ -20,6 +22,7 @@ pub mod layout;
 pub mod ports;
 pub mod process;
 pub mod rpc;
+pub mod softhsm;
 
 pub use admin::{find_leader, find_leader_at, initialize_cluster, initialize_cluster_at};
 pub use cluster::{Placement, ProcessCluster, ProcessClusterBuilder};

@@ -9,9 +9,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
+use crate::keys::ToPublicKey;
 use crate::watermark::Position;
 
 /// One released signature.
@@ -59,7 +59,7 @@ impl Checker {
 
     /// Records a released signature, verifying it against `public_key`.
     /// Returns false when it conflicts with an earlier one or is invalid.
-    pub fn record(&self, public_key: &[u8; 32], released: Released) -> bool {
+    pub fn record(&self, public_key: &impl ToPublicKey, released: Released) -> bool {
         let valid = verify(public_key, &released.sign_bytes, &released.signature);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.report.released += 1;
@@ -111,15 +111,10 @@ impl Checker {
     }
 }
 
-/// True when `signature` is a valid Ed25519 signature of `msg`.
-pub fn verify(public_key: &[u8; 32], msg: &[u8], signature: &[u8]) -> bool {
-    let Ok(key) = VerifyingKey::from_bytes(public_key) else {
-        return false;
-    };
-    let Ok(signature) = Signature::from_slice(signature) else {
-        return false;
-    };
-    key.verify(msg, &signature).is_ok()
+/// True when `signature` is a valid signature of `msg` by `public_key`
+/// (Ed25519, or secp256k1 as CometBFT verifies it).
+pub fn verify(public_key: &impl ToPublicKey, msg: &[u8], signature: &[u8]) -> bool {
+    public_key.to_public_key().verify(msg, signature)
 }
 
 #[cfg(test)]
@@ -163,5 +158,20 @@ mod tests {
         );
         assert_eq!(checker.conflicting_positions().len(), 1);
         assert_eq!(checker.highest("c").map(|p| p.height), Some(3));
+    }
+
+    #[test]
+    fn verifies_secp256k1_signatures() {
+        use crate::keys::softsign::SoftSigner;
+        use crate::keys::{ConsensusSigner, KeyType};
+        let key = SoftSigner::generate_type(KeyType::Secp256k1);
+        let public = key.public_key();
+        let checker = Checker::new();
+        let mut r = released(&SigningKey::from_bytes(&[7; 32]), 1, b"a");
+        r.signature = key.sign(b"a").unwrap().to_vec();
+        assert!(checker.record(&public, r.clone()));
+        r.signature[5] ^= 1;
+        assert!(!checker.record(&public, r));
+        assert_eq!(checker.report().invalid, 1);
     }
 }

@@ -5,6 +5,7 @@ use sha2::{Digest, Sha256};
 use tendermint_proto::google::protobuf::Timestamp;
 use tendermint_proto::v0_38::types::{BlockId, PartSetHeader, SignedMsgType};
 
+use crate::keys::ToPublicKey;
 use crate::privval::{Proposal, Version, Vote};
 
 /// Genesis time of the simulated chain; block h is stamped h seconds later.
@@ -84,7 +85,8 @@ pub fn vote(
     }
 }
 
-/// A validator address: the first 20 bytes of sha256(public key).
-pub fn address(public_key: &[u8; 32]) -> Vec<u8> {
-    Sha256::digest(public_key)[..20].to_vec()
+/// A validator address: the first 20 bytes of sha256(public key) for
+/// ed25519, RIPEMD-160 of it for secp256k1.
+pub fn address(public_key: &impl ToPublicKey) -> Vec<u8> {
+    public_key.to_public_key().address().to_vec()
 }

@@ -23,6 +23,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::time::{Instant, timeout};
 
 use super::checker::{Checker, Released, verify};
+use crate::keys::PublicKey;
 use crate::privval::codec::{self, FrameReader, ReadError};
 use crate::privval::{Proposal, RemoteError, Request, Response, SignRequest, Version, Vote};
 use crate::transport::{self, Stream, Timeouts};
@@ -168,7 +169,7 @@ pub struct MockValidator {
     listen: SignerListener,
     chain_id: String,
     version: Version,
-    public_key: [u8; 32],
+    public_key: PublicKey,
     timing: ValidatorTiming,
     checker: Checker,
     active: Option<Active>,
@@ -189,7 +190,7 @@ impl MockValidator {
         listen: SignerListener,
         chain_id: &str,
         version: Version,
-        public_key: [u8; 32],
+        public_key: impl Into<PublicKey>,
         timing: ValidatorTiming,
         checker: Checker,
     ) -> MockValidator {
@@ -197,7 +198,7 @@ impl MockValidator {
             listen,
             chain_id: chain_id.to_string(),
             version,
-            public_key,
+            public_key: public_key.into(),
             timing,
             checker,
             active: None,
@@ -213,8 +214,8 @@ impl MockValidator {
 
     /// Sets the public key signatures are verified against (e.g. the one
     /// the first `PubKey` reply announced).
-    pub fn set_public_key(&mut self, public_key: [u8; 32]) {
-        self.public_key = public_key;
+    pub fn set_public_key(&mut self, public_key: impl Into<PublicKey>) {
+        self.public_key = public_key.into();
     }
 
     /// The signer currently connected, if any.
@@ -336,7 +337,7 @@ impl MockValidator {
     /// # Errors
     ///
     /// No signer, a failed exchange or an error reply.
-    pub async fn pub_key(&mut self) -> Result<[u8; 32], String> {
+    pub async fn pub_key(&mut self) -> Result<PublicKey, String> {
         let request = Request::PubKey {
             chain_id: self.chain_id.clone(),
         };

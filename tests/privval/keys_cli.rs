@@ -8,8 +8,8 @@ use std::path::Path;
 use clap::Parser;
 use quorumkms::cli::softsign::{self, Command};
 use quorumkms::cli::yubihsm::{self as hsm_cli, KeysCommand};
-use quorumkms::keys::ConsensusSigner;
 use quorumkms::keys::softsign::SoftSigner;
+use quorumkms::keys::{ConsensusSigner, KeyType};
 
 const FIXTURE: &str = "tests/privval/fixtures/priv_validator_key.json";
 const VECTOR_PUB_HEX: &str = "f26bf4b2a2e84ceb7a53c3f1ae77408779b20064782fbadbdf0e365959ee4534";
@@ -44,6 +44,7 @@ fn keygen_writes_0600_and_refuses_to_overwrite() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("consensus.key");
     let out = run(Command::Keygen {
+        key_type: KeyType::Ed25519,
         path: path.clone(),
         force: false,
     })
@@ -53,6 +54,7 @@ fn keygen_writes_0600_and_refuses_to_overwrite() {
     assert!(out.contains(&hex::encode(signer.public_key())), "{out}");
 
     let err = run(Command::Keygen {
+        key_type: KeyType::Ed25519,
         path: path.clone(),
         force: false,
     })
@@ -65,6 +67,7 @@ fn keygen_writes_0600_and_refuses_to_overwrite() {
     );
 
     run(Command::Keygen {
+        key_type: KeyType::Ed25519,
         path: path.clone(),
         force: true,
     })
@@ -89,7 +92,11 @@ fn import_then_pubkey_prints_hex_and_base64() {
     assert!(out.contains(VECTOR_PUB_HEX), "{out}");
     assert_eq!(mode(&key), 0o600);
 
-    let out = run(Command::Pubkey { path: key.clone() }).expect("pubkey");
+    let out = run(Command::Pubkey {
+        path: key.clone(),
+        key_type: KeyType::Ed25519,
+    })
+    .expect("pubkey");
     assert!(out.contains(VECTOR_PUB_HEX), "{out}");
     assert!(out.contains(VECTOR_PUB_B64), "{out}");
     assert!(
@@ -112,12 +119,17 @@ fn world_readable_key_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("open.key");
     run(Command::Keygen {
+        key_type: KeyType::Ed25519,
         path: path.clone(),
         force: false,
     })
     .expect("keygen");
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
-    let err = run(Command::Pubkey { path: path.clone() }).expect_err("refused");
+    let err = run(Command::Pubkey {
+        path: path.clone(),
+        key_type: KeyType::Ed25519,
+    })
+    .expect_err("refused");
     assert!(err.contains("chmod 600"), "{err}");
     assert!(err.contains(&path.display().to_string()), "{err}");
 }
@@ -213,6 +225,7 @@ fn yubihsm_keys_generate_import_list() {
         hsm_cli::Command::Keys(KeysCommand::Generate {
             id: 1,
             label: "generated".into(),
+            key_type: KeyType::Ed25519,
         }),
         &client,
     )
@@ -224,6 +237,7 @@ fn yubihsm_keys_generate_import_list() {
             id: 2,
             path: FIXTURE.into(),
             label: "imported".into(),
+            key_type: KeyType::Ed25519,
         }),
         &client,
     )
@@ -239,6 +253,7 @@ fn yubihsm_keys_generate_import_list() {
             id: 3,
             path: key,
             label: "from softsign".into(),
+            key_type: KeyType::Ed25519,
         }),
         &client,
     )

@@ -21,7 +21,10 @@ fn mode(path: &Path) -> u32 {
 }
 
 fn verify(signer: &dyn ConsensusSigner, msg: &[u8], sig: &[u8; 64]) {
-    let vk = ed25519_dalek::VerifyingKey::from_bytes(&signer.public_key()).expect("public key");
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(
+        &signer.public_key().as_bytes().try_into().unwrap(),
+    )
+    .expect("public key");
     vk.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(sig))
         .expect("signature verifies");
 }
@@ -54,7 +57,11 @@ fn import_errors_are_clear_and_quote_no_secret() {
         ),
         (
             VECTOR_JSON.replace("tendermint/PrivKeyEd25519", "tendermint/PrivKeySecp256k1"),
-            "only \"tendermint/PrivKeyEd25519\"",
+            "goes with \"tendermint/PubKeySecp256k1\"",
+        ),
+        (
+            VECTOR_JSON.replace("tendermint/PrivKeyEd25519", "tendermint/PrivKeyBls12_381"),
+            "only \"tendermint/PrivKeyEd25519\" and \"tendermint/PrivKeySecp256k1\"",
         ),
         (
             VECTOR_JSON.replace(secret, &secret.replace("skHD", "skHE")),
@@ -102,7 +109,7 @@ fn loads_a_seed_pub_keypair_file() {
     let path = dir.path().join("pair.key");
     let signer = SoftSigner::from_seed([3; 32]);
     let mut pair = [3u8; 64];
-    pair[32..].copy_from_slice(&signer.public_key());
+    pair[32..].copy_from_slice(signer.public_key().as_bytes());
     write_secret_file(&path, BASE64.encode(pair).as_bytes()).expect("write");
     assert_eq!(
         SoftSigner::load(&path).expect("load").public_key(),
@@ -180,7 +187,10 @@ fn identity_key_generate_load() {
     );
     // Same file format as softsign: both read the same seed.
     let soft = SoftSigner::load(&path).expect("softsign reads it");
-    assert_eq!(&soft.public_key(), loaded.verification_key().as_bytes());
+    assert_eq!(
+        soft.public_key().as_bytes(),
+        loaded.verification_key().as_bytes()
+    );
 }
 
 #[test]
@@ -194,5 +204,84 @@ fn node_id_matches_the_published_vector() {
     assert_eq!(
         hex::encode(quorumkms::transport::node_id(&pk)),
         "117c95c4fd7e636c38d303493302d2c271a39669"
+    );
+}
+
+/// A secp256k1 soft key (key file in `dir`) for a `Single` node.
+fn secp256k1_setup(dir: &std::path::Path, signer: &SoftSigner) -> crate::support::KeySetup {
+    let path = dir.join("secp256k1.key");
+    signer.write(&path).expect("write key");
+    crate::support::KeySetup {
+        public_key: signer.public_key(),
+        providers: format!(
+            "[[providers.softsign]]\nchain_ids = [\"{}\"]\npath = \"{}\"\nkey_type = \"secp256k1\"\n",
+            quorumkms::testnet::CHAIN_ID,
+            path.display()
+        ),
+        env: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn secp256k1_soft_key_serves_a_v1_validator() {
+    use quorumkms::keys::KeyType;
+    use quorumkms::privval::Version;
+    use quorumkms::validator::SignOutcome;
+    let dir = tempfile::tempdir().unwrap();
+    let signer = SoftSigner::generate_type(KeyType::Secp256k1);
+    let setup = secp256k1_setup(dir.path(), &signer);
+    let mut s = crate::support::Single::start_keyed(
+        Version::V1_0,
+        crate::support::Transport::Tcp,
+        "",
+        Some(setup),
+    )
+    .await;
+    let key = s.validator.pub_key().await.expect("public key");
+    assert_eq!(key, signer.public_key());
+    assert_eq!(key.key_type(), KeyType::Secp256k1);
+    for h in 1..=3 {
+        for vote in [s.prevote(h, 0, 0, 0), s.precommit(h, 0, Some(0), 0)] {
+            match s.validator.sign_vote(vote).await {
+                SignOutcome::Signed {
+                    sign_bytes,
+                    signature,
+                    ..
+                } => {
+                    // Deterministic (RFC 6979) and low-S: the very bytes a
+                    // CometBFT secp256k1 key would produce.
+                    assert_eq!(signature, signer.sign(&sign_bytes).unwrap());
+                }
+                other => panic!("expected a signature, got {other:?}"),
+            }
+        }
+    }
+    let report = s.checker.report();
+    assert_eq!(
+        (report.released, report.invalid, report.conflicts),
+        (6, 0, 0)
+    );
+}
+
+#[tokio::test]
+async fn secp256k1_soft_key_with_a_v038_validator_is_refused_at_start() {
+    use quorumkms::keys::KeyType;
+    use quorumkms::privval::Version;
+    let dir = tempfile::tempdir().unwrap();
+    let signer = SoftSigner::generate_type(KeyType::Secp256k1);
+    let setup = secp256k1_setup(dir.path(), &signer);
+    let mut s = crate::support::Single::start_keyed(
+        Version::V0_38,
+        crate::support::Transport::Tcp,
+        "",
+        Some(setup),
+    )
+    .await;
+    let status = s.child.as_mut().unwrap().wait().await.unwrap();
+    assert!(!status.success());
+    let log = s.log();
+    assert!(
+        log.contains("validator[0].protocol_version") && log.contains("secp256k1"),
+        "{log}"
     );
 }

@@ -2,9 +2,9 @@
 //! verifiable signatures, and an imported seed signs exactly as the
 //! software key with the same seed.
 
-use quorumkms::keys::ConsensusSigner;
 use quorumkms::keys::softsign::SoftSigner;
 use quorumkms::keys::yubihsm::{self as hsm, YubiHsmSigner};
+use quorumkms::keys::{ConsensusSigner, PublicKey};
 
 fn mock_client() -> yubihsm::Client {
     yubihsm::Client::open(
@@ -20,7 +20,7 @@ fn generated_key_signs_verifiable_signatures() {
     let client = mock_client();
     let pk = hsm::generate_key(&client, 1, "test").expect("generate");
     let signer = YubiHsmSigner::new(client, 1).expect("signer");
-    assert_eq!(signer.public_key(), pk);
+    assert_eq!(signer.public_key(), pk.into());
     let msg = b"canonical vote bytes";
     let sig = signer.sign(msg).expect("sign");
     let vk = ed25519_dalek::VerifyingKey::from_bytes(&pk).expect("public key");
@@ -38,7 +38,7 @@ fn imported_seed_signs_like_softsign() {
     let seed = [0x5au8; 32];
     let soft = SoftSigner::from_seed(seed);
     let pk = hsm::import_key(&client, 9, "imported", &seed).expect("import");
-    assert_eq!(pk, soft.public_key());
+    assert_eq!(PublicKey::from(pk), soft.public_key());
     let signer = YubiHsmSigner::new(client, 9).expect("signer");
     for msg in [&b""[..], b"a", &[7u8; 300][..]] {
         assert_eq!(
@@ -70,11 +70,11 @@ fn list_keys_reports_ed25519_keys() {
     assert_eq!(keys.len(), 2);
     assert_eq!(
         (keys[0].key_id, keys[0].public_key, keys[0].label.as_str()),
-        (1, b, "b")
+        (1, PublicKey::from(b), "b")
     );
     assert_eq!(
         (keys[1].key_id, keys[1].public_key, keys[1].label.as_str()),
-        (3, a, "a")
+        (3, PublicKey::from(a), "a")
     );
 }
 

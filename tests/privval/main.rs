@@ -10,6 +10,7 @@ mod example_configs;
 mod floor;
 mod happy_path;
 mod keys_cli;
+mod keys_pkcs11;
 mod keys_softsign;
 mod keys_yubihsm;
 mod malformed_input;

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use quorumkms::keys::PublicKey;
 use quorumkms::privval::{Proposal, Version, Vote};
 use quorumkms::testnet::{self, CHAIN_ID, NodeFiles};
 use quorumkms::validator::{Checker, MockValidator, SignOutcome, SignerListener, consensus};
@@ -25,9 +26,22 @@ pub struct Single {
     pub child: Option<Child>,
     pub validator: MockValidator,
     pub checker: Checker,
-    pub public_key: [u8; 32],
+    pub public_key: PublicKey,
     pub address: Vec<u8>,
     pub version: Version,
+    /// Added to the node's environment on every (re)start.
+    pub env: Vec<(String, String)>,
+}
+
+/// The consensus key of a [`Single`] node, when not the default soft key.
+pub struct KeySetup {
+    /// The key the validator expects.
+    pub public_key: PublicKey,
+    /// Replaces the node's `[[providers.softsign]]` section (`chain_ids`
+    /// is the test chain's).
+    pub providers: String,
+    /// The node's extra environment.
+    pub env: Vec<(String, String)>,
 }
 
 pub enum Transport {
@@ -43,6 +57,16 @@ impl Single {
 
     /// Like `start`, with `extra` lines appended to the `[[chain]]` table.
     pub async fn start_with(version: Version, transport: Transport, chain_extra: &str) -> Single {
+        Single::start_keyed(version, transport, chain_extra, None).await
+    }
+
+    /// Like `start_with`, signing with the key `key` sets up.
+    pub async fn start_keyed(
+        version: Version,
+        transport: Transport,
+        chain_extra: &str,
+        key: Option<KeySetup>,
+    ) -> Single {
         let dir = tempfile::tempdir().expect("tempdir");
         let listen = match transport {
             Transport::Tcp => SignerListener::tcp("127.0.0.1:0").await.expect("bind"),
@@ -51,9 +75,11 @@ impl Single {
             }
         };
         let seed = [42u8; 32];
-        let public_key = ed25519_dalek::SigningKey::from_bytes(&seed)
-            .verifying_key()
-            .to_bytes();
+        let mut public_key = PublicKey::Ed25519(
+            ed25519_dalek::SigningKey::from_bytes(&seed)
+                .verifying_key()
+                .to_bytes(),
+        );
         let nodes = testnet::write_nodes(
             dir.path(),
             1,
@@ -73,6 +99,17 @@ impl Single {
             let text = text.replacen("state_file = ", &format!("{chain_extra}\nstate_file = "), 1);
             std::fs::write(&node.config, text).expect("config");
         }
+        let mut env = Vec::new();
+        if let Some(key) = key {
+            let text = std::fs::read_to_string(&node.config).expect("config");
+            let soft = format!(
+                "[[providers.softsign]]\nchain_ids = [\"{CHAIN_ID}\"]\npath = \"secrets/consensus.key\"\n"
+            );
+            assert!(text.contains(&soft), "unexpected config layout:\n{text}");
+            std::fs::write(&node.config, text.replacen(&soft, &key.providers, 1)).expect("config");
+            public_key = key.public_key;
+            env = key.env;
+        }
         let checker = Checker::new();
         let validator = MockValidator::new(
             listen,
@@ -82,7 +119,8 @@ impl Single {
             fast_timing(),
             checker.clone(),
         );
-        let child = testnet::spawn_node(&exe(), &node).expect("spawn node");
+        let child =
+            testnet::spawn_node_with_env(&exe(), &node, None, &env, &[]).expect("spawn node");
         Single {
             _dir: dir,
             node,
@@ -92,6 +130,7 @@ impl Single {
             public_key,
             address: consensus::address(&public_key),
             version,
+            env,
         }
     }
 
@@ -107,7 +146,10 @@ impl Single {
     /// Starts the node again from its files.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "node still running");
-        self.child = Some(testnet::spawn_node(&exe(), &self.node).expect("respawn"));
+        self.child = Some(
+            testnet::spawn_node_with_env(&exe(), &self.node, None, &self.env, &[])
+                .expect("respawn"),
+        );
     }
 
     pub fn prevote(&self, height: i64, round: i32, variant: u8, offset_ms: i64) -> Vote {

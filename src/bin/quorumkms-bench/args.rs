@@ -8,7 +8,12 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(about = "Benchmark quorumkms sign latency, throughput, failover and memory")]
 pub struct Args {
-    /// Sign requests per chain in each configuration.
+    /// Measure the key backends' signing latency instead (in process; the
+    /// YubiHSM mock needs a debug build with --features mockhsm).
+    #[arg(long, conflicts_with = "netns")]
+    pub keys: bool,
+    /// Sign requests per chain in each configuration (with --keys:
+    /// signatures per backend).
     #[arg(long, default_value_t = 1000)]
     pub requests: usize,
     /// Leader kills for the failover figure (median reported).

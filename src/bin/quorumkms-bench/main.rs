@@ -16,12 +16,17 @@
 //! namespace): sign latency through the leader and through a follower near
 //! the validators, and failover after kill -9 of the leader.
 //!
+//! With `--keys`, it measures the key backends instead: the latency of one
+//! signature with a soft Ed25519 and secp256k1 key, the YubiHSM mock
+//! (debug builds with `--features mockhsm`) and SoftHSM2 over PKCS#11.
+//!
 //! Modules: [`args`] (command line), [`cluster`] (starting the nodes and
-//! their validators), [`measure`] (the measurements), [`report`] (the
-//! tables).
+//! their validators), [`measure`] (the measurements), [`keys`] (the key
+//! backends), [`report`] (the tables).
 
 mod args;
 mod cluster;
+mod keys;
 mod measure;
 mod report;
 mod stages;
@@ -36,6 +41,16 @@ use cluster::{Layout, Link};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if args.keys {
+        // Before any thread: the SoftHSM2 token goes into the environment.
+        let softhsm = keys::prepare_softhsm();
+        let rows = keys::measure(
+            args.requests,
+            softhsm.as_ref().map(|(_, hsm)| hsm).map_err(String::as_str),
+        );
+        keys::print(&rows, args.requests);
+        return Ok(());
+    }
     cluster::set_tmp_root(args.tmp.clone());
     let exe = match &args.exe {
         Some(exe) => exe.clone(),
