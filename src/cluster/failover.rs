@@ -102,7 +102,8 @@ fn follows_another(instance: &Instance) -> bool {
     let m = metrics.borrow();
     m.running_state.is_ok()
         && m.state == ServerState::Follower
-        && m.current_leader.is_some_and(|leader| leader != instance.id())
+        && m.current_leader
+            .is_some_and(|leader| leader != instance.id())
         && m.membership_config
             .membership()
             .voter_ids()
@@ -135,7 +136,10 @@ mod tests {
         let contact = Instant::now();
         let delay = Duration::from_millis(300);
         let at = |ms| contact + Duration::from_millis(ms);
-        assert!(!silent_too_long(contact, None, delay, at(299)), "lease holds");
+        assert!(
+            !silent_too_long(contact, None, delay, at(299)),
+            "lease holds"
+        );
         assert!(silent_too_long(contact, None, delay, at(300)));
         assert!(
             !silent_too_long(contact, Some(contact), delay, at(5000)),

@@ -4,12 +4,16 @@
 //! append and one fsync on every node. Throughput then grows with the
 //! number of concurrent grants instead of being bounded by fsyncs.
 //!
-//! The queue is plain data; `propose` runs the one writer task that drains
-//! it, and answers each waiter with its own command's outcome.
+//! The queue is plain data and a wake-up; `propose` runs the node's one
+//! writer task, which drains it and answers each waiter with its own
+//! command's outcome. The writer is spawned once, with the node's other
+//! tasks, rather than per write: a proposal may come from a task the
+//! simulation's runtime cannot spawn from (a gRPC handler), and a
+//! long-lived writer cannot be cancelled half-way by a caller going away.
 
 use std::sync::Mutex;
 
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use super::types::{Command, Outcome};
@@ -31,70 +35,68 @@ pub struct Waiter<E> {
 }
 
 /// The commands waiting for the next write. `E` is the write's error.
+///
+/// One writer drains it: openraft appends and replicates entries one after
+/// another anyway, and a second writer only splits batches (measured:
+/// fewer grants per second, not more).
 pub struct Queue<E> {
-    inner: Mutex<Inner<E>>,
-}
-
-struct Inner<E> {
-    waiting: Vec<Waiter<E>>,
-    // A writer task is draining the queue. One at a time: openraft appends
-    // and replicates entries one after another anyway, and a second writer
-    // only splits batches (measured: fewer grants per second, not more).
-    writing: bool,
+    waiting: Mutex<Vec<Waiter<E>>>,
+    // Wakes the writer; a wake-up with no writer waiting is kept for it.
+    wake: Notify,
 }
 
 impl<E> Default for Queue<E> {
     fn default() -> Self {
         Queue {
-            inner: Mutex::new(Inner {
-                waiting: Vec::new(),
-                writing: false,
-            }),
+            waiting: Mutex::new(Vec::new()),
+            wake: Notify::new(),
         }
     }
 }
 
 impl<E> Queue<E> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<E>> {
-        // Every change below is a single push, take or flag flip, so a
-        // panic elsewhere cannot leave the queue half-changed.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Waiter<E>>> {
+        // Every change below is a single push or take, so a panic elsewhere
+        // cannot leave the queue half-changed.
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `command`. Returns the receiver of its outcome, and whether
-    /// the caller must start a writer (none is draining the queue).
+    /// Queues `command` and wakes the writer. Returns the receiver of its
+    /// outcome.
     pub fn push(
         &self,
         command: Command,
         deadline: Instant,
-    ) -> (oneshot::Receiver<Result<Outcome, E>>, bool) {
+    ) -> oneshot::Receiver<Result<Outcome, E>> {
         let (answer, outcome) = oneshot::channel();
-        let mut inner = self.lock();
-        inner.waiting.push(Waiter {
+        self.lock().push(Waiter {
             command,
             deadline,
             queued: Instant::now(),
             answer,
         });
-        let start_writer = !inner.writing;
-        inner.writing = true;
-        (outcome, start_writer)
+        self.wake.notify_one();
+        outcome
     }
 
     /// The next commands to write, oldest first, at most [`MAX_BATCH`];
-    /// `None` when the queue is empty, and the writer stops: the next
-    /// [`Queue::push`] starts another.
+    /// `None` when the queue is empty.
     pub fn next_batch(&self) -> Option<Vec<Waiter<E>>> {
-        let mut inner = self.lock();
+        let mut waiting = self.lock();
         // Waiters that gave up (their grant timed out or the validator
         // went away) are not written: nobody would sign with the outcome.
-        inner.waiting.retain(|w| !w.answer.is_closed());
-        if inner.waiting.is_empty() {
-            inner.writing = false;
+        waiting.retain(|w| !w.answer.is_closed());
+        if waiting.is_empty() {
             return None;
         }
-        let take = inner.waiting.len().min(MAX_BATCH);
-        Some(inner.waiting.drain(..take).collect())
+        let take = waiting.len().min(MAX_BATCH);
+        Some(waiting.drain(..take).collect())
+    }
+
+    /// Waits until a command is pushed (at once if one was pushed since
+    /// the last wait).
+    pub async fn pushed(&self) {
+        self.wake.notified().await;
     }
 }
 
@@ -144,25 +146,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_first_push_starts_a_writer_and_later_ones_join_its_queue() {
+    async fn batches_are_oldest_first_and_a_push_wakes_the_writer() {
         let queue: Queue<()> = Queue::default();
-        let (_a, start_a) = queue.push(grant(1), later());
-        let (_b, start_b) = queue.push(grant(2), later());
-        assert!(start_a);
-        assert!(!start_b, "a writer is already draining the queue");
+        assert!(queue.next_batch().is_none());
+        let _a = queue.push(grant(1), later());
+        let _b = queue.push(grant(2), later());
+        // The wake-up was kept although no writer was waiting.
+        tokio::time::timeout(std::time::Duration::from_secs(5), queue.pushed())
+            .await
+            .expect("woken");
         let batch = queue.next_batch().expect("two waiting");
-        let heights: Vec<_> = batch.iter().map(|w| w.command.clone()).collect();
-        assert_eq!(heights, vec![grant(1), grant(2)], "oldest first");
-        assert!(queue.next_batch().is_none(), "empty: the writer stops");
-        let (_c, start_c) = queue.push(grant(3), later());
-        assert!(start_c, "after the writer stopped, a push starts another");
+        let commands: Vec<_> = batch.iter().map(|w| w.command.clone()).collect();
+        assert_eq!(commands, vec![grant(1), grant(2)], "oldest first");
+        assert!(queue.next_batch().is_none());
     }
 
     #[tokio::test]
     async fn a_batch_holds_at_most_max_batch_commands() {
         let queue: Queue<()> = Queue::default();
         let receivers: Vec<_> = (0..MAX_BATCH + 3)
-            .map(|h| queue.push(grant(h as i64), later()).0)
+            .map(|h| queue.push(grant(h as i64), later()))
             .collect();
         assert_eq!(queue.next_batch().map(|b| b.len()), Some(MAX_BATCH));
         assert_eq!(queue.next_batch().map(|b| b.len()), Some(3));
@@ -172,8 +175,8 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_that_gave_up_is_not_written() {
         let queue: Queue<()> = Queue::default();
-        let (gone, _) = queue.push(grant(1), later());
-        let (_kept, _) = queue.push(grant(2), later());
+        let gone = queue.push(grant(1), later());
+        let _kept = queue.push(grant(2), later());
         drop(gone);
         let batch = queue.next_batch().expect("one still waits");
         assert_eq!(batch.len(), 1);

@@ -70,12 +70,18 @@ impl Instance {
 
     /// Records that a leader's AppendEntries was accepted just now.
     pub(crate) fn heard_from_leader(&self) {
-        *self.leader_contact.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        *self
+            .leader_contact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 
     /// When a leader's AppendEntries was last accepted here, if ever.
     pub(crate) fn leader_contact(&self) -> Option<Instant> {
-        *self.leader_contact.lock().unwrap_or_else(|p| p.into_inner())
+        *self
+            .leader_contact
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// The cluster this node belongs to.

@@ -151,6 +151,7 @@ pub async fn run_node(config: Config, deps: Deps) -> Result<Node, Error> {
         Duration::from_millis(config.heartbeat_interval_ms),
         shutdown_tx.subscribe(),
     ));
+    let writer = runtime::spawn(proposer.writer(shutdown_tx.subscribe()));
     let failover = runtime::spawn(failover::watch(
         instance.clone(),
         failover::Timing::new(
@@ -176,7 +177,7 @@ pub async fn run_node(config: Config, deps: Deps) -> Result<Node, Error> {
             key_loss: deps.key_loss,
             _store: store,
             shutdown_tx,
-            tasks: Mutex::new(vec![server, supervisor, failover]),
+            tasks: Mutex::new(vec![server, supervisor, failover, writer]),
         }),
     })
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::config::Config;
@@ -25,7 +26,6 @@ use super::forward::ForwardError;
 use super::group_commit::{self, Queue};
 use super::instance::{Fault, Instance};
 use super::network::{self, CallError, Channels};
-use super::runtime;
 use super::types::typ::{
     self, ChangeMembershipError, ClientWriteError, Fatal, RaftError, RaftMetrics,
 };
@@ -267,10 +267,7 @@ impl Proposer {
         while self.transferring.load(Ordering::SeqCst) && Instant::now() < paused_until {
             sleep_until_or(paused_until, Duration::from_millis(10)).await;
         }
-        let (outcome, start_writer) = self.queue.push(command, deadline);
-        if start_writer {
-            runtime::spawn(write_batches(self.instance.clone(), self.queue.clone()));
-        }
+        let outcome = self.queue.push(command, deadline);
         match tokio::time::timeout_at(deadline, outcome).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(LeaderError::Abandoned),
@@ -448,11 +445,31 @@ impl Proposer {
     }
 }
 
-/// Drains `queue`: each write carries every command waiting when it
-/// starts, as one entry, and answers each with its own outcome. One writer
-/// per leader at a time, so a command that arrives during a write goes into
-/// the next one.
-async fn write_batches(instance: Arc<Instance>, queue: Arc<Queue<LeaderError>>) {
+impl Proposer {
+    /// The node's writer, until `shutdown`: each write carries every
+    /// command waiting when it starts, as one entry, and answers each with
+    /// its own outcome; a command that arrives during a write goes into the
+    /// next one.
+    pub(crate) fn writer(
+        &self,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let instance = self.instance.clone();
+        let queue = self.queue.clone();
+        async move {
+            loop {
+                write_batches(&instance, &queue).await;
+                tokio::select! {
+                    () = queue.pushed() => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    }
+}
+
+/// Writes what `queue` holds, batch after batch, until it is empty.
+async fn write_batches(instance: &Instance, queue: &Queue<LeaderError>) {
     while let Some(batch) = queue.next_batch() {
         let started = Instant::now();
         let mut deadline = started;
@@ -465,7 +482,7 @@ async fn write_batches(instance: Arc<Instance>, queue: Arc<Queue<LeaderError>>) 
             answers.push(waiter.answer);
         }
         let count = commands.len();
-        let result = write(&instance, group_commit::entry(commands), deadline).await;
+        let result = write(instance, group_commit::entry(commands), deadline).await;
         crate::metrics::global().stage(Stage::Commit, started.elapsed());
         match result.map(|outcome| group_commit::split(outcome, count)) {
             Ok(Some(outcomes)) => {
@@ -492,7 +509,11 @@ async fn write_batches(instance: Arc<Instance>, queue: Arc<Queue<LeaderError>>) 
 
 /// Proposes `command` on this node's Raft instance and waits until it is
 /// committed and applied, or `deadline`.
-async fn write(instance: &Instance, command: Command, deadline: Instant) -> Result<Outcome, LeaderError> {
+async fn write(
+    instance: &Instance,
+    command: Command,
+    deadline: Instant,
+) -> Result<Outcome, LeaderError> {
     let raft = instance.raft();
     let written = tokio::time::timeout_at(deadline, raft.client_write(command)).await;
     match written {

@@ -28,9 +28,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::store::{Backend, BackendError, MetaKey, decode, encode};
-use crate::metrics::Stage;
 use super::types::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
 use super::types::{Command, Outcome, RaiseRecord, Raiser, TypeConfig};
+use crate::metrics::Stage;
 use crate::watermark::{self, SignState};
 
 /// Everything the state machine holds; also the snapshot contents.

@@ -39,8 +39,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::types::TypeConfig;
-use crate::metrics::Stage;
 use super::types::typ::{Entry, LogId, StorageError, Vote};
+use crate::metrics::Stage;
 
 /// A backend failure, as text: it ends up in an openraft `StorageError`
 /// and, from there, in a refusal to sign.

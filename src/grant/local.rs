@@ -113,9 +113,10 @@ fn grant_blocking(chain: &Chain, attempt: &Attempt) -> Result<Verdict, GrantErro
     let mut next = current.clone();
     let (verdict, changed) = watermark::grant(&mut next, attempt);
     if changed {
-        let signature = timed(Stage::Sign, || chain.signer.sign(&next.sign_bytes)).map_err(|e| {
-            GrantError::Storage(format!("cannot sign state for the state file: {e}").into())
-        })?;
+        let signature =
+            timed(Stage::Sign, || chain.signer.sign(&next.sign_bytes)).map_err(|e| {
+                GrantError::Storage(format!("cannot sign state for the state file: {e}").into())
+            })?;
         next.signature = Some(signature.to_vec());
         timed(Stage::StateWrite, || chain.file.save(&next))
             .map_err(|e| GrantError::Storage(Cause::new(e)))?;

@@ -20,9 +20,9 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info, warn};
 
-use crate::metrics::{Stage, timed};
 use crate::grant::{GrantError, Granter};
 use crate::keys::ConsensusSigner;
+use crate::metrics::{Stage, timed};
 use crate::privval::codec::{self, FrameReader, ReadError};
 use crate::privval::{self, Request, Response, SignRequest, Version, canonical};
 use crate::watermark::{Attempt, Verdict};

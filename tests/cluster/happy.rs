@@ -152,9 +152,7 @@ async fn concurrent_grants_share_entries_and_keep_their_verdicts() {
     let leader = cluster.wait_leader(Duration::from_secs(10)).await;
     let node = cluster.node(leader).clone();
     let index = |node: &quorumkms::cluster::Node| {
-        node.applied_state()
-            .last_applied
-            .map_or(0, |id| id.index)
+        node.applied_state().last_applied.map_or(0, |id| id.index)
     };
     let before = index(&node);
     const CHAINS: usize = 32;
@@ -184,7 +182,11 @@ async fn concurrent_grants_share_entries_and_keep_their_verdicts() {
         .filter(|v| matches!(v, Ok(Verdict::Refuse(Refusal::ConflictingData { .. }))))
         .collect();
     assert_eq!(signed, CHAINS, "every chain signs once: {verdicts:?}");
-    assert_eq!(refused.len(), 1, "the second block is refused: {verdicts:?}");
+    assert_eq!(
+        refused.len(),
+        1,
+        "the second block is refused: {verdicts:?}"
+    );
     let entries = index(&node) - before;
     assert!(
         entries < CHAINS as u64,
