@@ -207,6 +207,19 @@ pub async fn run(
             }
             // Single-node mode is always ready to sign.
             crate::metrics::global().set_ready(true);
+            let files: Vec<(String, StateFile)> = config
+                .chain
+                .iter()
+                .map(|c| (c.id.clone(), StateFile::new(&c.state_file)))
+                .collect();
+            let loss = key_loss.clone();
+            crate::metrics::page::set_source(move || {
+                let chains: Vec<_> = files
+                    .iter()
+                    .map(|(id, file)| (id.clone(), file.load().map_err(|e| e.to_string())))
+                    .collect();
+                crate::metrics::page::View::single(&chains, loss.is_lost())
+            });
             let (tx, rx) = watch::channel(true);
             ready_senders.push(tx);
             (Arc::new(FloorGranter::new(Arc::new(local), floors)), rx)
@@ -215,6 +228,16 @@ pub async fn run(
             let mut deps = crate::cluster::Deps::for_config(cluster, key_loss.clone())?;
             deps.join = options.join;
             let node = crate::cluster::run_node(cluster.clone(), deps).await?;
+            // For operators: which peers answer, on the status page and
+            // in `cluster status`.
+            node.probe_peers(Duration::from_secs(1));
+            if let Some(tls) = &cluster.tls {
+                observe_certificate(&tls.cert);
+            }
+            let page_node = node.clone();
+            crate::metrics::page::set_source(move || {
+                crate::metrics::page::View::cluster(&page_node.status())
+            });
             let (tx, rx) = watch::channel(false);
             // Keep the validator through an ordinary election: a session
             // holds a request for up to the grant timeout anyway.
@@ -304,6 +327,23 @@ pub async fn run(
     match fatal {
         Some(error) => Err(Error::Cluster(error)),
         None => Ok(()),
+    }
+}
+
+/// Exports when the node's cluster certificate expires (the alert rules
+/// warn ahead of it); an unreadable one is left to the TLS setup to report.
+fn observe_certificate(path: &std::path::Path) {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let expiry = std::fs::read(path)
+        .ok()
+        .and_then(|pem| CertificateDer::from_pem_slice(&pem).ok())
+        .and_then(|der| crate::cluster::subject::not_after(der.as_ref()));
+    if let Some(expiry) = expiry {
+        crate::metrics::global()
+            .ops
+            .certificate_expiry
+            .set(expiry as f64);
     }
 }
 

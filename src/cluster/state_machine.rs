@@ -29,8 +29,8 @@ use tokio::sync::watch;
 
 use super::store::{Backend, BackendError, MetaKey, decode, encode};
 use super::types::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
-use super::types::{Command, Outcome, RaiseRecord, Raiser, TypeConfig};
-use crate::watermark::{self, SignState};
+use super::types::{Command, Outcome, RaiseRecord, Raiser, SignedRecord, TypeConfig};
+use crate::watermark::{self, SignState, Verdict};
 
 /// Everything the state machine holds; also the snapshot contents.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +44,9 @@ pub struct AppliedState {
     /// Each chain's last applied raise, by chain id.
     #[serde(default)]
     pub raises: BTreeMap<String, RaiseRecord>,
+    /// Each chain's last granted signature, by chain id (operators' view).
+    #[serde(default)]
+    pub last_signed: BTreeMap<String, SignedRecord>,
 }
 
 /// Applies one entry to `state` and returns its outcome. Pure.
@@ -55,9 +58,23 @@ pub fn apply(state: &mut AppliedState, entry: &Entry) -> Outcome {
             state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
             Outcome::None
         }
-        EntryPayload::Normal(Command::Grant { chain_id, attempt }) => {
+        EntryPayload::Normal(Command::Grant {
+            chain_id,
+            attempt,
+            served,
+        }) => {
             let chain = state.chains.entry(chain_id.clone()).or_default();
             let (verdict, _changed) = watermark::grant(chain, attempt);
+            if matches!(verdict, Verdict::Sign(_)) {
+                let record = SignedRecord {
+                    node: served.as_ref().map(|s| s.node),
+                    at_ms: served.as_ref().and_then(|s| s.at_ms),
+                    validator: attempt.origin.clone(),
+                    index: entry.log_id.index,
+                    position: attempt.position,
+                };
+                state.last_signed.insert(chain_id.clone(), record);
+            }
             Outcome::Granted(verdict)
         }
         EntryPayload::Normal(Command::Raise {

@@ -204,6 +204,7 @@ fn apply_is_deterministic_and_answers_every_entry() {
             sign_bytes: bytes.as_bytes().to_vec(),
             origin: None,
         },
+        served: None,
     };
     let entries: Vec<Entry<TypeConfig>> = vec![
         Entry {

@@ -84,7 +84,9 @@ fn describe_payload(payload: &EntryPayload<TypeConfig>) -> String {
     match payload {
         EntryPayload::Blank => "blank".into(),
         EntryPayload::Membership(m) => format!("membership {}", json(m)),
-        EntryPayload::Normal(Command::Grant { chain_id, attempt }) => format!(
+        EntryPayload::Normal(Command::Grant {
+            chain_id, attempt, ..
+        }) => format!(
             "grant {chain_id} {} {} by {}",
             attempt.position,
             hash8(&attempt.sign_bytes),

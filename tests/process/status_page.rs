@@ -1,0 +1,113 @@
+//! The operators' view of a real three-node cluster: `cluster status`
+//! names the node that served a chain's last signature and how many more
+//! voters the cluster can lose, and the status page, loaded in a real
+//! headless browser, shows members, chains and watermarks, and a killed
+//! node as down.
+
+use std::time::Duration;
+
+use crate::support;
+use crate::support::{Cluster, browser, fast_timing, precommit, prevote, proposal};
+use quorumkms::testnet::CHAIN_ID;
+use quorumkms::validator::{Checker, SignOutcome};
+
+const T: Duration = Duration::from_secs(30);
+const HEIGHTS: i64 = 5;
+
+#[test]
+fn status_page_and_cluster_status_show_who_signed_and_who_is_down() {
+    support::run(async {
+        let checker = Checker::new();
+        let mut c = Cluster::builder(3).metrics().build();
+        let (mut v, addr) = support::validator(&c.validator_host(), &checker, fast_timing()).await;
+        c.write(&|_| vec![addr.clone()]);
+        c.start(T).await;
+        for h in 1..=HEIGHTS {
+            for o in [
+                v.sign_proposal(proposal(h, 0)).await,
+                v.sign_vote(prevote(h, 0)).await,
+                v.sign_vote(precommit(h, 0)).await,
+            ] {
+                assert!(matches!(o, SignOutcome::Signed { .. }), "height {h}: {o:?}");
+            }
+        }
+        let serving = c.index_of(v.peer().expect("connected")).expect("a node");
+        let leader = c.leader(T).await;
+        let watermark = format!("{HEIGHTS}/0/precommit");
+
+        // Every node's status names the serving node, once all probes
+        // have answered.
+        let status = c
+            .wait_status(leader, "the last signature and a full quorum", T, |s| {
+                s.can_lose_voters == Some(1)
+                    && s.chains
+                        .get(CHAIN_ID)
+                        .and_then(|c| c.last_signed.as_ref())
+                        .is_some_and(|l| l.position.height == HEIGHTS)
+            })
+            .await;
+        let signed = status.chains[CHAIN_ID].last_signed.clone().expect("signed");
+        assert_eq!(signed.node, Some(serving as u64), "{signed:?}");
+        assert!(signed.at_ms.is_some(), "{signed:?}");
+        let table = quorumkms::cli::cluster::render(&status);
+        assert!(table.contains("can lose 1 more voter(s) of 3"), "{table}");
+        assert!(
+            table.contains("last signature at 20") && table.contains(&format!("by node {serving}")),
+            "{table}"
+        );
+
+        let (_, json) = c.http_get(leader, "/status.json").await;
+        let view: serde_json::Value = serde_json::from_str(&json).expect("status.json");
+        assert_eq!(view["mode"], "cluster", "{json}");
+        assert_eq!(view["chains"][0]["watermark"], watermark.as_str(), "{json}");
+
+        if !browser::available("status_page") {
+            c.stop_all().await;
+            return;
+        }
+        // The serving node's page: it has grant latencies to show.
+        let url = format!("http://{}/", c.metrics_addr(serving).expect("metrics"));
+        let dom = browser::dump_dom(&url).await;
+        for id in 1..=3 {
+            assert!(
+                dom.contains(&format!("data-member=\"{id}\" data-state=\"up\"")),
+                "node {id} not shown up:\n{dom}"
+            );
+        }
+        // Leadership may move meanwhile; some member leads.
+        assert!(dom.contains("data-role=\"leader\""), "{dom}");
+        assert!(
+            dom.contains(&format!(
+                "data-chain=\"{CHAIN_ID}\" data-height=\"{HEIGHTS}\""
+            )),
+            "{dom}"
+        );
+        assert!(dom.contains(&watermark), "{dom}");
+        assert!(dom.contains(&format!("node {serving}")), "{dom}");
+        assert!(
+            dom.contains("data-health=\"quorum\" data-ok=\"true\""),
+            "{dom}"
+        );
+        assert!(dom.contains("can lose 1 more voter(s)"), "{dom}");
+        assert!(dom.contains("p99"), "no latency figures:\n{dom}");
+
+        // Kill another node: this node's page shows it down, and the
+        // cluster one failure from losing its quorum.
+        let victim = (1..=3).find(|i| *i != serving).expect("another node");
+        c.kill(victim).await;
+        c.wait_status(serving, "the killed node unreachable", T, |s| {
+            s.can_lose_voters == Some(0)
+                && s.members
+                    .iter()
+                    .any(|m| m.id == victim as u64 && m.reachable == Some(false))
+        })
+        .await;
+        let dom = browser::dump_dom(&url).await;
+        assert!(
+            dom.contains(&format!("data-member=\"{victim}\" data-state=\"down\"")),
+            "node {victim} not shown down:\n{dom}"
+        );
+        assert!(dom.contains("can lose 0 more voter(s)"), "{dom}");
+        c.stop_all().await;
+    });
+}
