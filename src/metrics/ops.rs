@@ -202,4 +202,74 @@ mod tests {
         ops.signed_at("a", 1000);
         assert!(ops.last_signature.with_label_values(&["a"]).get() > 1.0);
     }
+
+    /// The metric names a node's `/metrics` serves once it has signed,
+    /// seen a validator and a peer (vectors appear with their first label).
+    fn served_names() -> std::collections::BTreeSet<String> {
+        let m = super::super::build().expect("build");
+        m.sign("c", "prevote", "signed");
+        m.grant_time("c", Duration::from_millis(1));
+        m.validator("c", "tcp://v", true);
+        m.ops.follower_lag.with_label_values(&["2"]).set(0);
+        m.ops.peer_reachable.with_label_values(&["2"]).set(1);
+        m.ops.key_backend_up.with_label_values(&["c"]).set(1);
+        m.render()
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.is_empty())
+            .map(|line| line.split(['{', ' ']).next().unwrap_or("").to_string())
+            .collect()
+    }
+
+    /// Every `quorumkms_*` name in `text`.
+    fn names_in(text: &str) -> std::collections::BTreeSet<String> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("quorumkms_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                .unwrap_or(tail.len());
+            names.insert(tail[..end].to_string());
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    fn repo_file(path: &str) -> String {
+        let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+        std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+    }
+
+    #[test]
+    fn dashboard_and_alert_rules_use_only_exported_metrics() {
+        let served = served_names();
+        assert!(served.contains("quorumkms_grant_seconds_bucket"), "{served:?}");
+        for file in [
+            "cluster/monitoring/dashboard.json",
+            "cluster/monitoring/alerts.yml",
+        ] {
+            let used = names_in(&repo_file(file));
+            assert!(!used.is_empty(), "{file} names no metric");
+            let unknown: Vec<_> = used.difference(&served).collect();
+            assert!(unknown.is_empty(), "{file} uses metrics no node exports: {unknown:?}");
+        }
+    }
+
+    #[test]
+    fn the_operations_doc_names_every_metric() {
+        let documented = names_in(&repo_file("docs/operations.md"));
+        let missing: Vec<_> = served_names()
+            .into_iter()
+            .map(|name| {
+                // A histogram's series are documented under its name.
+                ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s).map(str::to_string))
+                    .filter(|base| base.ends_with("_seconds"))
+                    .unwrap_or(name)
+            })
+            .filter(|name| !documented.contains(name))
+            .collect();
+        assert!(missing.is_empty(), "docs/operations.md does not name {missing:?}");
+    }
 }

@@ -337,7 +337,8 @@ pub fn observe_status(status: &Status) {
     let ops = &super::global().ops;
     for m in &status.members {
         let node = m.id.to_string();
-        if let Some(reachable) = m.reachable {
+        // A node's view of itself says nothing of whether others reach it.
+        if let Some(reachable) = m.reachable.filter(|_| m.id != status.node_id) {
             ops.peer_reachable
                 .with_label_values(&[&node])
                 .set(i64::from(reachable));
