@@ -147,6 +147,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let signers = load_signers(&config)?;
+    for (chain, signer) in &signers {
+        crate::cluster::admin::status::publish_key(chain, signer.public_key());
+    }
     let metrics_server = match &config.metrics {
         Some(m) => Some(
             crate::metrics::serve(&m.listen)

@@ -243,7 +243,10 @@ mod tests {
     #[test]
     fn dashboard_and_alert_rules_use_only_exported_metrics() {
         let served = served_names();
-        assert!(served.contains("quorumkms_grant_seconds_bucket"), "{served:?}");
+        assert!(
+            served.contains("quorumkms_grant_seconds_bucket"),
+            "{served:?}"
+        );
         for file in [
             "cluster/monitoring/dashboard.json",
             "cluster/monitoring/alerts.yml",
@@ -251,7 +254,10 @@ mod tests {
             let used = names_in(&repo_file(file));
             assert!(!used.is_empty(), "{file} names no metric");
             let unknown: Vec<_> = used.difference(&served).collect();
-            assert!(unknown.is_empty(), "{file} uses metrics no node exports: {unknown:?}");
+            assert!(
+                unknown.is_empty(),
+                "{file} uses metrics no node exports: {unknown:?}"
+            );
         }
     }
 
@@ -270,6 +276,9 @@ mod tests {
             })
             .filter(|name| !documented.contains(name))
             .collect();
-        assert!(missing.is_empty(), "docs/operations.md does not name {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "docs/operations.md does not name {missing:?}"
+        );
     }
 }

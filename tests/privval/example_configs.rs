@@ -67,6 +67,9 @@ fn every_kubernetes_config_validates() {
         let cluster = config.cluster.expect("[cluster]");
         assert_eq!(cluster.node_id, i as u64 + 1, "{name}");
         assert!(cluster.tls.is_some(), "{name} runs without TLS");
-        assert!(config.metrics.is_some(), "{name}: readiness needs [metrics]");
+        assert!(
+            config.metrics.is_some(),
+            "{name}: readiness needs [metrics]"
+        );
     }
 }

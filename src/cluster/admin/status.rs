@@ -113,6 +113,21 @@ pub struct Status {
     /// when fewer than a majority are up.
     #[serde(default)]
     pub can_lose_voters: Option<u64>,
+    /// Each chain's consensus public key on this node (hex), so `doctor`
+    /// can check every node holds the same key.
+    #[serde(default)]
+    pub public_keys: BTreeMap<String, String>,
+}
+
+static PUBLIC_KEYS: std::sync::Mutex<BTreeMap<String, String>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// Records the public key this process signs `chain` with, for its status.
+pub fn publish_key(chain: &str, public_key: [u8; 32]) {
+    PUBLIC_KEYS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(chain.to_string(), hex::encode(public_key));
 }
 
 /// How many more of `voters` can fail, with `up` of them up, before fewer
@@ -212,6 +227,10 @@ impl Status {
             cluster_id: instance.identity().cluster_id().map(|id| id.to_string()),
             time_unix_ms: Some(crate::cluster::deps::system_clock_ms()),
             can_lose_voters: can_lose(voters.len(), voters_up),
+            public_keys: PUBLIC_KEYS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 }
