@@ -208,6 +208,7 @@ mod tests {
     fn served_names() -> std::collections::BTreeSet<String> {
         let m = super::super::build().expect("build");
         m.sign("c", "prevote", "signed");
+        m.sign("c", "prevote", "refused");
         m.grant_time("c", Duration::from_millis(1));
         m.validator("c", "tcp://v", true);
         m.ops.follower_lag.with_label_values(&["2"]).set(0);
