@@ -205,7 +205,7 @@ fn last_signature_ms(chain: &str) -> Option<u64> {
         .last_signature
         .with_label_values(&[chain])
         .get();
-    (secs > 0.0).then(|| (secs * 1000.0) as u64)
+    (secs > 0.0).then_some((secs * 1000.0) as u64)
 }
 
 impl View {
