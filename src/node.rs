@@ -163,6 +163,7 @@ pub async fn run(
     let key_loss = KeyLoss::default();
     let mut ready_senders = Vec::new();
     let mut cluster_node: Option<crate::cluster::Node> = None;
+    let mut background = Vec::new();
     let mut state_locks = Vec::new();
     // The signer each chain's sessions use: in single-node mode, one that
     // reuses the signature the granter made for the state file.
@@ -241,6 +242,16 @@ pub async fn run(
             crate::metrics::page::set_source(move || {
                 crate::metrics::page::View::cluster(&page_node.status())
             });
+            // The alerting gauges that come from the status (peer probes,
+            // lag, quorum margin, last signature), each second.
+            let status_node = node.clone();
+            background.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    crate::metrics::page::observe_status(&status_node.status());
+                }
+            }));
             let (tx, rx) = watch::channel(false);
             // Keep the validator through an ordinary election: a session
             // holds a request for up to the grant timeout anyway.
@@ -320,6 +331,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     drop(ready_senders);
+    for task in background {
+        task.abort();
+    }
     if let Some(node) = cluster_node {
         node.shutdown().await;
     }

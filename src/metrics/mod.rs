@@ -244,7 +244,6 @@ pub fn observe_cluster(node: &crate::cluster::Node) {
         .set(i64::try_from(raft.membership_config.membership().voter_ids().count()).unwrap_or(0));
     m.storage_fault
         .set(i64::from(node.storage_fault().is_some()));
-    page::observe_status(&node.status());
 }
 
 /// Largest request head read; anything longer is answered 400.

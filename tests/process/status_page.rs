@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use crate::support;
+use crate::support::metrics::sample;
 use crate::support::{Cluster, browser, fast_timing, precommit, prevote, proposal};
 use quorumkms::testnet::CHAIN_ID;
 use quorumkms::validator::{Checker, SignOutcome};
@@ -61,35 +62,34 @@ fn status_page_and_cluster_status_show_who_signed_and_who_is_down() {
         assert_eq!(view["mode"], "cluster", "{json}");
         assert_eq!(view["chains"][0]["watermark"], watermark.as_str(), "{json}");
 
-        if !browser::available("status_page") {
-            c.stop_all().await;
-            return;
-        }
+        let with_browser = browser::available("status_page");
         // The serving node's page: it has grant latencies to show.
         let url = format!("http://{}/", c.metrics_addr(serving).expect("metrics"));
-        let dom = browser::dump_dom(&url).await;
-        for id in 1..=3 {
+        if with_browser {
+            let dom = browser::dump_dom(&url).await;
+            for id in 1..=3 {
+                assert!(
+                    dom.contains(&format!("data-member=\"{id}\" data-state=\"up\"")),
+                    "node {id} not shown up:\n{dom}"
+                );
+            }
+            // Leadership may move meanwhile; some member leads.
+            assert!(dom.contains("data-role=\"leader\""), "{dom}");
             assert!(
-                dom.contains(&format!("data-member=\"{id}\" data-state=\"up\"")),
-                "node {id} not shown up:\n{dom}"
+                dom.contains(&format!(
+                    "data-chain=\"{CHAIN_ID}\" data-height=\"{HEIGHTS}\""
+                )),
+                "{dom}"
             );
+            assert!(dom.contains(&watermark), "{dom}");
+            assert!(dom.contains(&format!("node {serving}")), "{dom}");
+            assert!(
+                dom.contains("data-health=\"quorum\" data-ok=\"true\""),
+                "{dom}"
+            );
+            assert!(dom.contains("can lose 1 more voter(s)"), "{dom}");
+            assert!(dom.contains("p99"), "no latency figures:\n{dom}");
         }
-        // Leadership may move meanwhile; some member leads.
-        assert!(dom.contains("data-role=\"leader\""), "{dom}");
-        assert!(
-            dom.contains(&format!(
-                "data-chain=\"{CHAIN_ID}\" data-height=\"{HEIGHTS}\""
-            )),
-            "{dom}"
-        );
-        assert!(dom.contains(&watermark), "{dom}");
-        assert!(dom.contains(&format!("node {serving}")), "{dom}");
-        assert!(
-            dom.contains("data-health=\"quorum\" data-ok=\"true\""),
-            "{dom}"
-        );
-        assert!(dom.contains("can lose 1 more voter(s)"), "{dom}");
-        assert!(dom.contains("p99"), "no latency figures:\n{dom}");
 
         // Kill another node: this node's page shows it down, and the
         // cluster one failure from losing its quorum.
@@ -102,12 +102,35 @@ fn status_page_and_cluster_status_show_who_signed_and_who_is_down() {
                     .any(|m| m.id == victim as u64 && m.reachable == Some(false))
         })
         .await;
-        let dom = browser::dump_dom(&url).await;
-        assert!(
-            dom.contains(&format!("data-member=\"{victim}\" data-state=\"down\"")),
-            "node {victim} not shown down:\n{dom}"
-        );
-        assert!(dom.contains("can lose 0 more voter(s)"), "{dom}");
+        // The alerting gauges follow within a second or so.
+        let node_label = format!("node=\"{victim}\"");
+        let deadline = tokio::time::Instant::now() + T;
+        loop {
+            let (_, body) = c.http_get(serving, "/metrics").await;
+            let reachable = sample(&body, "quorumkms_raft_peer_reachable", &[&node_label]);
+            let margin = sample(&body, "quorumkms_quorum_can_lose_voters", &[]);
+            let signed = sample(
+                &body,
+                "quorumkms_last_signature_timestamp_seconds",
+                &[&format!("chain=\"{CHAIN_ID}\"")],
+            );
+            if reachable == Some(0.0) && margin == Some(0.0) && signed.is_some_and(|t| t > 0.0) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gauges did not follow: {reachable:?} {margin:?} {signed:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if with_browser {
+            let dom = browser::dump_dom(&url).await;
+            assert!(
+                dom.contains(&format!("data-member=\"{victim}\" data-state=\"down\"")),
+                "node {victim} not shown down:\n{dom}"
+            );
+            assert!(dom.contains("can lose 0 more voter(s)"), "{dom}");
+        }
         c.stop_all().await;
     });
 }
