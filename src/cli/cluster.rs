@@ -352,6 +352,7 @@ pub fn render(status: &admin::Status) -> String {
     }
     let voters = status.members.iter().filter(|m| m.voter).count();
     match status.can_lose_voters {
+        _ if voters == 0 => out.push_str("quorum: no membership yet\n"),
         Some(n) => out.push_str(&format!(
             "quorum: can lose {n} more voter(s) of {voters} and keep a majority\n"
         )),

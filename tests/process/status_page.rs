@@ -2,7 +2,7 @@
 //! names the node that served a chain's last signature and how many more
 //! voters the cluster can lose, and the status page, loaded in a real
 //! headless browser, shows members, chains and watermarks, and a killed
-//! node as down.
+//! node as down; `doctor` checks a running cluster with mutual TLS.
 
 use std::time::Duration;
 
@@ -131,6 +131,78 @@ fn status_page_and_cluster_status_show_who_signed_and_who_is_down() {
             );
             assert!(dom.contains("can lose 0 more voter(s)"), "{dom}");
         }
+        c.stop_all().await;
+    });
+}
+
+/// `doctor` against a running cluster with mutual TLS: every peer is
+/// reachable with a certificate naming the right node, every node holds
+/// the same public key, and the clocks agree; a peer listed under another
+/// node's id fails.
+#[test]
+fn doctor_checks_a_running_tls_cluster() {
+    support::run(async {
+        let (mut c, _validator) = support::signing::start_cluster(Cluster::builder(3).tls()).await;
+        let certs = c.certs().expect("certs").to_path_buf();
+        let config = c.nodes()[0].config.clone();
+        let doctor = |config: &std::path::Path| {
+            let out = std::process::Command::new(support::exe())
+                .arg("doctor")
+                .arg("-c")
+                .arg(config)
+                .arg("--no-dial")
+                .arg("--cert")
+                .arg(certs.join("operator-ops.pem"))
+                .arg("--key")
+                .arg(certs.join("operator-ops.key"))
+                .output()
+                .expect("run doctor");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr),
+            )
+        };
+        let (ok, report) = doctor(&config);
+        eprintln!("{report}");
+        assert!(ok, "{report}");
+        for id in [2, 3] {
+            assert!(
+                report.contains(&format!("certificate for node {id}: valid until")),
+                "{report}"
+            );
+            assert!(
+                report.contains(&format!("node {id} (admin API at"))
+                    && report.contains("clock offset"),
+                "{report}"
+            );
+        }
+        for id in 1..=3 {
+            assert!(
+                report
+                    .lines()
+                    .any(|l| l.starts_with(&format!("PASS  node {id} "))
+                        && l.contains(&format!("same public key for {CHAIN_ID}"))),
+                "{report}"
+            );
+        }
+
+        // Swap two peers' ids: their certificates name the other node.
+        let text = std::fs::read_to_string(&config).expect("config");
+        let swapped = text
+            .replace("id = 2,", "id = 9,")
+            .replace("id = 3,", "id = 2,")
+            .replace("id = 9,", "id = 3,");
+        assert_ne!(swapped, text, "the peers list is not as expected:\n{text}");
+        let bad = config.with_file_name("swapped.toml");
+        std::fs::write(&bad, swapped).expect("write");
+        let (ok, report) = doctor(&bad);
+        assert!(!ok, "{report}");
+        assert!(
+            report.lines().any(|l| l.starts_with("FAIL")
+                && l.contains("its certificate names node Some(3), not 2")),
+            "{report}"
+        );
         c.stop_all().await;
     });
 }
