@@ -219,6 +219,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let signers = load_signers(&config)?;
+    for (chain, signer) in &signers {
+        crate::cluster::admin::status::publish_key(chain, &signer.public_key());
+    }
     let metrics_server = match &config.metrics {
         Some(m) => Some(
             crate::metrics::serve(&m.listen)
@@ -232,6 +235,7 @@ pub async fn run(
     let key_loss = KeyLoss::default();
     let mut ready_senders = Vec::new();
     let mut cluster_node: Option<crate::cluster::Node> = None;
+    let mut background = Vec::new();
     let mut state_locks = Vec::new();
     // The signer each chain's sessions use: in single-node mode, one that
     // reuses the signature the granter made for the state file.
@@ -279,6 +283,19 @@ pub async fn run(
             }
             // Single-node mode is always ready to sign.
             crate::metrics::global().set_ready(true);
+            let files: Vec<(String, StateFile)> = config
+                .chain
+                .iter()
+                .map(|c| (c.id.clone(), StateFile::new(&c.state_file)))
+                .collect();
+            let loss = key_loss.clone();
+            crate::metrics::page::set_source(move || {
+                let chains: Vec<_> = files
+                    .iter()
+                    .map(|(id, file)| (id.clone(), file.load().map_err(|e| e.to_string())))
+                    .collect();
+                crate::metrics::page::View::single(&chains, loss.is_lost())
+            });
             let (tx, rx) = watch::channel(true);
             ready_senders.push(tx);
             (Arc::new(FloorGranter::new(Arc::new(local), floors)), rx)
@@ -287,6 +304,26 @@ pub async fn run(
             let mut deps = crate::cluster::Deps::for_config(cluster, key_loss.clone())?;
             deps.join = options.join;
             let node = crate::cluster::run_node(cluster.clone(), deps).await?;
+            // For operators: which peers answer, on the status page and
+            // in `cluster status`.
+            node.probe_peers(Duration::from_secs(1));
+            if let Some(tls) = &cluster.tls {
+                observe_certificate(&tls.cert);
+            }
+            let page_node = node.clone();
+            crate::metrics::page::set_source(move || {
+                crate::metrics::page::View::cluster(&page_node.status())
+            });
+            // The alerting gauges that come from the status (peer probes,
+            // lag, quorum margin, last signature), each second.
+            let status_node = node.clone();
+            background.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    crate::metrics::page::observe_status(&status_node.status());
+                }
+            }));
             let (tx, rx) = watch::channel(false);
             // Keep the validator through an ordinary election: a session
             // holds a request for up to the grant timeout anyway.
@@ -366,6 +403,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     drop(ready_senders);
+    for task in background {
+        task.abort();
+    }
     if let Some(node) = cluster_node {
         node.shutdown().await;
     }
@@ -376,6 +416,23 @@ pub async fn run(
     match fatal {
         Some(error) => Err(Error::Cluster(error)),
         None => Ok(()),
+    }
+}
+
+/// Exports when the node's cluster certificate expires (the alert rules
+/// warn ahead of it); an unreadable one is left to the TLS setup to report.
+fn observe_certificate(path: &std::path::Path) {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let expiry = std::fs::read(path)
+        .ok()
+        .and_then(|pem| CertificateDer::from_pem_slice(&pem).ok())
+        .and_then(|der| crate::cluster::subject::not_after(der.as_ref()));
+    if let Some(expiry) = expiry {
+        crate::metrics::global()
+            .ops
+            .certificate_expiry
+            .set(expiry as f64);
     }
 }
 

@@ -350,13 +350,39 @@ pub fn render(status: &admin::Status) -> String {
         Some(id) => out.push_str(&format!("cluster {id}\n")),
         None => out.push_str("cluster: none yet (waiting for `cluster init`, or to be added)\n"),
     }
+    let voters = status.members.iter().filter(|m| m.voter).count();
+    match status.can_lose_voters {
+        _ if voters == 0 => out.push_str("quorum: no membership yet\n"),
+        Some(n) => out.push_str(&format!(
+            "quorum: can lose {n} more voter(s) of {voters} and keep a majority\n"
+        )),
+        None => out.push_str(&format!(
+            "quorum: NONE - fewer than a majority of {voters} voter(s) are up\n"
+        )),
+    }
     out.push_str("members:\n");
     for m in &status.members {
-        let role = if m.voter { "voter" } else { "learner" };
+        let role = if status.leader == Some(m.id) {
+            "leader"
+        } else if m.voter {
+            "voter"
+        } else {
+            "learner"
+        };
         let matched = m
             .matched_index
             .map_or(String::new(), |i| format!("  replicated to {i}"));
-        out.push_str(&format!("  {:>3}  {:<24} {role}{matched}\n", m.id, m.addr));
+        let lag = m.lag.map_or(String::new(), |l| format!("  lag {l}"));
+        let reach = match (m.reachable, &m.probe_error) {
+            (Some(true), _) => "  up".to_string(),
+            (Some(false), Some(e)) => format!("  DOWN ({e})"),
+            (Some(false), None) => "  DOWN".to_string(),
+            (None, _) => String::new(),
+        };
+        out.push_str(&format!(
+            "  {:>3}  {:<24} {role}{matched}{lag}{reach}\n",
+            m.id, m.addr
+        ));
     }
     if !status.validators.is_empty() {
         out.push_str("validators:\n");
@@ -374,9 +400,53 @@ pub fn render(status: &admin::Status) -> String {
         let position = c.position.map_or("none".to_string(), |p| p.to_string());
         let owner = c.owner.as_deref().unwrap_or("-");
         out.push_str(&format!("  {chain:<24} {position:<20} owner {owner}\n"));
+        if let Some(signed) = &c.last_signed {
+            out.push_str(&format!(
+                "  {:<24} last signature {}\n",
+                "",
+                describe_signed(signed)
+            ));
+        }
         if let Some(raise) = &c.last_raise {
             out.push_str(&format!("  {:<24} last raise {raise}\n", ""));
         }
     }
     out
+}
+
+use crate::metrics::page::format_unix_ms;
+
+/// "at TIME by node N for VALIDATOR (index I, H/R/S)".
+pub fn describe_signed(signed: &crate::cluster::SignedRecord) -> String {
+    let at = signed
+        .at_ms
+        .map_or("at an unrecorded time".to_string(), |ms| {
+            format!("at {}", format_unix_ms(ms))
+        });
+    let node = signed
+        .node
+        .map_or("an unrecorded node".to_string(), |n| format!("node {n}"));
+    let validator = signed
+        .validator
+        .as_deref()
+        .map_or(String::new(), |v| format!(" for {v}"));
+    format!(
+        "{at} by {node}{validator} ({}, index {})",
+        signed.position, signed.index
+    )
+}
+
+#[cfg(test)]
+mod tests {
+
+    #[test]
+    fn quorum_margin() {
+        use crate::cluster::admin::status::can_lose;
+        assert_eq!(can_lose(3, 3), Some(1));
+        assert_eq!(can_lose(3, 2), Some(0));
+        assert_eq!(can_lose(3, 1), None);
+        assert_eq!(can_lose(5, 5), Some(2));
+        assert_eq!(can_lose(4, 4), Some(1));
+        assert_eq!(can_lose(0, 0), None);
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod demo;
+pub mod doctor;
 pub mod drill;
 pub mod init;
 pub mod pkcs11;
@@ -68,6 +69,10 @@ pub enum Command {
     /// Write node directories for a test deployment (shared soft key,
     /// cluster peers, validator addresses).
     TestnetConfig(testnet::Args),
+    /// Check a node before `start` or after an incident: config, key and
+    /// PIN files, key backend, peers and certificates, clocks, validator
+    /// addresses, the state directory's filesystem and free space.
+    Doctor(doctor::Args),
     /// Print the version.
     Version,
 }
@@ -90,6 +95,7 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::ValidatorSim(args) => validator_sim::run(&args),
         Command::Drill(args) => drill::run(&args),
         Command::TestnetConfig(args) => testnet::run(&args),
+        Command::Doctor(args) => doctor::run(&args),
         Command::Version => {
             println!("quorumkms {}", env!("CARGO_PKG_VERSION"));
             Ok(())

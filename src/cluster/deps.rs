@@ -34,6 +34,17 @@ pub struct Deps {
     /// Started with `--join`: with an empty store, the node joins a
     /// running cluster as a learner (see [`identity`](super::identity)).
     pub join: bool,
+    /// The wall clock a grant records as its time (ms since the Unix
+    /// epoch), for operators; `None` records none (the simulation, whose
+    /// applied state must not depend on the host's clock).
+    pub clock: Option<fn() -> u64>,
+}
+
+/// The system clock in milliseconds since the Unix epoch (0 before it).
+pub fn system_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Default for Deps {
@@ -43,6 +54,7 @@ impl Default for Deps {
             transport: Arc::new(TcpTransport),
             key_loss: KeyLoss::default(),
             join: false,
+            clock: Some(system_clock_ms),
         }
     }
 }
@@ -81,6 +93,7 @@ impl Deps {
             transport,
             key_loss,
             join: false,
+            clock: Some(system_clock_ms),
         })
     }
 }

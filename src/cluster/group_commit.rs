@@ -138,6 +138,7 @@ mod tests {
                 sign_bytes: vec![height as u8],
                 origin: None,
             },
+            served: None,
         }
     }
 

@@ -44,6 +44,20 @@ pub(crate) struct Instance {
     identity: Arc<Identity>,
     // When a leader's AppendEntries (or heartbeat) was last accepted here.
     leader_contact: Mutex<Option<Instant>>,
+    peers: Mutex<BTreeMap<NodeId, PeerSeen>>,
+}
+
+/// What this node last learnt of a peer by probing it (see `probe`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PeerSeen {
+    /// Whether the last probe got an answer.
+    pub(crate) reachable: bool,
+    /// When the last probe ended.
+    pub(crate) checked: std::time::Instant,
+    /// The last answered probe's round trip.
+    pub(crate) rtt: Option<Duration>,
+    /// Why the last probe failed.
+    pub(crate) error: Option<String>,
 }
 
 impl Instance {
@@ -65,6 +79,7 @@ impl Instance {
             applied,
             identity,
             leader_contact: Mutex::new(None),
+            peers: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -82,6 +97,19 @@ impl Instance {
             .leader_contact
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a probe of `peer`.
+    pub(crate) fn set_peer_seen(&self, peer: NodeId, seen: PeerSeen) {
+        self.peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer, seen);
+    }
+
+    /// What the probes last found, by peer.
+    pub(crate) fn peers_seen(&self) -> BTreeMap<NodeId, PeerSeen> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The cluster this node belongs to.

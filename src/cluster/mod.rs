@@ -58,6 +58,7 @@ mod instance;
 pub mod membership;
 pub mod network;
 mod node;
+mod probe;
 pub mod propose;
 pub mod revoke;
 pub mod runtime;
@@ -94,7 +95,7 @@ pub use state_machine::AppliedState;
 pub use store::{Backend, MemBackend, RedbBackend};
 pub use tls::{TlsConfig, TlsTransport};
 pub use transport::{TcpTransport, Transport};
-pub use types::{Command, Member, NodeId, Outcome, RaiseRecord, Raiser};
+pub use types::{Command, Member, NodeId, Outcome, RaiseRecord, Raiser, Served, SignedRecord};
 
 #[cfg(test)]
 mod tests;

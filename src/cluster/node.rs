@@ -55,6 +55,7 @@ struct Parts {
     proposer: Arc<Proposer>,
     bootstrap: Bootstrap,
     key_loss: KeyLoss,
+    channels: Channels,
     // Held so the store closes when the last handle is dropped, by whoever
     // drops it, rather than in one of Raft's tasks a moment after shutdown
     // returns: a node restarted at once from the same directory must find
@@ -121,18 +122,16 @@ pub async fn run_node(config: Config, deps: Deps) -> Result<Node, Error> {
         applied,
         identity,
     ));
-    let proposer = Arc::new(Proposer::new(
-        instance.clone(),
-        channels.clone(),
-        config.clone(),
-    ));
+    let proposer = Arc::new(
+        Proposer::new(instance.clone(), channels.clone(), config.clone()).with_clock(deps.clock),
+    );
     let membership = Membership::new(
         instance.clone(),
         proposer.clone(),
         channels.clone(),
         config.clone(),
     );
-    let bootstrap = Bootstrap::new(instance.clone(), channels, config.clone());
+    let bootstrap = Bootstrap::new(instance.clone(), channels.clone(), config.clone());
     let cluster_service = ClusterService::new(instance.clone(), proposer.clone());
     let admin_service = AdminService::new(
         instance.clone(),
@@ -175,6 +174,7 @@ pub async fn run_node(config: Config, deps: Deps) -> Result<Node, Error> {
             proposer,
             bootstrap,
             key_loss: deps.key_loss,
+            channels,
             _store: store,
             shutdown_tx,
             tasks: Mutex::new(vec![server, supervisor, failover, writer]),
@@ -301,6 +301,23 @@ impl Node {
     /// What `cluster status` shows for this node.
     pub fn status(&self) -> Status {
         Status::of(&self.parts.instance, &self.parts.key_loss)
+    }
+
+    /// Pings every other member each `every` so [`Node::status`] says
+    /// which it reaches (`quorumkms start` turns this on; it is for
+    /// operators only).
+    pub fn probe_peers(&self, every: Duration) {
+        let task = runtime::spawn(super::probe::run(
+            self.parts.instance.clone(),
+            self.parts.channels.clone(),
+            every,
+            self.parts.shutdown_tx.subscribe(),
+        ));
+        self.parts
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(task);
     }
 
     /// Stops the server, the supervisor and Raft, and waits for them.

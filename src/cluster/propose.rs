@@ -29,7 +29,7 @@ use super::network::{self, CallError, Channels};
 use super::types::typ::{
     self, ChangeMembershipError, ClientWriteError, Fatal, RaftError, RaftMetrics,
 };
-use super::types::{Command, Member, NodeId, Outcome, Raiser};
+use super::types::{Command, Member, NodeId, Outcome, Raiser, Served};
 use crate::grant::{Cause, GrantError};
 use crate::metrics::Stage;
 use crate::watermark::{Attempt, Refusal, SignState, Verdict};
@@ -156,6 +156,8 @@ pub(crate) struct Proposer {
     // Set while this leader hands leadership over: new proposals wait, so
     // no replication traffic renews the followers' leader lease.
     transferring: AtomicBool,
+    // The time a grant records for operators (see `Deps::clock`).
+    clock: Option<fn() -> u64>,
 }
 
 impl Proposer {
@@ -168,7 +170,14 @@ impl Proposer {
             channels,
             config,
             transferring: AtomicBool::new(false),
+            clock: None,
         }
+    }
+
+    /// Records `clock`'s time in every grant this node proposes.
+    pub(crate) fn with_clock(mut self, clock: Option<fn() -> u64>) -> Proposer {
+        self.clock = clock;
+        self
     }
 
     /// Pauses (true) or resumes (false) local proposals.
@@ -205,6 +214,10 @@ impl Proposer {
         let command = Command::Grant {
             chain_id: chain_id.to_string(),
             attempt,
+            served: Some(Served {
+                node: self.instance.id(),
+                at_ms: self.clock.map(|now| now()),
+            }),
         };
         match self.propose(command).await? {
             Outcome::Granted(verdict) => Ok(verdict),

@@ -29,9 +29,9 @@ use tokio::sync::watch;
 
 use super::store::{Backend, BackendError, MetaKey, decode, encode};
 use super::types::typ::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership};
-use super::types::{Command, Outcome, RaiseRecord, Raiser, TypeConfig};
+use super::types::{Command, Outcome, RaiseRecord, Raiser, SignedRecord, TypeConfig};
 use crate::metrics::Stage;
-use crate::watermark::{self, SignState};
+use crate::watermark::{self, SignState, Verdict};
 
 /// Everything the state machine holds; also the snapshot contents.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +45,9 @@ pub struct AppliedState {
     /// Each chain's last applied raise, by chain id.
     #[serde(default)]
     pub raises: BTreeMap<String, RaiseRecord>,
+    /// Each chain's last granted signature, by chain id (operators' view).
+    #[serde(default)]
+    pub last_signed: BTreeMap<String, SignedRecord>,
 }
 
 /// Applies one entry to `state` and returns its outcome. Pure.
@@ -63,9 +66,23 @@ pub fn apply(state: &mut AppliedState, entry: &Entry) -> Outcome {
 /// Applies one command of the entry at log `index`.
 fn apply_command(state: &mut AppliedState, index: u64, command: &Command) -> Outcome {
     match command {
-        Command::Grant { chain_id, attempt } => {
+        Command::Grant {
+            chain_id,
+            attempt,
+            served,
+        } => {
             let chain = state.chains.entry(chain_id.clone()).or_default();
             let (verdict, _changed) = watermark::grant(chain, attempt);
+            if matches!(verdict, Verdict::Sign(_)) {
+                let record = SignedRecord {
+                    node: served.as_ref().map(|s| s.node),
+                    at_ms: served.as_ref().and_then(|s| s.at_ms),
+                    validator: attempt.origin.clone(),
+                    index,
+                    position: attempt.position,
+                };
+                state.last_signed.insert(chain_id.clone(), record);
+            }
             Outcome::Granted(verdict)
         }
         Command::Raise {

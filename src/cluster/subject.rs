@@ -3,6 +3,9 @@
 //! (`quorumkms cluster certs operator --name alice` writes the CN
 //! `quorumkms operator alice`).
 //!
+//! [`not_after`] reads a certificate's expiry the same way, for the
+//! expiry metric and `quorumkms doctor`.
+//!
 //! A hand-written walk over the few DER shapes a subject uses: the
 //! handshake has verified the certificate already, and nothing here
 //! decides access, so a subject this does not understand is only "no CN".
@@ -78,6 +81,67 @@ pub fn common_name(subject: &[u8]) -> Option<String> {
     None
 }
 
+/// When the certificate `der` (the whole DER certificate) expires, in
+/// seconds since the Unix epoch; `None` if its validity cannot be read.
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    let (tag, certificate, _) = element(der)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (tag, tbs, _) = element(certificate)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let mut fields = tbs;
+    // The explicit [0] version, when present.
+    if fields.first() == Some(&0xa0) {
+        fields = element(fields)?.2;
+    }
+    // serialNumber, signature, issuer.
+    for _ in 0..3 {
+        fields = element(fields)?.2;
+    }
+    let (tag, validity, _) = element(fields)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (_, _, rest) = element(validity)?;
+    let (tag, time, _) = element(rest)?;
+    der_time(tag, time)
+}
+
+/// A DER UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime
+/// (`YYYYMMDDHHMMSSZ`) in seconds since the Unix epoch.
+fn der_time(tag: u8, text: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(text).ok()?.strip_suffix('Z')?;
+    let (year, rest) = match tag {
+        0x17 if text.len() == 12 => {
+            let yy: i64 = text.get(..2)?.parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &text[2..])
+        }
+        0x18 if text.len() == 14 => (text.get(..4)?.parse().ok()?, &text[4..]),
+        _ => return None,
+    };
+    if !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let num = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
+    let (month, day) = (num(0)?, num(2)?);
+    let (hour, minute, second) = (num(4)?, num(6)?, num(8)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
+        return None;
+    }
+    // Days from the civil date (proleptic Gregorian calendar).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +161,34 @@ mod tests {
             common_name(cert.subject()).as_deref(),
             Some("quorumkms operator alice")
         );
+    }
+
+    #[test]
+    fn reads_the_expiry_cluster_certs_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        certs::init_ca(dir.path()).expect("CA");
+        certs::node(dir.path(), 1, &["localhost".to_string()]).expect("node");
+        let pem = std::fs::read(dir.path().join("node-1.pem")).expect("pem");
+        let der = CertificateDer::from_pem_slice(&pem).expect("certificate");
+        let expiry = not_after(der.as_ref()).expect("expiry");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        assert!(expiry > now, "{expiry} <= {now}");
+        assert_eq!(der_time(0x17, b"000229000000Z"), Some(951_782_400));
+        assert_eq!(der_time(0x18, b"20261231000000Z"), Some(1_798_675_200));
+        for bad in [&b""[..], b"Z", b"99999999999999Z", b"2026123100000Z"] {
+            assert_eq!(der_time(0x18, bad), None, "{bad:?}");
+        }
+        for bad in [
+            &[][..],
+            &[0x30],
+            &[0x30, 0x02, 0x30, 0x00],
+            &der.as_ref()[..40],
+        ] {
+            assert_eq!(not_after(bad), None);
+        }
     }
 
     #[test]

@@ -204,6 +204,7 @@ fn apply_is_deterministic_and_answers_every_entry() {
             sign_bytes: bytes.as_bytes().to_vec(),
             origin: None,
         },
+        served: None,
     };
     let entries: Vec<Entry<TypeConfig>> = vec![
         Entry {
@@ -262,6 +263,7 @@ fn a_batch_applies_its_commands_as_entries_of_their_own_would() {
             sign_bytes: bytes.as_bytes().to_vec(),
             origin: None,
         },
+        served: None,
     };
     // Two chains, a conflict and a regression inside one batch: each
     // command must see what the ones before it did.
@@ -370,6 +372,70 @@ fn raises_and_states_from_before_the_record_still_decode() {
     let state: AppliedState =
         serde_json::from_value(serde_json::Value::Object(old_state)).expect("an old state decodes");
     assert!(state.raises.is_empty());
+}
+
+#[test]
+fn grants_record_who_served_them_and_old_grants_still_decode() {
+    use super::state_machine::apply;
+    use super::types::{Command, Served};
+    use crate::watermark::{Attempt, Position, Step};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+    // A grant logged before grants named their node.
+    let old = r#"{"Grant":{"chain_id":"c","attempt":{"position":{"height":3,"round":0,"step":"Prevote"},"sign_bytes":[1],"origin":"v1"}}}"#;
+    let command: Command = serde_json::from_str(old).expect("an old grant decodes");
+    assert!(matches!(command, Command::Grant { served: None, .. }));
+    let mut state = AppliedState::default();
+    let entry = |index, command| Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(command),
+    };
+    apply(&mut state, &entry(1, command));
+    let record = state.last_signed.get("c").expect("recorded").clone();
+    assert_eq!((record.node, record.at_ms, record.index), (None, None, 1));
+    assert_eq!(record.validator.as_deref(), Some("v1"));
+
+    let at = |height| Position {
+        height,
+        round: 0,
+        step: Step::Precommit,
+    };
+    let grant = |height, node| Command::Grant {
+        chain_id: "c".into(),
+        attempt: Attempt {
+            position: at(height),
+            sign_bytes: vec![height as u8],
+            origin: None,
+        },
+        served: Some(Served {
+            node,
+            at_ms: Some(1000),
+        }),
+    };
+    apply(&mut state, &entry(2, grant(4, 2)));
+    let record = state.last_signed.get("c").expect("recorded").clone();
+    assert_eq!(
+        (record.node, record.at_ms, record.index),
+        (Some(2), Some(1000), 2)
+    );
+    assert_eq!(record.position, at(4));
+    // A refusal is no signature: the record stays.
+    apply(&mut state, &entry(3, grant(3, 3)));
+    assert_eq!(state.last_signed.get("c"), Some(&record));
+    // A grant names its node only when it has one to name.
+    let json = serde_json::to_string(&grant(5, 1)).expect("encode");
+    assert!(
+        json.contains(r#""served":{"node":1,"at_ms":1000}"#),
+        "{json}"
+    );
+
+    let mut old_state = serde_json::to_value(AppliedState::default()).expect("encode");
+    old_state
+        .as_object_mut()
+        .expect("object")
+        .remove("last_signed");
+    let state: AppliedState = serde_json::from_value(old_state).expect("an old state decodes");
+    assert!(state.last_signed.is_empty());
 }
 
 /// A snapshot built from the state at index 10 that finishes after a

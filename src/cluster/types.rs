@@ -46,6 +46,10 @@ pub enum Command {
         chain_id: String,
         /// The attempt.
         attempt: Attempt,
+        /// Which node proposed it and when (for operators only: the rules
+        /// never read it). Absent in entries logged before it was added.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        served: Option<Served>,
     },
     /// Raise a chain's watermark to an imported state (never lower it).
     Raise {
@@ -73,6 +77,33 @@ impl Command {
             Command::Batch(_) => "batch",
         }
     }
+}
+
+/// The node that proposed a grant, and when by its own clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Served {
+    /// The node whose session asked for the grant.
+    pub node: NodeId,
+    /// Its wall clock at the proposal, in milliseconds since the Unix
+    /// epoch; absent where the node has no clock to report (simulation).
+    #[serde(default)]
+    pub at_ms: Option<u64>,
+}
+
+/// The last signature the log granted on a chain: who served it, when, for
+/// which validator node, at which log index and position.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedRecord {
+    /// The node that proposed the grant, if the entry says.
+    pub node: Option<NodeId>,
+    /// When, by that node's clock (ms since the Unix epoch).
+    pub at_ms: Option<u64>,
+    /// The validator node that asked (with height ownership on).
+    pub validator: Option<String>,
+    /// The log index of the grant's entry.
+    pub index: u64,
+    /// The position signed.
+    pub position: Position,
 }
 
 /// Who raised a chain's watermark.

@@ -4,7 +4,9 @@
 //! - `GET /metrics`: Prometheus text format (see [`Metrics`] for names);
 //! - `GET /healthz`: 200 while the process runs;
 //! - `GET /readyz`: 200 when this node can sign (single-node mode, or a
-//!   cluster node with a leader holding a quorum), 503 otherwise.
+//!   cluster node with a leader holding a quorum), 503 otherwise;
+//! - `GET /` and `GET /status.json`: the status page and what it shows
+//!   ([`page`]).
 //!
 //! The metrics live in one global registry ([`global`]), so the session and
 //! node code record with a one-line call and tests in one process share it.
@@ -20,6 +22,9 @@ use prometheus::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+pub mod ops;
+pub mod page;
 
 /// Every metric quorumkms exports.
 pub struct Metrics {
@@ -59,6 +64,8 @@ pub struct Metrics {
     pub ready_gauge: IntGauge,
     /// `quorumkms_storage_fault`: 1 while a storage fault stops signing.
     pub storage_fault: IntGauge,
+    /// What operators alert on, and the status page's recent latencies.
+    pub ops: ops::OpsMetrics,
 }
 
 /// A stage of the signing path, in the order a request passes them.
@@ -195,6 +202,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "quorumkms_storage_fault",
             "1 while a storage fault keeps this node from signing",
         )?,
+        ops: ops::OpsMetrics::build(&registry)?,
         registry,
     };
     let r = &metrics.registry;
@@ -237,6 +245,7 @@ impl Metrics {
         if result == "refused" {
             self.double_sign_refusals.with_label_values(&[chain]).inc();
         }
+        self.ops.sign(chain, result);
     }
 
     /// Records how long a grant took.
@@ -244,6 +253,7 @@ impl Metrics {
         self.grant_seconds
             .with_label_values(&[chain])
             .observe(elapsed.as_secs_f64());
+        self.ops.grant_time(elapsed);
     }
 
     /// Records how long one stage of the signing path took.
@@ -378,6 +388,8 @@ async fn answer(mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
     let path = path.split('?').next().unwrap_or("");
     let m = global();
     let (status, content_type, body) = match (method, path) {
+        ("GET", "/" | "/status") => ("200 OK", "text/html; charset=utf-8", page::html()),
+        ("GET", "/status.json") => ("200 OK", "application/json", page::json()),
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", m.render()),
         ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
         ("GET", "/readyz") if m.is_ready() => ("200 OK", "text/plain", "ready\n".to_string()),

@@ -320,6 +320,7 @@ fn forged_snapshot(sender: NodeId, chains: &[String]) -> InstallSnapshotRequest<
             .map(|chain| (chain.to_string(), lowered.clone()))
             .collect(),
         raises: BTreeMap::new(),
+        last_signed: BTreeMap::new(),
     };
     InstallSnapshotRequest {
         vote: Vote::new_committed(FORGED_TERM, sender),

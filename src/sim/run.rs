@@ -201,6 +201,7 @@ impl SignerHost {
             store: StoreChoice::Backend(self.store.backend()),
             transport: Arc::new(net::SimTransport),
             join: self.join,
+            clock: None,
             ..Deps::default()
         };
         let grant_timeout = Duration::from_millis(self.config.grant_timeout_ms);

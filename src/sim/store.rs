@@ -90,7 +90,9 @@ fn describe_payload(payload: &EntryPayload<TypeConfig>) -> String {
 
 fn describe_command(command: &Command) -> String {
     match command {
-        Command::Grant { chain_id, attempt } => format!(
+        Command::Grant {
+            chain_id, attempt, ..
+        } => format!(
             "grant {chain_id} {} {} by {}",
             attempt.position,
             hash8(&attempt.sign_bytes),

@@ -5,6 +5,7 @@
 mod support;
 
 mod cli_start;
+mod doctor;
 mod double_sign;
 mod example_configs;
 mod floor;

@@ -1,6 +1,6 @@
 //! Clusters of real `quorumkms start` processes: signing through failover,
 //! restarts, partitions and a full disk, operations (membership, TLS,
-//! metrics), the chaos run and the drills.
+//! metrics, the status page), the chaos run and the drills.
 
 mod support;
 
@@ -15,4 +15,5 @@ mod metrics;
 mod ownership;
 mod partition;
 mod restart;
+mod status_page;
 mod tls;

@@ -264,7 +264,7 @@ impl Identity {
 
 /// What a verified end-entity certificate says about its holder: its
 /// roles, and the node it names (none when it names no node, or several).
-pub(super) fn peer_info(cert: &CertificateDer<'_>) -> PeerInfo {
+pub fn peer_info(cert: &CertificateDer<'_>) -> PeerInfo {
     let mut info = PeerInfo {
         tls: true,
         ..PeerInfo::default()

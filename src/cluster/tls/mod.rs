@@ -41,7 +41,7 @@ use super::types::NodeId;
 mod credentials;
 mod transport;
 
-pub use credentials::Identity;
+pub use credentials::{Identity, peer_info};
 pub use transport::{TlsTransport, connect};
 
 /// The DNS name every node certificate carries.

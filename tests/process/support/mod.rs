@@ -26,6 +26,7 @@ use quorumkms::validator::{
 };
 use tokio::time::Instant;
 
+pub mod browser;
 pub mod cluster;
 pub mod metrics;
 pub mod net;
