@@ -7,6 +7,8 @@
 //! (`state_write`). A write that returns `Ok` survives a crash at any
 //! instant; a crash or failure part way leaves a state at or above the last
 //! acknowledged one. Reads take the higher of the file and its journal.
+//! [`StateFile::commit`] returns once the journal is synced, so a grant
+//! waits for one sync; [`StateFile::settle`] updates the file after it.
 //!
 //! A running single-node signer holds an exclusive advisory lock on
 //! `<state file>.lock` ([`StateFile::try_lock`]); `quorumkms state import`
@@ -21,7 +23,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
-use super::state_write::{self, FileDisk};
+use super::state_write::{self, FileDisk, Writer};
 use super::{Position, SignState, Step};
 
 /// Errors loading or saving a state file.
@@ -153,16 +155,19 @@ pub(crate) fn higher(file: Option<SignState>, journal: Option<SignState>) -> Opt
 #[derive(Clone, Debug)]
 pub struct StateFile {
     path: PathBuf,
-    /// Kept open between writes.
-    disk: Arc<Mutex<FileDisk>>,
+    /// The files, kept open between writes, and what the state file owes.
+    writes: Arc<Mutex<(FileDisk, Writer)>>,
 }
 
 impl StateFile {
     /// A handle on `path`; nothing is read yet.
     pub fn new(path: impl Into<PathBuf>) -> StateFile {
         let path = path.into();
-        let disk = Arc::new(Mutex::new(FileDisk::new(&path)));
-        StateFile { path, disk }
+        let disk = FileDisk::new(&path);
+        StateFile {
+            path,
+            writes: Arc::new(Mutex::new((disk, Writer::default()))),
+        }
     }
 
     /// The file's path.
@@ -179,41 +184,35 @@ impl StateFile {
     /// `Corrupt` when the file does not parse and there is no valid
     /// journal, `Io` otherwise.
     pub fn load(&self) -> Result<SignState, StateFileError> {
-        let journal = match fs::read(state_write::journal_path(&self.path)) {
-            Ok(bytes) => state_write::journal_text(&bytes).and_then(|t| parse(t).ok()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(source) => return Err(self.io(source)),
+        let read = |path: &Path| match fs::read(path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(self.io(source)),
         };
-        let file = match fs::read(&self.path) {
-            Ok(bytes) => Some(
-                std::str::from_utf8(&bytes)
-                    .map_err(|e| e.to_string())
-                    .and_then(parse),
-            ),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(source) => return Err(self.io(source)),
-        };
-        match (file, journal) {
-            (None, None) => Err(StateFileError::Missing(self.path.clone())),
-            (Some(Err(reason)), None) => Err(StateFileError::Corrupt {
-                path: self.path.clone(),
-                reason,
-            }),
-            (file, journal) => {
-                if matches!(file, Some(Err(_)) | None) {
-                    tracing::warn!(
-                        file = %self.path.display(),
-                        "state file missing or torn; read from its journal"
-                    );
+        let journal = read(&state_write::journal_path(&self.path))?;
+        let file = read(&self.path)?;
+        let state =
+            state_write::read_back(file.as_deref(), journal.as_deref()).map_err(|reason| {
+                StateFileError::Corrupt {
+                    path: self.path.clone(),
+                    reason,
                 }
-                let file = file.and_then(Result::ok);
-                Ok(higher(file, journal).unwrap_or_default())
-            }
+            })?;
+        let readable = file
+            .as_deref()
+            .and_then(|f| std::str::from_utf8(f).ok())
+            .is_some_and(|f| parse(f).is_ok());
+        if !readable && state.is_some() {
+            tracing::warn!(
+                file = %self.path.display(),
+                "state file missing or torn; read from its journal"
+            );
         }
+        state.ok_or_else(|| StateFileError::Missing(self.path.clone()))
     }
 
-    /// Durably replaces the state with `state` (journal first, then the
-    /// file, each synced).
+    /// Durably replaces the state with `state`: both the journal and the
+    /// file hold it on return.
     ///
     /// # Errors
     ///
@@ -221,9 +220,40 @@ impl StateFile {
     /// the previous state.
     pub fn save(&self, state: &SignState) -> Result<(), StateFileError> {
         let text = render(state);
-        let mut disk = self.disk.lock().unwrap_or_else(|p| p.into_inner());
-        state_write::write(&mut *disk, &text).map_err(|e| {
-            state_write::forget(&mut disk);
+        self.with_writes(|disk, writer| writer.save(disk, &text))
+    }
+
+    /// Makes `state` durable with one sync (its journal): on return no
+    /// crash can lose it. The file itself is updated by
+    /// [`StateFile::settle`], or by the next write.
+    ///
+    /// # Errors
+    ///
+    /// Any failure to write or sync; what a load then reads is at or above
+    /// the previous state.
+    pub fn commit(&self, state: &SignState) -> Result<(), StateFileError> {
+        let text = render(state);
+        self.with_writes(|disk, writer| writer.commit(disk, &text))
+    }
+
+    /// Writes the last committed state into the file itself, if it is
+    /// still owed.
+    ///
+    /// # Errors
+    ///
+    /// Any failure to write or sync; the next write tries again first.
+    pub fn settle(&self) -> Result<(), StateFileError> {
+        self.with_writes(|disk, writer| writer.settle(disk))
+    }
+
+    fn with_writes(
+        &self,
+        write: impl FnOnce(&mut FileDisk, &mut Writer) -> io::Result<()>,
+    ) -> Result<(), StateFileError> {
+        let mut writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let (disk, writer) = &mut *writes;
+        write(disk, writer).map_err(|e| {
+            state_write::forget(disk);
             self.io(e)
         })
     }
