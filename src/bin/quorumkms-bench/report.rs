@@ -102,11 +102,11 @@ pub fn print_figures(figures: &[Figures]) {
     } else {
         vec![("/1n", Signer::Single)]
     };
-    let mut header = format!("{:<34}", "configuration");
+    let mut header = format!("{:<40}", "configuration");
     for figure in ["p50 ms", "p99 ms", "signs/s", "RSS MiB"] {
         header.push_str(&format!(" {figure:>9}"));
         for (name, _) in &bases {
-            header.push_str(&format!(" {name:>6}"));
+            header.push_str(&format!(" {name:>7}"));
         }
     }
     header.push_str(&format!(" {:>10} {:>9}", "RSS/node", "verified"));
@@ -133,12 +133,12 @@ pub fn print_figures(figures: &[Figures]) {
                     .map(values)
             })
             .collect();
-        let mut row = format!("{:<34}", f.config.name());
+        let mut row = format!("{:<40}", f.config.name());
         for (i, value) in values(f).into_iter().enumerate() {
             let decimals = if i < 2 { 3 } else { 0 };
             row.push_str(&format!(" {value:>9.decimals$}"));
             for base in &base_values {
-                row.push_str(&format!(" {:>6}", ratio(value, base.map(|b| b[i]))));
+                row.push_str(&format!(" {:>7}", ratio(value, base.map(|b| b[i]))));
             }
         }
         let rss: Vec<String> = f.rss_mib.iter().map(|r| format!("{r:.0}")).collect();
