@@ -100,7 +100,7 @@ pub(crate) fn journal_text(bytes: &[u8]) -> Option<&str> {
     let mut fields = header.strip_prefix(MAGIC)?.split_whitespace();
     let len: usize = fields.next()?.parse().ok()?;
     let digest = hex::decode(fields.next()?).ok()?;
-    let text = bytes.get(newline + 1..newline + 1 + len)?;
+    let text = bytes.get(newline + 1..(newline + 1).checked_add(len)?)?;
     (Sha256::digest(text).as_slice() == digest.as_slice())
         .then(|| std::str::from_utf8(text).ok())
         .flatten()
@@ -634,6 +634,8 @@ mod tests {
         *flipped.last_mut().unwrap() ^= 1;
         assert_eq!(journal_text(&flipped), None);
         assert_eq!(journal_text(b"{\"height\":\"5\"}"), None);
+        let huge = format!("{MAGIC} {} 00\nx", usize::MAX);
+        assert_eq!(journal_text(huge.as_bytes()), None);
         // Bytes past the text (a longer earlier journal) are ignored.
         let mut longer = bytes.clone();
         longer.extend_from_slice(b"stale tail");
