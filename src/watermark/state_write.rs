@@ -305,6 +305,10 @@ mod tests {
     use crate::watermark::state_file::{parse, render};
     use crate::watermark::{Position, Step};
 
+    /// What a crash leaves: the state file and the journal (`None`:
+    /// absent).
+    type Contents = (Option<Vec<u8>>, Option<Vec<u8>>);
+
     /// One file as the disk and the page cache hold it.
     #[derive(Clone, Debug, Default)]
     struct ModelFile {
@@ -384,7 +388,7 @@ mod tests {
         }
 
         /// Every (state file, journal) pair a crash now may leave.
-        fn crashes(&self, granularity: usize) -> Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+        fn crashes(&self, granularity: usize) -> Vec<Contents> {
             let mut out = Vec::new();
             for s in self.after_crash(Part::State, granularity) {
                 for j in self.after_crash(Part::Journal, granularity) {
@@ -439,7 +443,7 @@ mod tests {
     }
 
     /// What a restarted node reads back (nothing readable: `None`).
-    fn recover(contents: &(Option<Vec<u8>>, Option<Vec<u8>>)) -> Option<SignState> {
+    fn recover(contents: &Contents) -> Option<SignState> {
         read_back(contents.0.as_deref(), contents.1.as_deref())
             .ok()
             .flatten()
