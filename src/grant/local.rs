@@ -2,7 +2,9 @@
 //!
 //! Like CometBFT's FilePV, each advance is written durably (with the
 //! signature, so the file stays valid for FilePV and tmkms) before the
-//! verdict is returned.
+//! verdict is returned: committed to the state file's journal with one
+//! sync; the state file itself is brought up to date right after the
+//! verdict is handed back, off the grant's path (`StateFile::settle`).
 //!
 //! Signing once per grant: the granter must sign a new position to write
 //! the file, so the session signs through [`LocalGranter::signer`], which
@@ -118,7 +120,7 @@ fn grant_blocking(chain: &Chain, attempt: &Attempt) -> Result<Verdict, GrantErro
                 GrantError::Storage(format!("cannot sign state for the state file: {e}").into())
             })?;
         next.signature = Some(signature.to_vec());
-        timed(Stage::StateWrite, || chain.file.save(&next))
+        timed(Stage::StateWrite, || chain.file.commit(&next))
             .map_err(|e| GrantError::Storage(Cause::new(e)))?;
         *lock(&chain.signed_here) = Some((next.sign_bytes.clone(), signature));
         *current = next;
@@ -149,7 +151,9 @@ fn set_floor_blocking(chain: &Chain, chain_id: &str, found: &Found) -> Result<()
 
 impl LocalGranter {
     /// Runs `work` on `chain_id`'s chain off the async threads: it holds
-    /// the chain's lock and writes its state file, fsync and all.
+    /// the chain's lock and makes its state durable. Its result is handed
+    /// back as soon as it is ready; the same thread then settles the state
+    /// file (the next write settles first if this one failed).
     async fn on_chain<T: Send + 'static>(
         &self,
         chain_id: &str,
@@ -162,9 +166,16 @@ impl LocalGranter {
             .cloned()
             .ok_or_else(|| GrantError::UnknownChain(chain_id.to_string()))?;
         let chain_id = chain_id.to_string();
-        tokio::task::spawn_blocking(move || work(&chain, &chain_id))
+        let (result_tx, result_rx) = tokio::sync::oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let _ = result_tx.send(work(&chain, &chain_id));
+            if let Err(e) = chain.file.settle() {
+                tracing::warn!(%chain_id, error = %e, "state file not updated; the next write retries");
+            }
+        });
+        result_rx
             .await
-            .map_err(|e| GrantError::Storage(format!("{what} task failed: {e}").into()))?
+            .map_err(|_| GrantError::Storage(format!("{what} task failed").into()))?
     }
 }
 

@@ -174,6 +174,9 @@ pub struct MockValidator {
     checker: Checker,
     active: Option<Active>,
     last_success: Instant,
+    /// Whether the chain has vote extensions enabled (see
+    /// [`MockValidator::set_vote_extensions`]).
+    vote_extensions: bool,
     /// Connections accepted so far.
     pub accepted: u32,
 }
@@ -203,8 +206,17 @@ impl MockValidator {
             checker,
             active: None,
             last_success: Instant::now(),
+            vote_extensions: true,
             accepted: 0,
         }
+    }
+
+    /// Whether the chain has vote extensions enabled (the default). Without
+    /// them CometBFT v0.38 drops a precommit's extension signature instead
+    /// of verifying it, so a signer that leaves it out (as tmkms 0.15
+    /// does) still serves such a chain.
+    pub fn set_vote_extensions(&mut self, enabled: bool) {
+        self.vote_extensions = enabled;
     }
 
     /// The address signers dial.
@@ -438,8 +450,11 @@ impl MockValidator {
                 signed.position, sent.position
             ));
         }
-        if let (Some(bytes), Some(ext_sig)) = (&signed.extension_sign_bytes, &extension)
-            && !verify(&self.public_key, bytes, ext_sig)
+        if let (true, Some(bytes), Some(ext_sig)) = (
+            self.vote_extensions,
+            &signed.extension_sign_bytes,
+            &extension,
+        ) && !verify(&self.public_key, bytes, ext_sig)
         {
             return SignOutcome::Failed("invalid vote extension signature".into());
         }

@@ -16,6 +16,7 @@ pub mod inspect;
 pub mod interchange;
 pub mod migrate;
 mod state_file;
+mod state_write;
 pub mod tmkms;
 pub mod vet;
 

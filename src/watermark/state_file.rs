@@ -2,9 +2,13 @@
 //! `priv_validator_state.json` format, so an operator can copy a
 //! validator's file in (and back out).
 //!
-//! Writes are atomic and durable: temp file, fsync, rename, fsync of the
-//! directory. A write that returns `Ok` survives a crash at any instant; one
-//! that fails leaves the previous file in place.
+//! Writes are durable and crash-safe: a checksummed journal beside the
+//! file, then the file, each overwritten in place and `fdatasync`'d
+//! (`state_write`). A write that returns `Ok` survives a crash at any
+//! instant; a crash or failure part way leaves a state at or above the last
+//! acknowledged one. Reads take the higher of the file and its journal.
+//! [`StateFile::commit`] returns once the journal is synced, so a grant
+//! waits for one sync; [`StateFile::settle`] updates the file after it.
 //!
 //! A running single-node signer holds an exclusive advisory lock on
 //! `<state file>.lock` ([`StateFile::try_lock`]); `quorumkms state import`
@@ -13,11 +17,13 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 
+use super::state_write::{self, FileDisk, Writer};
 use super::{Position, SignState, Step};
 
 /// Errors loading or saving a state file.
@@ -136,16 +142,32 @@ pub fn render(state: &SignState) -> String {
     serde_json::to_string_pretty(&json).unwrap_or_default()
 }
 
-/// A chain's state file on disk.
+/// The higher of two states read back (the journal's on a tie: it is
+/// never torn, the state file may be).
+pub(crate) fn higher(file: Option<SignState>, journal: Option<SignState>) -> Option<SignState> {
+    match (file, journal) {
+        (Some(f), Some(j)) => Some(if f.position > j.position { f } else { j }),
+        (f, j) => j.or(f),
+    }
+}
+
+/// A chain's state file on disk (and its journal, `<path>.journal`).
 #[derive(Clone, Debug)]
 pub struct StateFile {
     path: PathBuf,
+    /// The files, kept open between writes, and what the state file owes.
+    writes: Arc<Mutex<(FileDisk, Writer)>>,
 }
 
 impl StateFile {
     /// A handle on `path`; nothing is read yet.
     pub fn new(path: impl Into<PathBuf>) -> StateFile {
-        StateFile { path: path.into() }
+        let path = path.into();
+        let disk = FileDisk::new(&path);
+        StateFile {
+            path,
+            writes: Arc::new(Mutex::new((disk, Writer::default()))),
+        }
     }
 
     /// The file's path.
@@ -153,33 +175,87 @@ impl StateFile {
         &self.path
     }
 
-    /// Reads the state.
+    /// Reads the state: the higher of the file and its journal, so a file
+    /// torn by a crash (or copied in below the journal) never lowers it.
     ///
     /// # Errors
     ///
-    /// [`StateFileError::Missing`] when there is no file, `Corrupt` when it
-    /// does not parse, `Io` otherwise.
+    /// [`StateFileError::Missing`] when there is neither file nor journal,
+    /// `Corrupt` when the file does not parse and there is no valid
+    /// journal, `Io` otherwise.
     pub fn load(&self) -> Result<SignState, StateFileError> {
-        let text = match fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StateFileError::Missing(self.path.clone()));
-            }
-            Err(source) => return Err(self.io(source)),
+        let read = |path: &Path| match fs::read(path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(self.io(source)),
         };
-        parse(&text).map_err(|reason| StateFileError::Corrupt {
-            path: self.path.clone(),
-            reason,
-        })
+        let journal = read(&state_write::journal_path(&self.path))?;
+        let file = read(&self.path)?;
+        let state =
+            state_write::read_back(file.as_deref(), journal.as_deref()).map_err(|reason| {
+                StateFileError::Corrupt {
+                    path: self.path.clone(),
+                    reason,
+                }
+            })?;
+        let readable = file
+            .as_deref()
+            .and_then(|f| std::str::from_utf8(f).ok())
+            .is_some_and(|f| parse(f).is_ok());
+        if !readable && state.is_some() {
+            tracing::warn!(
+                file = %self.path.display(),
+                "state file missing or torn; read from its journal"
+            );
+        }
+        state.ok_or_else(|| StateFileError::Missing(self.path.clone()))
     }
 
-    /// Durably replaces the file with `state`.
+    /// Durably replaces the state with `state`: both the journal and the
+    /// file hold it on return.
     ///
     /// # Errors
     ///
-    /// Any failure to write, sync or rename; the old file is then intact.
+    /// Any failure to write or sync; what a load then reads is at or above
+    /// the previous state.
     pub fn save(&self, state: &SignState) -> Result<(), StateFileError> {
-        write_atomically(&self.path, render(state).as_bytes()).map_err(|e| self.io(e))
+        let text = render(state);
+        self.with_writes(|disk, writer| writer.save(disk, &text))
+    }
+
+    /// Makes `state` durable with one sync (its journal): on return no
+    /// crash can lose it. The file itself is updated by
+    /// [`StateFile::settle`], or by the next write.
+    ///
+    /// # Errors
+    ///
+    /// Any failure to write or sync; what a load then reads is at or above
+    /// the previous state.
+    pub fn commit(&self, state: &SignState) -> Result<(), StateFileError> {
+        let text = render(state);
+        self.with_writes(|disk, writer| writer.commit(disk, &text))
+    }
+
+    /// Writes the last committed state into the file itself, if it is
+    /// still owed.
+    ///
+    /// # Errors
+    ///
+    /// Any failure to write or sync; the next write tries again first.
+    pub fn settle(&self) -> Result<(), StateFileError> {
+        self.with_writes(|disk, writer| writer.settle(disk))
+    }
+
+    fn with_writes(
+        &self,
+        write: impl FnOnce(&mut FileDisk, &mut Writer) -> io::Result<()>,
+    ) -> Result<(), StateFileError> {
+        let mut writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let (disk, writer) = &mut *writes;
+        write(disk, writer).map_err(|e| {
+            state_write::forget(disk);
+            self.io(e)
+        })
     }
 
     /// Takes the file's exclusive lock (on `<path>.lock`, created if
@@ -224,7 +300,10 @@ pub struct StateLock {
 }
 
 /// Writes `contents` to `path` so that after a crash the file holds either
-/// the old or the new contents, and after `Ok` it holds the new ones.
+/// the old or the new contents, and after `Ok` it holds the new ones. Both
+/// syncs are needed: without the file's, the rename may reach the disk
+/// before the data (an empty file); without the directory's, the old file
+/// may come back.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -325,7 +404,65 @@ mod tests {
         };
         file.save(&state).unwrap();
         assert_eq!(file.load().unwrap(), state);
+        // A torn file is read from its journal; without one it is corrupt.
         fs::write(file.path(), "{not json").unwrap();
+        assert_eq!(file.load().unwrap(), state);
+        fs::remove_file(state_write::journal_path(file.path())).unwrap();
         assert!(matches!(file.load(), Err(StateFileError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_file_copied_in_raises_but_never_lowers() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path().join("s.json"));
+        let at = |height| SignState {
+            position: Some(Position {
+                height,
+                round: 0,
+                step: Step::Prevote,
+            }),
+            ..SignState::default()
+        };
+        file.save(&at(10)).unwrap();
+        fs::write(file.path(), render(&at(20))).unwrap();
+        assert_eq!(file.load().unwrap(), at(20));
+        fs::write(file.path(), render(&at(5))).unwrap();
+        assert_eq!(
+            file.load().unwrap(),
+            at(10),
+            "the journal keeps the watermark"
+        );
+    }
+
+    #[test]
+    fn a_shorter_state_is_padded_in_place_and_writes_reuse_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path().join("s.json"));
+        let long = SignState {
+            position: Some(Position {
+                height: 3,
+                round: 0,
+                step: Step::Precommit,
+            }),
+            sign_bytes: vec![7; 150],
+            signature: Some(vec![1; 64]),
+            owner: None,
+        };
+        file.save(&long).unwrap();
+        let len = fs::metadata(file.path()).unwrap().len();
+        let short = SignState {
+            position: Some(Position {
+                height: 4,
+                round: 0,
+                step: Step::Propose,
+            }),
+            ..SignState::default()
+        };
+        file.save(&short).unwrap();
+        assert_eq!(fs::metadata(file.path()).unwrap().len(), len);
+        let text = fs::read_to_string(file.path()).unwrap();
+        assert_eq!(parse(&text).unwrap(), short, "trailing spaces still parse");
+        assert_eq!(file.load().unwrap(), short);
+        assert_eq!(StateFile::new(file.path()).load().unwrap(), short);
     }
 }

@@ -89,7 +89,10 @@ fn missing_or_corrupt_state_stops_the_node_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let config = init(dir.path());
     let state = config.with_file_name("state/cosmoshub-4-consensus.json");
+    // The journal beside the file would stand in for it (a file torn by a
+    // crash): take both away.
     std::fs::remove_file(&state).unwrap();
+    std::fs::remove_file(state.with_extension("json.journal")).unwrap();
     let (ok, _, err) = run_cli(&["start", "-c", config.to_str().unwrap()], dir.path());
     assert!(
         !ok && err.contains("does not exist") && err.contains("--allow-empty-state"),

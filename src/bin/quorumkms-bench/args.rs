@@ -12,10 +12,29 @@ pub struct Args {
     /// YubiHSM mock needs a debug build with --features mockhsm).
     #[arg(long, conflicts_with = "netns")]
     pub keys: bool,
-    /// Sign requests per chain in each configuration (with --keys:
-    /// signatures per backend).
+    /// Heights each chain's validator signs in each loopback
+    /// configuration: a proposal, a prevote and a precommit per height.
+    #[arg(long, default_value_t = 500)]
+    pub heights: usize,
+    /// With --netns: sign requests (prevotes) per node and pattern; with
+    /// --keys: signatures per backend.
     #[arg(long, default_value_t = 1000)]
     pub requests: usize,
+    /// Also run every loopback configuration against this tmkms binary
+    /// (built with the softsign feature), with the same key and workload,
+    /// and give each figure its ratio to tmkms's.
+    #[arg(long, value_name = "PATH")]
+    pub tmkms: Option<PathBuf>,
+    /// Only these rows, comma-separated: `tmkms`, `single`, `cluster`
+    /// (every row of that signer), or one row: `single1`, `cluster10`,
+    /// `tmkms1-sc` (1 or 10 chains; `-sc` over SecretConnection, else a unix
+    /// socket); `failover`.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Instead of the rest, time this many single-node state writes per
+    /// write scheme (in --tmp) and print p50/p99 for each.
+    #[arg(long, value_name = "WRITES")]
+    pub state_write: Option<usize>,
     /// Leader kills for the failover figure (median reported).
     #[arg(long, default_value_t = 10)]
     pub failovers: usize,
@@ -84,4 +103,28 @@ pub fn region_of(ip: &str) -> Option<char> {
     (1..=26)
         .contains(&octet)
         .then(|| (b'a' + octet - 1) as char)
+}
+
+/// True when `--only` selects the row `key` (every row without `--only`).
+pub fn selected(only: &[String], key: &str) -> bool {
+    only.is_empty()
+        || only.iter().any(|o| {
+            o == key || (!o.chars().any(|c| c.is_ascii_digit()) && key.starts_with(o.as_str()))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::selected;
+
+    #[test]
+    fn only_selects_families_and_rows() {
+        let only = |s: &str| s.split(',').map(String::from).collect::<Vec<_>>();
+        assert!(selected(&[], "cluster10"));
+        assert!(selected(&only("single"), "single1-sc"));
+        assert!(selected(&only("single,cluster1"), "cluster1"));
+        assert!(!selected(&only("single,cluster1"), "cluster10"));
+        assert!(!selected(&only("single,cluster1"), "cluster1-sc"));
+        assert!(!selected(&only("tmkms"), "failover"));
+    }
 }

@@ -11,6 +11,7 @@ use quorumkms::validator::{Checker, MockValidator, SignerListener, ValidatorTimi
 use tokio::process::Child;
 
 use crate::args::{Site, region_of};
+use crate::tmkms::Tmkms;
 
 /// How long node 1 may take to start and initialize the cluster.
 const INITIALIZE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,7 +36,7 @@ pub enum Layout<'a> {
 }
 
 /// How the nodes reach the validators.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Link {
     /// A Unix socket.
     Unix,
@@ -79,6 +80,115 @@ pub fn rss_mib(child: &Child) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
+/// The bench's chain ids.
+fn chain_ids(chains: usize) -> Vec<String> {
+    (0..chains).map(|c| format!("bench-{c}")).collect()
+}
+
+/// A scratch directory under the `--tmp` root.
+fn scratch_dir() -> std::io::Result<tempfile::TempDir> {
+    match tmp_root() {
+        Some(root) => tempfile::tempdir_in(root),
+        None => tempfile::tempdir(),
+    }
+}
+
+/// `count` validator listeners: unix sockets in `dir`, or TCP on `ip`.
+async fn bind(
+    link: Link,
+    dir: &Path,
+    count: usize,
+    ip: &str,
+) -> std::io::Result<Vec<SignerListener>> {
+    let mut listens = Vec::new();
+    for l in 0..count {
+        listens.push(match link {
+            Link::Unix => SignerListener::unix(dir.join(format!("v{l}.sock")))?,
+            Link::SecretConnection => SignerListener::tcp(&format!("{ip}:0")).await?,
+        });
+    }
+    Ok(listens)
+}
+
+/// A mock validator on each listener; listener `l` serves chain
+/// `l / per_listener`.
+fn mock_validators(
+    listens: Vec<SignerListener>,
+    chain_ids: &[String],
+    per_listener: usize,
+    checker: &Checker,
+) -> Vec<MockValidator> {
+    let timing = ValidatorTiming {
+        accept_timeout: Duration::from_secs(30),
+        ping_interval: Duration::from_millis(500),
+        ..ValidatorTiming::default()
+    };
+    listens
+        .into_iter()
+        .enumerate()
+        .map(|(l, listen)| {
+            let mut validator = MockValidator::new(
+                listen,
+                &chain_ids[l / per_listener],
+                Version::V0_38,
+                public_key(),
+                timing.clone(),
+                checker.clone(),
+            );
+            // As most chains run: tmkms leaves the extension signature out.
+            validator.set_vote_extensions(false);
+            validator
+        })
+        .collect()
+}
+
+/// tmkms serving `chains` on loopback, one validator per chain, with the
+/// nodes' consensus key.
+pub struct Comparison {
+    /// The tmkms process.
+    pub tmkms: Tmkms,
+    /// One validator per chain.
+    pub validators: Vec<MockValidator>,
+    /// Checks every signature the validators receive.
+    pub checker: Checker,
+    /// Holds tmkms's files and the validators' sockets.
+    dir: tempfile::TempDir,
+}
+
+impl Comparison {
+    /// Writes tmkms's config and starts `exe` and the validators.
+    pub async fn start(
+        exe: &Path,
+        chains: usize,
+        link: Link,
+    ) -> Result<Comparison, Box<dyn std::error::Error>> {
+        let dir = scratch_dir()?;
+        let chain_ids = chain_ids(chains);
+        let listens = bind(link, dir.path(), chains, "127.0.0.1").await?;
+        let addrs: Vec<(String, String)> = chain_ids
+            .iter()
+            .cloned()
+            .zip(listens.iter().map(SignerListener::signer_addr))
+            .collect();
+        let tmkms = Tmkms::start(exe, dir.path(), &SEED, &addrs)?;
+        let checker = Checker::new();
+        let validators = mock_validators(listens, &chain_ids, 1, &checker);
+        Ok(Comparison {
+            tmkms,
+            validators,
+            checker,
+            dir,
+        })
+    }
+
+    /// The last lines of tmkms's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("tmkms.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
 /// Signer nodes (1 = single-node mode) serving `chains`, each chain with
 /// one validator that every node dials, or one per node.
 pub struct Bench {
@@ -108,11 +218,8 @@ impl Bench {
         per_node_validators: bool,
         layout: &Layout<'_>,
     ) -> Result<Bench, Box<dyn std::error::Error>> {
-        let sockets = match tmp_root() {
-            Some(root) => tempfile::tempdir_in(root)?,
-            None => tempfile::tempdir()?,
-        };
-        let chain_ids: Vec<String> = (0..chains).map(|c| format!("bench-{c}")).collect();
+        let sockets = scratch_dir()?;
+        let chain_ids = chain_ids(chains);
         // One listener per chain, or per (chain, node) when each node must
         // serve its own validator (to pick which node serves).
         let listeners = if per_node_validators {
@@ -137,13 +244,7 @@ impl Bench {
                 )
             }
         };
-        let mut listens = Vec::new();
-        for l in 0..listeners {
-            listens.push(match link {
-                Link::Unix => SignerListener::unix(sockets.path().join(format!("v{l}.sock")))?,
-                Link::SecretConnection => SignerListener::tcp(&format!("{validator_ip}:0")).await?,
-            });
-        }
+        let listens = bind(link, sockets.path(), listeners, validator_ip).await?;
         let regions: std::collections::BTreeSet<char> = sites.iter().map(|s| s.region).collect();
         let mut procs = ProcessCluster::builder(exe, nodes)
             .seed(SEED)
@@ -170,24 +271,9 @@ impl Bench {
         })?;
         procs.spawn_and_initialize(INITIALIZE_TIMEOUT).await?;
         let checker = Checker::new();
-        let timing = ValidatorTiming {
-            accept_timeout: Duration::from_secs(30),
-            ping_interval: Duration::from_millis(500),
-            ..ValidatorTiming::default()
-        };
-        let validators = listens
+        let validators = mock_validators(listens, &chain_ids, per_listener, &checker)
             .into_iter()
-            .enumerate()
-            .map(|(l, listen)| {
-                Some(MockValidator::new(
-                    listen,
-                    &chain_ids[l / per_listener],
-                    Version::V0_38,
-                    public_key(),
-                    timing.clone(),
-                    checker.clone(),
-                ))
-            })
+            .map(Some)
             .collect();
         Ok(Bench {
             nodes: procs,

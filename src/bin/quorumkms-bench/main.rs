@@ -3,12 +3,18 @@
 //! change is fsync'd as in production (state files in single-node mode,
 //! redb commits in the cluster).
 //!
-//! Figures: sign latency p50/p99 and throughput for 1 and 10 chains, in
-//! single-node mode and on a 3-node cluster (with the ratio between them),
-//! failover time after kill -9 of the leader, and resident memory per node.
+//! Figures: sign latency p50/p99, throughput and resident memory for 1 and
+//! 10 chains, in single-node mode and on a 3-node cluster, and with
+//! `--tmkms PATH` the same for tmkms; each figure with its ratio to
+//! single-node mode's (and tmkms's); then failover time after kill -9 of
+//! the leader. Each chain's validator signs a proposal, a prevote and a
+//! precommit per height, one request at a time (as if it proposed every
+//! block: the most a validator asks for per height).
 //!
 //! Run: `scripts/bench` (release build), or
-//! `cargo run --release --bin quorumkms-bench -- --requests 1000`.
+//! `cargo run --release --bin quorumkms-bench -- --heights 500
+//! [--tmkms PATH] [--only single,cluster1,tmkms]`. `--state-write N` times
+//! single-node state writes per write scheme instead.
 //!
 //! With `--netns`, it measures topologies instead: each node in a network
 //! namespace of its own, in simulated regions with delays between them
@@ -20,9 +26,11 @@
 //! signature with a soft Ed25519 and secp256k1 key, the YubiHSM mock
 //! (debug builds with `--features mockhsm`) and SoftHSM2 over PKCS#11.
 //!
-//! Modules: [`args`] (command line), [`cluster`] (starting the nodes and
-//! their validators), [`measure`] (the measurements), [`keys`] (the key
-//! backends), [`report`] (the tables).
+//! Modules: [`args`] (command line), [`cluster`] (starting the nodes, or
+//! tmkms, and their validators), [`tmkms`] (tmkms's config and process),
+//! [`measure`] (the measurements), [`report`] (the tables), [`stages`]
+//! (each node's time per stage), [`writes`] (the state-write
+//! microbenchmark), [`keys`] (the key backends).
 
 mod args;
 mod cluster;
@@ -30,14 +38,17 @@ mod keys;
 mod measure;
 mod report;
 mod stages;
+mod tmkms;
+mod writes;
 
 use std::path::Path;
 use std::time::Duration;
 
 use clap::Parser;
 
-use args::{Args, Site};
+use args::{Args, Site, selected};
 use cluster::{Layout, Link};
+use measure::{Config, Signer};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
@@ -52,6 +63,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     cluster::set_tmp_root(args.tmp.clone());
+    if let Some(writes) = args.state_write {
+        return writes::run(args.tmp.as_deref(), writes);
+    }
     let exe = match &args.exe {
         Some(exe) => exe.clone(),
         None => std::env::current_exe()?.with_file_name("quorumkms"),
@@ -90,22 +104,38 @@ async fn topologies(
     Ok(())
 }
 
-/// Loopback mode: latency and throughput of each configuration, then
-/// failover.
+/// Loopback mode: latency and throughput of each configuration (tmkms
+/// when given, single node, 3-node cluster; 1 chain, then 10, then 1 over
+/// SecretConnection), then failover.
 async fn loopback(exe: &Path, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let signers: &[Signer] = if args.tmkms.is_some() {
+        &[Signer::Tmkms, Signer::Single, Signer::Cluster]
+    } else {
+        &[Signer::Single, Signer::Cluster]
+    };
     let mut figures = Vec::new();
-    for (nodes, chains, link) in [
-        (1, 1, Link::Unix),
-        (1, 1, Link::SecretConnection),
-        (1, 10, Link::Unix),
-        (3, 1, Link::Unix),
-        (3, 1, Link::SecretConnection),
-        (3, 10, Link::Unix),
+    for (chains, link) in [
+        (1, Link::Unix),
+        (10, Link::Unix),
+        (1, Link::SecretConnection),
     ] {
-        figures.push(measure::throughput(exe, nodes, chains, link, args.requests).await?);
+        for &signer in signers {
+            let config = Config {
+                signer,
+                chains,
+                link,
+            };
+            if selected(&args.only, &config.key()) {
+                let measured =
+                    measure::throughput(exe, args.tmkms.as_deref(), config, args.heights).await?;
+                figures.push(measured);
+            }
+        }
     }
-    report::print_figures(&figures);
-    if args.failovers > 0 {
+    if !figures.is_empty() {
+        report::print_figures(&figures);
+    }
+    if args.failovers > 0 && selected(&args.only, "failover") {
         let gaps = measure::loopback_failover(exe, args.failovers).await?;
         report::print_failover(&gaps);
     }

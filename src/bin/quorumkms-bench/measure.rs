@@ -8,15 +8,68 @@ use std::time::{Duration, Instant};
 use quorumkms::privval::Version;
 use quorumkms::validator::{MockValidator, SignOutcome, consensus};
 
-use crate::cluster::{Bench, Layout, Link, public_key};
+use crate::cluster::{Bench, Comparison, Layout, Link, public_key, rss_mib};
 
-/// Requests each validator signs before the figures start.
+/// Heights (or, in multi-region mode, requests) each validator signs
+/// before the figures start.
 const WARMUP: usize = 20;
+
+/// Which signer a loopback row measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signer {
+    /// tmkms (`--tmkms`).
+    Tmkms,
+    /// quorumkms in single-node mode.
+    Single,
+    /// A 3-node quorumkms cluster.
+    Cluster,
+}
+
+/// One loopback row: a signer, its chains and the validators' link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Who signs.
+    pub signer: Signer,
+    /// Chains, each with its validator signing one request at a time.
+    pub chains: usize,
+    /// How the signer reaches the validators.
+    pub link: Link,
+}
+
+impl Config {
+    /// The row's `--only` name, e.g. `cluster10` or `single1-sc`.
+    pub fn key(&self) -> String {
+        let signer = match self.signer {
+            Signer::Tmkms => "tmkms",
+            Signer::Single => "single",
+            Signer::Cluster => "cluster",
+        };
+        let link = match self.link {
+            Link::Unix => "",
+            Link::SecretConnection => "-sc",
+        };
+        format!("{signer}{}{link}", self.chains)
+    }
+
+    /// The row's name in the table.
+    pub fn name(&self) -> String {
+        let signer = match self.signer {
+            Signer::Tmkms => "tmkms",
+            Signer::Single => "single node",
+            Signer::Cluster => "3-node cluster",
+        };
+        let link = match self.link {
+            Link::Unix => "unix",
+            Link::SecretConnection => "secret conn",
+        };
+        format!("{signer}, {} chain(s), {link}", self.chains)
+    }
+}
 
 /// One loopback configuration's figures.
 pub struct Figures {
-    /// The configuration, e.g. `3-node cluster, 1 chain(s), unix`.
-    pub name: String,
+    /// What was measured.
+    pub config: Config,
     /// Sign latency, median.
     pub p50: Duration,
     /// Sign latency, 99th percentile.
@@ -27,6 +80,9 @@ pub struct Figures {
     pub rss_mib: Vec<f64>,
     /// Each node's mean time per stage of the signing path.
     pub stages: Vec<(String, crate::stages::StageMeans)>,
+    /// Signatures verified (none conflicting or invalid, else the bench
+    /// fails).
+    pub verified: usize,
 }
 
 /// One topology's figures in multi-region mode.
@@ -99,20 +155,66 @@ async fn sign_spaced(
     Ok((validator, latencies))
 }
 
-/// Latency and throughput of `nodes` on loopback serving `chains`, each
-/// chain's validator signing `requests` back to back, all at once.
-pub async fn throughput(
-    exe: &Path,
-    nodes: usize,
-    chains: usize,
-    link: Link,
-    requests: usize,
-) -> Result<Figures, Box<dyn std::error::Error>> {
-    let mut bench = Bench::start(exe, nodes, chains, link, false, &Layout::Loopback).await?;
-    // Warm up each chain (connections, first grants) outside the figures.
+/// Signs what a validator asks for at `count` consecutive heights from
+/// `start`: a proposal, a prevote and a precommit for the block, one
+/// request at a time. Returns the latency of each request.
+async fn sign_heights(
+    mut validator: MockValidator,
+    start: i64,
+    count: usize,
+) -> Result<(MockValidator, Vec<Duration>), String> {
+    let address = consensus::address(&public_key());
+    let mut latencies = Vec::with_capacity(count * 3);
+    for height in start..start + count as i64 {
+        let block = consensus::block_id(height, 0);
+        let proposal = consensus::proposal(height, 0, block.clone(), 0);
+        let t0 = Instant::now();
+        let outcome = validator.sign_proposal(proposal).await;
+        latencies.push(t0.elapsed());
+        check(height, "proposal", outcome)?;
+        for (precommit, offset_ms) in [(false, 10), (true, 20)] {
+            let mut vote = consensus::vote(
+                Version::V0_38,
+                precommit,
+                height,
+                0,
+                Some(block.clone()),
+                &address,
+                offset_ms,
+            );
+            // A chain without vote extensions (the validators are set up
+            // so): a v0.38 signer still signs the empty extension.
+            vote.extension.clear();
+            let t0 = Instant::now();
+            let outcome = validator.sign_vote(vote).await;
+            latencies.push(t0.elapsed());
+            check(
+                height,
+                if precommit { "precommit" } else { "prevote" },
+                outcome,
+            )?;
+        }
+    }
+    Ok((validator, latencies))
+}
+
+fn check(height: i64, step: &str, outcome: SignOutcome) -> Result<(), String> {
+    match outcome {
+        SignOutcome::Signed { .. } => Ok(()),
+        other => Err(format!("height {height} {step}: {other:?}")),
+    }
+}
+
+/// Warms each validator up (connections, first grants) outside the
+/// figures, then has all of them sign `heights` heights at once. Returns
+/// every latency, sorted, and the time the measured part took.
+async fn run_validators(
+    validators: Vec<MockValidator>,
+    heights: usize,
+) -> Result<(Vec<Duration>, Duration), Box<dyn std::error::Error>> {
     let mut warm = Vec::new();
-    for validator in bench.validators.drain(..).flatten() {
-        warm.push(tokio::spawn(sign_run(validator, 1, WARMUP)));
+    for validator in validators {
+        warm.push(tokio::spawn(sign_heights(validator, 1, WARMUP)));
     }
     let mut validators = Vec::new();
     for task in warm {
@@ -121,10 +223,10 @@ pub async fn throughput(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for validator in validators {
-        tasks.push(tokio::spawn(sign_run(
+        tasks.push(tokio::spawn(sign_heights(
             validator,
             WARMUP as i64 + 1,
-            requests,
+            heights,
         )));
     }
     let mut latencies = Vec::new();
@@ -133,25 +235,72 @@ pub async fn throughput(
     }
     let elapsed = started.elapsed();
     latencies.sort();
-    let rss_mib = bench.rss_mib();
-    let stages = bench.stages().await;
-    bench.stop().await;
-    let mode = if nodes == 1 {
-        "single node".to_string()
-    } else {
-        format!("{nodes}-node cluster")
+    Ok((latencies, elapsed))
+}
+
+/// Latency and throughput of one loopback configuration: each chain's
+/// validator signing `heights` heights, all chains at once. Every
+/// signature is verified; any conflicting or invalid one fails the bench.
+pub async fn throughput(
+    exe: &Path,
+    tmkms: Option<&Path>,
+    config: Config,
+    heights: usize,
+) -> Result<Figures, Box<dyn std::error::Error>> {
+    let (latencies, elapsed, rss_mib, report, stages) = match config.signer {
+        Signer::Tmkms => {
+            let tmkms = tmkms.ok_or("no --tmkms binary")?;
+            let mut comparison = Comparison::start(tmkms, config.chains, config.link).await?;
+            let validators = std::mem::take(&mut comparison.validators);
+            let run = run_validators(validators, heights).await;
+            let rss = vec![rss_mib(&comparison.tmkms.child)];
+            let log = comparison.log_tail();
+            let report = comparison.checker.report();
+            comparison.tmkms.stop().await;
+            let (latencies, elapsed) =
+                run.map_err(|e| format!("tmkms: {e}; its log ends:\n{log}"))?;
+            (latencies, elapsed, rss, report, Vec::new())
+        }
+        Signer::Single | Signer::Cluster => {
+            let nodes = if config.signer == Signer::Single {
+                1
+            } else {
+                3
+            };
+            let mut bench = Bench::start(
+                exe,
+                nodes,
+                config.chains,
+                config.link,
+                false,
+                &Layout::Loopback,
+            )
+            .await?;
+            let validators = bench.validators.drain(..).flatten().collect();
+            let run = run_validators(validators, heights).await;
+            let rss = bench.rss_mib();
+            let report = bench.checker.report();
+            let stages = bench.stages().await;
+            bench.stop().await;
+            let (latencies, elapsed) = run?;
+            (latencies, elapsed, rss, report, stages)
+        }
     };
-    let link = match link {
-        Link::Unix => "unix",
-        Link::SecretConnection => "secret conn",
-    };
+    if report.conflicts > 0 || report.invalid > 0 {
+        return Err(format!(
+            "{}: conflicting or invalid signatures: {report:?}",
+            config.name()
+        )
+        .into());
+    }
     Ok(Figures {
-        name: format!("{mode}, {chains} chain(s), {link}"),
+        config,
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),
         per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
         rss_mib,
         stages,
+        verified: report.released,
     })
 }
 

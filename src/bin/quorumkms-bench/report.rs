@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::measure::{Figures, Topology, percentile};
+use crate::measure::{Figures, Signer, Topology, percentile};
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -83,38 +83,75 @@ pub fn print_topologies(topologies: &[Topology], spacing: Duration) {
     );
 }
 
-/// The loopback table: one row per configuration, with its p99 against
-/// single-node mode's on the same chains and link.
-pub fn print_figures(figures: &[Figures]) {
-    println!(
-        "{:<40} {:>9} {:>9} {:>10} {:>12} {:>16}",
-        "configuration", "p50 ms", "p99 ms", "signs/s", "vs single", "RSS MiB/node"
-    );
-    for f in figures {
-        let single = figures.iter().find(|s| {
-            s.name.starts_with("single node")
-                && s.name.split_once(',').map(|x| x.1) == f.name.split_once(',').map(|x| x.1)
-        });
-        let ratio = single.map_or("-".to_string(), |s| {
-            format!(
-                "p99 x{:.1}",
-                f.p99.as_secs_f64() / s.p99.as_secs_f64().max(1e-9)
-            )
-        });
-        let rss: Vec<String> = f.rss_mib.iter().map(|r| format!("{r:.0}")).collect();
-        println!(
-            "{:<40} {:>9.3} {:>9.3} {:>10.0} {:>12} {:>16}",
-            f.name,
-            f.p50.as_secs_f64() * 1e3,
-            f.p99.as_secs_f64() * 1e3,
-            f.per_second,
-            ratio,
-            rss.join("/")
-        );
+/// A figure over the same figure of `base` (`-` when there is none).
+fn ratio(figure: f64, base: Option<f64>) -> String {
+    match base {
+        Some(base) if base > 0.0 => format!("x{:.2}", figure / base),
+        _ => "-".to_string(),
     }
-    println!("mean time per stage of the signing path, per node (count):");
+}
+
+/// The loopback table: one row per configuration, each figure followed by
+/// its ratio to single-node mode's (and tmkms's, when measured) on the
+/// same chains and link, from the same run. RSS is per node; its ratios
+/// compare the largest node.
+pub fn print_figures(figures: &[Figures]) {
+    let with_tmkms = figures.iter().any(|f| f.config.signer == Signer::Tmkms);
+    let bases: Vec<(&str, Signer)> = if with_tmkms {
+        vec![("/1n", Signer::Single), ("/tm", Signer::Tmkms)]
+    } else {
+        vec![("/1n", Signer::Single)]
+    };
+    let mut header = format!("{:<40}", "configuration");
+    for figure in ["p50 ms", "p99 ms", "signs/s", "RSS MiB"] {
+        header.push_str(&format!(" {figure:>9}"));
+        for (name, _) in &bases {
+            header.push_str(&format!(" {name:>7}"));
+        }
+    }
+    header.push_str(&format!(" {:>10} {:>9}", "RSS/node", "verified"));
+    println!("{header}");
+    let values = |f: &Figures| {
+        [
+            ms(f.p50),
+            ms(f.p99),
+            f.per_second,
+            f.rss_mib.iter().copied().fold(0.0, f64::max),
+        ]
+    };
     for f in figures {
-        println!("  {}", f.name);
+        let base_values: Vec<Option<[f64; 4]>> = bases
+            .iter()
+            .map(|(_, signer)| {
+                figures
+                    .iter()
+                    .find(|b| {
+                        b.config.signer == *signer
+                            && b.config.chains == f.config.chains
+                            && b.config.link == f.config.link
+                    })
+                    .map(values)
+            })
+            .collect();
+        let mut row = format!("{:<40}", f.config.name());
+        for (i, value) in values(f).into_iter().enumerate() {
+            let decimals = if i < 2 { 3 } else { 0 };
+            row.push_str(&format!(" {value:>9.decimals$}"));
+            for base in &base_values {
+                row.push_str(&format!(" {:>7}", ratio(value, base.map(|b| b[i]))));
+            }
+        }
+        let rss: Vec<String> = f.rss_mib.iter().map(|r| format!("{r:.0}")).collect();
+        row.push_str(&format!(" {:>10} {:>9}", rss.join("/"), f.verified));
+        println!("{row}");
+    }
+    println!(
+        "/1n: over single-node mode's figure, /tm: over tmkms's (same chains and link); \
+         0 conflicting and 0 invalid signatures in every row (the bench fails otherwise)"
+    );
+    println!("mean time per stage of the signing path, per node (count):");
+    for f in figures.iter().filter(|f| !f.stages.is_empty()) {
+        println!("  {}", f.config.name());
         print!("{}", crate::stages::render(&f.stages));
     }
 }
