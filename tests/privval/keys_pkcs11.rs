@@ -54,6 +54,23 @@ fn cli_ok(hsm: &SoftHsm, args: &[&str]) -> String {
     stdout
 }
 
+/// Generates a key labelled `label` of `key_type` on the token and
+/// returns the public key it printed.
+fn generate(hsm: &SoftHsm, label: &str, key_type: KeyType) -> PublicKey {
+    let out = cli_ok(
+        hsm,
+        &[
+            "keys",
+            "generate",
+            "--label",
+            label,
+            "--key-type",
+            key_type.name(),
+        ],
+    );
+    printed_key(&out, key_type)
+}
+
 /// The hex public key a `pkcs11 keys` command printed.
 fn printed_key(out: &str, key_type: KeyType) -> PublicKey {
     let hex = out
@@ -105,8 +122,7 @@ async fn generated_key_signs_through_privval() {
     let slots = cli_ok(&hsm, &["slots"]);
     assert!(slots.contains(softhsm::TOKEN_LABEL), "{slots}");
     assert!(slots.contains("EdDSA yes"), "{slots}");
-    let out = cli_ok(&hsm, &["keys", "generate", "--label", "consensus"]);
-    let public_key = printed_key(&out, KeyType::Ed25519);
+    let public_key = generate(&hsm, "consensus", KeyType::Ed25519);
     let listed = cli_ok(&hsm, &["keys", "list"]);
     assert!(listed.contains(&hex::encode(public_key)), "{listed}");
     // A second key under a taken label is refused.
@@ -183,18 +199,7 @@ async fn imported_seed_signs_like_softsign() {
 async fn secp256k1_key_on_the_token_serves_v1() {
     let dir = tempfile::tempdir().unwrap();
     let Some(hsm) = token(dir.path()) else { return };
-    let out = cli_ok(
-        &hsm,
-        &[
-            "keys",
-            "generate",
-            "--label",
-            "k1",
-            "--key-type",
-            "secp256k1",
-        ],
-    );
-    let public_key = printed_key(&out, KeyType::Secp256k1);
+    let public_key = generate(&hsm, "k1", KeyType::Secp256k1);
     let mut s = node_on_token(&hsm, Version::V1_0, "k1", public_key).await;
     assert_eq!(s.validator.pub_key().await.expect("public key"), public_key);
     for h in 1..=3 {
@@ -214,8 +219,7 @@ async fn secp256k1_key_on_the_token_serves_v1() {
 async fn token_lost_and_back_mid_stream() {
     let dir = tempfile::tempdir().unwrap();
     let Some(hsm) = token(dir.path()) else { return };
-    let out = cli_ok(&hsm, &["keys", "generate", "--label", "consensus"]);
-    let public_key = printed_key(&out, KeyType::Ed25519);
+    let public_key = generate(&hsm, "consensus", KeyType::Ed25519);
     let mut s = node_on_token(&hsm, Version::V0_38, "consensus", public_key).await;
     signed(&s.validator.sign_vote(s.prevote(1, 0, 0, 0)).await);
 
@@ -255,8 +259,7 @@ async fn token_lost_and_back_mid_stream() {
 async fn wrong_pin_and_missing_module_refuse_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let Some(hsm) = token(dir.path()) else { return };
-    let out = cli_ok(&hsm, &["keys", "generate", "--label", "consensus"]);
-    let public_key = printed_key(&out, KeyType::Ed25519);
+    let public_key = generate(&hsm, "consensus", KeyType::Ed25519);
 
     // A wrong PIN: the node does not start, and says why.
     quorumkms::keys::softsign::overwrite_secret_file(&hsm.pin_file, b"999999\n").unwrap();
@@ -286,18 +289,7 @@ async fn wrong_pin_and_missing_module_refuse_to_start() {
     );
 
     // And a v0.38 validator with a secp256k1 key on the token.
-    let out = cli_ok(
-        &hsm,
-        &[
-            "keys",
-            "generate",
-            "--label",
-            "k1",
-            "--key-type",
-            "secp256k1",
-        ],
-    );
-    let k1 = printed_key(&out, KeyType::Secp256k1);
+    let k1 = generate(&hsm, "k1", KeyType::Secp256k1);
     let mut s = node_on_token(&hsm, Version::V0_38, "k1", k1).await;
     let status = s.child.as_mut().unwrap().wait().await.unwrap();
     assert!(!status.success());
@@ -317,8 +309,7 @@ async fn one_token_key_signs_for_chains_concurrently() {
 
     let dir = tempfile::tempdir().unwrap();
     let Some(hsm) = token(dir.path()) else { return };
-    let out = cli_ok(&hsm, &["keys", "generate", "--label", "shared"]);
-    let public_key = printed_key(&out, KeyType::Ed25519);
+    let public_key = generate(&hsm, "shared", KeyType::Ed25519);
     let chains: Vec<String> = (1..=4).map(|i| format!("chain-{i}")).collect();
     let mut listens = Vec::new();
     let mut validators_cfg = Vec::new();
