@@ -565,18 +565,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| StorageIOError::read_vote(&e).into())
     }
 
-    /// Deferred, like the applied state: openraft saves the committed id
-    /// after every commit, and an fsync here would stall the Raft core for
-    /// a second disk write per grant. It is a hint for a restart (apply the
-    /// log up to here at once); a crash that loses it loses no entry, since
-    /// the entries themselves were durable before they counted toward the
-    /// commit, and the leader tells a restarted node the commit index
-    /// again. Written after the entries it names, so it never runs ahead of
-    /// the durable log.
+    /// Durable, unlike the applied state: a restarted node applies the log
+    /// up to this id before it serves, so its watermarks are never below
+    /// what it had applied. Written without a sync, a crash lost it and a
+    /// restarted node served from an applied state one commit behind until
+    /// the leader told it the commit index again (found by the whole-
+    /// cluster restart test).
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let bytes = encode(&committed).map_err(write_err)?;
         self.backend
-            .meta_put_deferred(vec![(MetaKey::Committed, bytes)])
+            .meta_put(vec![(MetaKey::Committed, bytes)])
             .map_err(write_err)
     }
 

@@ -85,7 +85,8 @@ pub enum Stage {
     Replicate,
     /// Applying committed entries to the state machine.
     Apply,
-    /// Single-node mode: writing the state file, fsync'd.
+    /// Single-node mode: making the new state durable (its journal,
+    /// synced; the state file itself follows off the grant's path).
     StateWrite,
     /// The key backend's signature.
     Sign,

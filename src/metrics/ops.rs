@@ -210,6 +210,7 @@ mod tests {
         m.sign("c", "prevote", "signed");
         m.sign("c", "prevote", "refused");
         m.grant_time("c", Duration::from_millis(1));
+        m.stage(super::super::Stage::Commit, Duration::from_millis(1));
         m.validator("c", "tcp://v", true);
         m.ops.follower_lag.with_label_values(&["2"]).set(0);
         m.ops.peer_reachable.with_label_values(&["2"]).set(1);
