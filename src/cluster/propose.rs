@@ -396,48 +396,43 @@ impl Proposer {
     }
 
     /// Waits until this node's Raft metrics name a leader other than
-    /// `known` and `tried`; `None` at `deadline` or when the instance stops.
+    /// `known` and `tried`, or `deadline`.
     async fn leader_change(
         &self,
         known: Option<NodeId>,
         tried: NodeId,
         deadline: Instant,
     ) -> Option<(NodeId, String)> {
-        let raft = self.instance.raft();
-        let mut rx = raft.metrics();
-        loop {
-            let changed = {
-                let metrics = rx.borrow_and_update();
-                metrics
-                    .current_leader
-                    .filter(|leader| Some(*leader) != known && *leader != tried)
-                    .and_then(|leader| {
-                        self.leader_addr(leader, &metrics)
-                            .map(|addr| (leader, addr))
-                    })
-            };
-            if changed.is_some() {
-                return changed;
-            }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => return None,
-            }
-        }
+        self.wait_leader_where(deadline, |leader| Some(leader) != known && leader != tried)
+            .await
     }
 
     /// Waits until some node is known to lead, or `deadline`.
     async fn wait_leader(&self, deadline: Instant) -> Option<(NodeId, String)> {
+        self.wait_leader_where(deadline, |_| true).await
+    }
+
+    /// Waits until this node's Raft metrics name a leader that `accept`
+    /// takes (and whose address is known), or `deadline`. Follows the
+    /// instance the supervisor puts in place of a stopped one.
+    async fn wait_leader_where(
+        &self,
+        deadline: Instant,
+        accept: impl Fn(NodeId) -> bool,
+    ) -> Option<(NodeId, String)> {
         loop {
             let raft = self.instance.raft();
             let mut rx = raft.metrics();
             loop {
                 let found = {
                     let metrics = rx.borrow_and_update();
-                    metrics.current_leader.and_then(|leader| {
-                        self.leader_addr(leader, &metrics)
-                            .map(|addr| (leader, addr))
-                    })
+                    metrics
+                        .current_leader
+                        .filter(|leader| accept(*leader))
+                        .and_then(|leader| {
+                            self.leader_addr(leader, &metrics)
+                                .map(|addr| (leader, addr))
+                        })
                 };
                 if found.is_some() {
                     return found;
