@@ -124,22 +124,10 @@ pub fn split(outcome: Outcome, count: usize) -> Option<Vec<Outcome>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::watermark::{Attempt, Position, Step, Verdict};
+    use crate::watermark::Verdict;
 
     fn grant(height: i64) -> Command {
-        Command::Grant {
-            chain_id: "c".into(),
-            attempt: Attempt {
-                position: Position {
-                    height,
-                    round: 0,
-                    step: Step::Prevote,
-                },
-                sign_bytes: vec![height as u8],
-                origin: None,
-            },
-            served: None,
-        }
+        crate::cluster::tests::prevote_grant("c", height, &[height as u8])
     }
 
     fn later() -> Instant {

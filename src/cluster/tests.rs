@@ -185,27 +185,33 @@ fn sled_store_passes_openraft_suite() {
     Suite::test_all(builder).unwrap();
 }
 
-#[test]
-fn apply_is_deterministic_and_answers_every_entry() {
-    use super::state_machine::apply;
-    use super::types::{Command, Outcome};
-    use crate::watermark::{Attempt, Position, Refusal, Step, Verdict};
-    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
-
-    let log_id = |index| LogId::new(CommittedLeaderId::new(1, 1), index);
-    let grant = |height, bytes: &str| Command::Grant {
-        chain_id: "c".into(),
+/// A grant of a prevote at `height` (round 0) of `chain` for `bytes`.
+pub(crate) fn prevote_grant(chain: &str, height: i64, bytes: &[u8]) -> super::types::Command {
+    use crate::watermark::{Attempt, Position, Step};
+    super::types::Command::Grant {
+        chain_id: chain.into(),
         attempt: Attempt {
             position: Position {
                 height,
                 round: 0,
                 step: Step::Prevote,
             },
-            sign_bytes: bytes.as_bytes().to_vec(),
+            sign_bytes: bytes.to_vec(),
             origin: None,
         },
         served: None,
-    };
+    }
+}
+
+#[test]
+fn apply_is_deterministic_and_answers_every_entry() {
+    use super::state_machine::apply;
+    use super::types::Outcome;
+    use crate::watermark::{Refusal, Verdict};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+    let log_id = |index| LogId::new(CommittedLeaderId::new(1, 1), index);
+    let grant = |height, bytes: &str| prevote_grant("c", height, bytes.as_bytes());
     let entries: Vec<Entry<TypeConfig>> = vec![
         Entry {
             log_id: log_id(1),
@@ -248,23 +254,10 @@ fn apply_is_deterministic_and_answers_every_entry() {
 fn a_batch_applies_its_commands_as_entries_of_their_own_would() {
     use super::state_machine::apply;
     use super::types::{Command, Outcome};
-    use crate::watermark::{Attempt, Position, Step};
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 
     let log_id = |index| LogId::new(CommittedLeaderId::new(1, 1), index);
-    let grant = |chain: &str, height, bytes: &str| Command::Grant {
-        chain_id: chain.into(),
-        attempt: Attempt {
-            position: Position {
-                height,
-                round: 0,
-                step: Step::Prevote,
-            },
-            sign_bytes: bytes.as_bytes().to_vec(),
-            origin: None,
-        },
-        served: None,
-    };
+    let grant = |chain: &str, height, bytes: &str| prevote_grant(chain, height, bytes.as_bytes());
     // Two chains, a conflict and a regression inside one batch: each
     // command must see what the ones before it did.
     let commands = vec![
