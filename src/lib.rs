@@ -37,6 +37,7 @@ pub mod session;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod testnet;
+pub mod threshold;
 pub mod transport;
 pub mod validator;
 pub mod watermark;
