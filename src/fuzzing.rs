@@ -145,6 +145,7 @@ fn privval_message(version: Version, body: &[u8], state: &mut SignState) {
     }
     let _ = canonical::timestamp(&sign.sign_bytes);
     let attempt = Attempt {
+        extension: None,
         position: sign.position,
         sign_bytes: sign.sign_bytes.clone(),
         origin: None,

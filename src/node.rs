@@ -11,12 +11,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::config::{ChainConfig, Config, YubihsmAdapter};
+use crate::config::{ChainConfig, ChainMode, Config, YubihsmAdapter};
 use crate::grant::floor::{Floor, FloorGranter};
 use crate::grant::{Granter, LocalGranter};
 use crate::keys::loss::KeyLoss;
 use crate::keys::{self, ConsensusSigner};
-use crate::session::{Context, Supervisor, SupervisorConfig};
+use crate::session::{ChainSigner, Context, Supervisor, SupervisorConfig};
+use crate::threshold::{KeyShare, Participant};
 use crate::transport::{Address, Timeouts};
 use crate::watermark::{SignState, StateFile, StateFileError};
 
@@ -118,6 +119,48 @@ pub fn load_signers(config: &Config) -> Result<BTreeMap<String, Arc<dyn Consensu
     }
     check_key_types(config, &signers)?;
     Ok(signers)
+}
+
+/// Loads this node's share of every threshold-mode chain and checks it
+/// against the chain's `[chain.threshold]` and this node's id.
+///
+/// # Errors
+///
+/// A share file that is missing, readable by others, malformed, of
+/// another chain or node, or of another t-of-n.
+pub fn load_shares(config: &Config) -> Result<Participant, Error> {
+    let mut shares = Vec::new();
+    for chain in &config.chain {
+        let (ChainMode::Threshold, Some(t)) = (chain.mode, &chain.threshold) else {
+            continue;
+        };
+        let share = KeyShare::load(&t.share_file, Some(&chain.id))?;
+        let file = t.share_file.display();
+        if (share.threshold(), share.shares()) != (t.threshold, t.shares) {
+            return Err(Error::Config(format!(
+                "chain {}: {file} is a {}-of-{} share, the config says {}-of-{}",
+                chain.id,
+                share.threshold(),
+                share.shares(),
+                t.threshold,
+                t.shares
+            )));
+        }
+        if let Some(cluster) = &config.cluster
+            && share.node() != cluster.node_id
+        {
+            return Err(Error::Config(format!(
+                "chain {}: {file} is node {}'s share, and this is node {}",
+                chain.id,
+                share.node(),
+                cluster.node_id
+            )));
+        }
+        info!(chain_id = %chain.id, node = share.node(), threshold = t.threshold, shares = t.shares,
+            "loaded threshold share");
+        shares.push(share);
+    }
+    Ok(Participant::new(shares))
 }
 
 /// The token a `[[providers.pkcs11]]` names, with its PIN read from its
@@ -240,6 +283,8 @@ pub async fn run(
     // The signer each chain's sessions use: in single-node mode, one that
     // reuses the signature the granter made for the state file.
     let mut session_signers = signers.clone();
+    // Threshold-mode chains' signers (cluster mode only).
+    let mut threshold_signers = BTreeMap::new();
     if options.join && config.cluster.is_none() {
         return Err(Error::Config(
             "--join: only a cluster node joins; this config has no [cluster] section".into(),
@@ -303,7 +348,20 @@ pub async fn run(
         Some(cluster) => {
             let mut deps = crate::cluster::Deps::for_config(cluster, key_loss.clone())?;
             deps.join = options.join;
+            deps.participant = Arc::new(load_shares(&config)?);
             let node = crate::cluster::run_node(cluster.clone(), deps).await?;
+            for chain in config
+                .chain
+                .iter()
+                .filter(|c| c.mode == ChainMode::Threshold)
+            {
+                let group = node
+                    .threshold_signer(&chain.id)
+                    .ok_or_else(|| Error::Config(format!("chain {}: no share loaded", chain.id)))?
+                    .map_err(Error::Config)?;
+                crate::cluster::admin::status::publish_key(&chain.id, &group.public_key());
+                threshold_signers.insert(chain.id.clone(), group);
+            }
             // For operators: which peers answer, on the status page and
             // in `cluster status`.
             node.probe_peers(Duration::from_secs(1));
@@ -360,7 +418,10 @@ pub async fn run(
             chain_id: chain.id.clone(),
             version: v.protocol_version,
             granter: granter.clone(),
-            signer: key_loss.guard(signer_for(&session_signers, &chain.id)?),
+            signer: match threshold_signers.get(&chain.id) {
+                Some(group) => ChainSigner::Threshold(Arc::clone(group)),
+                None => ChainSigner::Key(key_loss.guard(signer_for(&session_signers, &chain.id)?)),
+            },
             max_height: chain.max_height,
             origin: chain.height_ownership.then(|| v.owner_name()),
             max_frame: v.max_frame_bytes,

@@ -9,6 +9,7 @@ use super::store::Backend;
 use super::tls::TlsTransport;
 use super::transport::{TcpTransport, Transport};
 use crate::keys::loss::KeyLoss;
+use crate::threshold::Participant;
 
 /// Which store a node runs on.
 #[derive(Clone, Debug, Default)]
@@ -38,6 +39,8 @@ pub struct Deps {
     /// epoch), for operators; `None` records none (the simulation, whose
     /// applied state must not depend on the host's clock).
     pub clock: Option<fn() -> u64>,
+    /// This node's shares of threshold-mode chains (none by default).
+    pub participant: Arc<Participant>,
 }
 
 /// The system clock in milliseconds since the Unix epoch (0 before it).
@@ -55,6 +58,7 @@ impl Default for Deps {
             key_loss: KeyLoss::default(),
             join: false,
             clock: Some(system_clock_ms),
+            participant: Arc::new(Participant::new([])),
         }
     }
 }
@@ -94,6 +98,7 @@ impl Deps {
             key_loss,
             join: false,
             clock: Some(system_clock_ms),
+            participant: Arc::new(Participant::new([])),
         })
     }
 }

@@ -48,6 +48,7 @@ pub mod bootstrap;
 mod build;
 pub mod certs;
 pub mod config;
+pub mod cosign;
 pub mod deps;
 pub mod error;
 mod failover;

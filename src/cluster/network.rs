@@ -305,6 +305,48 @@ pub async fn forward(
     forward::answer(&reply).map_err(|e| CallError::BadReply(e.to_string()))
 }
 
+/// Threshold mode, round 1: asks the node at `addr` to open a signing
+/// session for `chain_id`.
+///
+/// # Errors
+///
+/// The peer could not be reached within `timeout`, or refused
+/// (`CallError::Failed` with `FailedPrecondition`).
+pub async fn commit(
+    channels: &Channels,
+    addr: &str,
+    timeout: Duration,
+    chain_id: &str,
+) -> Result<pb::CommitReply, CallError> {
+    let request = pb::CommitRequest {
+        chain_id: chain_id.to_string(),
+    };
+    call(channels, addr, timeout, request, |mut c, r| async move {
+        c.commit(r).await
+    })
+    .await
+}
+
+/// Threshold mode, round 2: asks the node at `addr` for its share over
+/// `package` in `session`.
+///
+/// # Errors
+///
+/// As [`commit`]; a refusal (not granted there, unknown session) is
+/// `FailedPrecondition`.
+pub async fn share(
+    channels: &Channels,
+    addr: &str,
+    timeout: Duration,
+    request: pb::ShareRequest,
+) -> Result<Vec<u8>, CallError> {
+    let reply = call(channels, addr, timeout, request, |mut c, r| async move {
+        c.share(r).await
+    })
+    .await?;
+    Ok(reply.share)
+}
+
 /// openraft's network factory: hands out one [`PeerNetwork`] per target.
 #[derive(Clone, Debug)]
 pub struct NetworkFactory {

@@ -19,6 +19,7 @@ use super::admin::{AdminService, Status};
 use super::bootstrap::{Bootstrap, BootstrapError};
 use super::build::{RaftBuilder, open_store, raft_config};
 use super::config::Config;
+use super::cosign::{Cosign, ThresholdSigner};
 use super::deps::Deps;
 use super::error::Error;
 use super::failover;
@@ -38,6 +39,7 @@ use futures_util::future::BoxFuture;
 use crate::grant::floor::{Floored, Found};
 use crate::grant::{GrantError, Granter};
 use crate::keys::loss::KeyLoss;
+use crate::threshold::{GroupSigner, Participant};
 use crate::watermark::{Attempt, Refusal, SignState, Verdict};
 
 /// A running cluster node. Cheap to clone; call [`Node::shutdown`] to stop
@@ -56,6 +58,8 @@ struct Parts {
     bootstrap: Bootstrap,
     key_loss: KeyLoss,
     channels: Channels,
+    participant: Arc<Participant>,
+    cosign: Arc<Cosign>,
     // Held so the store closes when the last handle is dropped, by whoever
     // drops it, rather than in one of Raft's tasks a moment after shutdown
     // returns: a node restarted at once from the same directory must find
@@ -132,7 +136,16 @@ pub async fn run_node(config: Config, deps: Deps) -> Result<Node, Error> {
         config.clone(),
     );
     let bootstrap = Bootstrap::new(instance.clone(), channels.clone(), config.clone());
-    let cluster_service = ClusterService::new(instance.clone(), proposer.clone());
+    let cosign = Arc::new(Cosign::new(
+        instance.clone(),
+        deps.participant.clone(),
+        deps.key_loss.clone(),
+        // A follower learns of a commit with the leader's next message; one
+        // that has not within an election timeout is too far behind to
+        // wait for, and the coordinator asks another node.
+        Duration::from_millis(config.election_timeout_min_ms.min(config.grant_timeout_ms)),
+    ));
+    let cluster_service = ClusterService::new(instance.clone(), proposer.clone(), cosign.clone());
     let admin_service = AdminService::new(
         instance.clone(),
         proposer.clone(),
@@ -175,6 +188,8 @@ pub async fn run_node(config: Config, deps: Deps) -> Result<Node, Error> {
             bootstrap,
             key_loss: deps.key_loss,
             channels,
+            participant: deps.participant,
+            cosign,
             _store: store,
             shutdown_tx,
             tasks: Mutex::new(vec![server, supervisor, failover, writer]),
@@ -183,6 +198,32 @@ pub async fn run_node(config: Config, deps: Deps) -> Result<Node, Error> {
 }
 
 impl Node {
+    /// The signer of `chain_id` in threshold mode: this node's share and
+    /// the other members' through the share rounds, within the grant
+    /// timeout. `None` when this node holds no share of the chain.
+    ///
+    /// # Errors
+    ///
+    /// The share's group key is not an Ed25519 key (never for a loaded
+    /// share).
+    pub fn threshold_signer(&self, chain_id: &str) -> Option<Result<Arc<dyn GroupSigner>, String>> {
+        let share = self.parts.participant.share(chain_id)?;
+        let config = &self.parts.config;
+        Some(
+            ThresholdSigner::new(
+                share,
+                self.parts.cosign.clone(),
+                self.parts.instance.clone(),
+                self.parts.channels.clone(),
+                Duration::from_millis(config.grant_timeout_ms),
+                // A peer that takes longer than an election to answer is
+                // as good as gone: ask another.
+                Duration::from_millis(config.election_timeout_max_ms),
+            )
+            .map(|signer| Arc::new(signer) as Arc<dyn GroupSigner>),
+        )
+    }
+
     /// This node's Raft id.
     pub fn id(&self) -> NodeId {
         self.parts.instance.id()

@@ -25,6 +25,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
+use super::cosign::Cosign;
 use super::forward::{self, ForwardError};
 use super::identity::{AdoptError, ParseClusterIdError, Rpc};
 use super::instance::Instance;
@@ -47,14 +48,20 @@ pub struct ClusterService {
     instance: Arc<Instance>,
     proposer: Arc<Proposer>,
     snapshots: Arc<SnapshotReceiver>,
+    cosign: Arc<Cosign>,
 }
 
 impl ClusterService {
-    pub(crate) fn new(instance: Arc<Instance>, proposer: Arc<Proposer>) -> ClusterService {
+    pub(crate) fn new(
+        instance: Arc<Instance>,
+        proposer: Arc<Proposer>,
+        cosign: Arc<Cosign>,
+    ) -> ClusterService {
         ClusterService {
             instance,
             proposer,
             snapshots: Arc::default(),
+            cosign,
         }
     }
 }
@@ -222,6 +229,39 @@ impl pb::cluster_server::Cluster for ClusterService {
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(pb::ElectReply {}))
+    }
+
+    async fn commit(
+        &self,
+        request: Request<pb::CommitRequest>,
+    ) -> Result<Response<pb::CommitReply>, Status> {
+        let peer = require(&request, Role::Node)?;
+        self.require_member(&peer)?;
+        self.instance.identity().admit(&request, Rpc::Other)?;
+        let commitment = self
+            .cosign
+            .commit(&request.get_ref().chain_id)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(Response::new(pb::CommitReply {
+            session: commitment.session,
+            commitments: commitment.commitments,
+        }))
+    }
+
+    async fn share(
+        &self,
+        request: Request<pb::ShareRequest>,
+    ) -> Result<Response<pb::ShareReply>, Status> {
+        let peer = require(&request, Role::Node)?;
+        self.require_member(&peer)?;
+        self.instance.identity().admit(&request, Rpc::Other)?;
+        let request = request.into_inner();
+        let share = self
+            .cosign
+            .share(&request.chain_id, request.session, &request.package)
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(Response::new(pb::ShareReply { share }))
     }
 
     async fn adopt(

@@ -48,6 +48,22 @@ pub struct AppliedState {
     /// Each chain's last granted signature, by chain id (operators' view).
     #[serde(default)]
     pub last_signed: BTreeMap<String, SignedRecord>,
+    /// The vote extension granted with each chain's last granted
+    /// precommit, where the grant carried one (threshold mode).
+    #[serde(default)]
+    pub extensions: BTreeMap<String, Vec<u8>>,
+}
+
+impl AppliedState {
+    /// Whether this state grants exactly `bytes` on `chain_id` now: the
+    /// sign bytes at its watermark, or the vote extension granted with
+    /// them. Threshold mode gives a share for nothing else.
+    pub fn grants(&self, chain_id: &str, bytes: &[u8]) -> bool {
+        let at_watermark = self.chains.get(chain_id).is_some_and(|c| {
+            c.position.is_some() && !c.sign_bytes.is_empty() && c.sign_bytes == bytes
+        });
+        at_watermark || self.extensions.get(chain_id).is_some_and(|e| e == bytes)
+    }
 }
 
 /// Applies one entry to `state` and returns its outcome. Pure.
@@ -82,6 +98,14 @@ fn apply_command(state: &mut AppliedState, index: u64, command: &Command) -> Out
                     position: attempt.position,
                 };
                 state.last_signed.insert(chain_id.clone(), record);
+                match &attempt.extension {
+                    Some(extension) => {
+                        state.extensions.insert(chain_id.clone(), extension.clone());
+                    }
+                    None => {
+                        state.extensions.remove(chain_id);
+                    }
+                }
             }
             Outcome::Granted(verdict)
         }

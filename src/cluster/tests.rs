@@ -191,6 +191,7 @@ pub(crate) fn prevote_grant(chain: &str, height: i64, bytes: &[u8]) -> super::ty
     super::types::Command::Grant {
         chain_id: chain.into(),
         attempt: Attempt {
+            extension: None,
             position: Position {
                 height,
                 round: 0,
@@ -396,6 +397,7 @@ fn grants_record_who_served_them_and_old_grants_still_decode() {
     let grant = |height, node| Command::Grant {
         chain_id: "c".into(),
         attempt: Attempt {
+            extension: None,
             position: at(height),
             sign_bytes: vec![height as u8],
             origin: None,

@@ -76,6 +76,38 @@ pub struct ChainConfig {
     /// CometBFT RPC addresses (`http://host:26657`) for `floor = "rpc"`.
     #[serde(default)]
     pub floor_rpc: Vec<String>,
+    /// `key` (every node holds the whole key) or `threshold` (each node
+    /// holds one FROST share; cluster mode only).
+    #[serde(default)]
+    pub mode: ChainMode,
+    /// `[chain.threshold]`: the shares, for `mode = "threshold"`.
+    #[serde(default)]
+    pub threshold: Option<ThresholdConfig>,
+}
+
+/// `[[chain]] mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChainMode {
+    /// Every node holds the whole key (in its HSM or a soft file).
+    #[default]
+    Key,
+    /// Each node holds a share; `threshold` of them sign together, each
+    /// only for bytes its own applied Raft state has granted.
+    Threshold,
+}
+
+/// `[chain.threshold]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdConfig {
+    /// Shares each signature needs (t).
+    pub threshold: u16,
+    /// Shares in all (n), one per voting node.
+    pub shares: u16,
+    /// This node's share (0600), from `quorumkms threshold split` or the
+    /// key generation.
+    pub share_file: PathBuf,
 }
 
 /// `[[chain]] floor`.
@@ -91,6 +123,35 @@ pub enum FloorChoice {
 }
 
 impl ChainConfig {
+    /// What is wrong with the chain's mode and its `[chain.threshold]`.
+    fn mode_problems(&self, clustered: bool) -> Vec<String> {
+        match (self.mode, &self.threshold) {
+            (ChainMode::Key, None) => Vec::new(),
+            (ChainMode::Key, Some(_)) => vec![
+                "threshold: set only with mode = \"threshold\" (this chain's mode is \"key\")"
+                    .to_string(),
+            ],
+            (ChainMode::Threshold, None) => vec![
+                "threshold: mode = \"threshold\" needs [chain.threshold] with threshold, shares \
+                 and share_file"
+                    .to_string(),
+            ],
+            (ChainMode::Threshold, Some(t)) => {
+                let mut problems = Vec::new();
+                if !clustered {
+                    problems.push(
+                        "mode: threshold mode needs a [cluster]: the shares are on its nodes"
+                            .to_string(),
+                    );
+                }
+                if let Err(e) = crate::threshold::check_threshold(t.threshold, t.shares) {
+                    problems.push(format!("threshold: {e}"));
+                }
+                problems
+            }
+        }
+    }
+
     /// The chain's floor.
     ///
     /// # Errors
@@ -490,6 +551,11 @@ impl Config {
             if let Err(problem) = c.floor() {
                 problems.push(format!("chain[{i}].{problem}"));
             }
+            problems.extend(
+                c.mode_problems(self.cluster.is_some())
+                    .into_iter()
+                    .map(|p| format!("chain[{i}].{p}")),
+            );
         }
         let mut addrs = BTreeSet::new();
         // (chain, owner name) -> the address it names.
@@ -605,7 +671,17 @@ impl Config {
                 }
             }
         }
-        for c in &self.chain {
+        for (i, c) in self.chain.iter().enumerate() {
+            if c.mode == ChainMode::Threshold {
+                if let Some((_, key)) = keyed.get(&c.id) {
+                    problems.push(format!(
+                        "{key}: chain {:?} is in threshold mode, where no node holds the whole key; \
+                         remove it from there (chain[{i}].threshold.share_file is its key)",
+                        c.id
+                    ));
+                }
+                continue;
+            }
             if !keyed.contains_key(&c.id) {
                 problems.push(format!(
                     "providers: chain {:?} has no key (add it to a [[providers.softsign]], [[providers.yubihsm]] or [[providers.pkcs11]] chain_ids)",

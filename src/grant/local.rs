@@ -239,6 +239,7 @@ mod tests {
 
     fn attempt(height: i64, bytes: &[u8]) -> Attempt {
         Attempt {
+            extension: None,
             position: Position {
                 height,
                 round: 0,

@@ -11,8 +11,10 @@
 //! backend) are never answered with an error: the session ends so the
 //! validator drops this signer and fails over to another one.
 
+mod signer;
 mod supervisor;
 
+pub use signer::ChainSigner;
 pub use supervisor::{Dial, Supervisor, SupervisorConfig};
 
 use std::sync::Arc;
@@ -21,7 +23,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info, warn};
 
 use crate::grant::{GrantError, Granter};
-use crate::keys::ConsensusSigner;
 use crate::metrics::{Stage, timed};
 use crate::privval::codec::{self, FrameReader, ReadError};
 use crate::privval::{self, Request, Response, SignRequest, Version, canonical};
@@ -53,7 +54,7 @@ pub struct Context {
     /// Where permission to sign comes from.
     pub granter: Arc<dyn Granter>,
     /// The chain's key.
-    pub signer: Arc<dyn ConsensusSigner>,
+    pub signer: ChainSigner,
     /// Refuse to sign above this height.
     pub max_height: Option<i64>,
     /// This validator node's name, when height ownership is on.
@@ -202,6 +203,10 @@ async fn decide(ctx: &Context, request: &Request, sign: &SignRequest) -> (Next, 
         position,
         sign_bytes: sign.sign_bytes.clone(),
         origin: ctx.origin.clone(),
+        extension: sign
+            .extension_sign_bytes
+            .clone()
+            .filter(|_| ctx.signer.needs_granted_extension()),
     };
     let started = std::time::Instant::now();
     let verdict = ctx.granter.grant(&ctx.chain_id, attempt).await;
@@ -240,15 +245,17 @@ async fn decide(ctx: &Context, request: &Request, sign: &SignRequest) -> (Next, 
         );
         return (Next::Reply(reply), "refused");
     }
-    let signature = match timed(Stage::Sign, || ctx.signer.sign(&granted)) {
+    let started = std::time::Instant::now();
+    let signature = match ctx.signer.sign(&granted).await {
         Ok(signature) => signature,
-        Err(e) => return (Next::Close(format!("key backend: {e}")), "key_error"),
+        Err(e) => return (Next::Close(e), "key_error"),
     };
+    crate::metrics::global().stage(Stage::Sign, started.elapsed());
     let extension_signature = match &sign.extension_sign_bytes {
         None => None,
-        Some(bytes) => match ctx.signer.sign(bytes) {
+        Some(bytes) => match ctx.signer.sign(bytes).await {
             Ok(signature) => Some(signature),
-            Err(e) => return (Next::Close(format!("key backend: {e}")), "key_error"),
+            Err(e) => return (Next::Close(e), "key_error"),
         },
     };
     debug!(chain_id = %ctx.chain_id, %position, "signed");
@@ -262,7 +269,7 @@ async fn decide(ctx: &Context, request: &Request, sign: &SignRequest) -> (Next, 
 mod tests {
     use super::*;
     use crate::keys::softsign::SoftSigner;
-    use crate::keys::{KeyType, PublicKey};
+    use crate::keys::{ConsensusSigner, KeyType, PublicKey};
 
     /// Never asked: public key requests need no grant.
     struct NoGrants;
@@ -282,7 +289,7 @@ mod tests {
             chain_id: "c".into(),
             version,
             granter: Arc::new(NoGrants),
-            signer,
+            signer: ChainSigner::Key(signer),
             max_height: None,
             origin: None,
             max_frame: codec::DEFAULT_MAX_FRAME,

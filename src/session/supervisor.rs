@@ -175,7 +175,7 @@ mod tests {
             chain_id: "test-chain".into(),
             version: Version::V0_38,
             granter: Arc::new(LocalGranter::new()),
-            signer: Arc::new(SoftSigner::from_seed([1; 32])),
+            signer: crate::session::ChainSigner::Key(Arc::new(SoftSigner::from_seed([1; 32]))),
             max_height: None,
             origin: None,
             max_frame: DEFAULT_MAX_FRAME,

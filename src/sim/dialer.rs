@@ -73,7 +73,7 @@ pub async fn serve_validators(node: crate::cluster::Node, serving: Serving) {
             chain_id: validator.chain_id.clone(),
             version: Version::V0_38,
             granter: serving.granter.clone(),
-            signer: key.clone(),
+            signer: crate::session::ChainSigner::Key(key.clone()),
             max_height: None,
             origin: Some(validator.host.clone()),
             max_frame: codec::DEFAULT_MAX_FRAME,

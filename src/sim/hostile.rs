@@ -321,6 +321,7 @@ fn forged_snapshot(sender: NodeId, chains: &[String]) -> InstallSnapshotRequest<
             .collect(),
         raises: BTreeMap::new(),
         last_signed: BTreeMap::new(),
+        extensions: BTreeMap::new(),
     };
     InstallSnapshotRequest {
         vote: Vote::new_committed(FORGED_TERM, sender),

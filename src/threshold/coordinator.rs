@@ -40,14 +40,12 @@ pub trait Cosigner: Send + Sync {
     fn commit<'a>(&'a self, chain_id: &'a str) -> BoxFuture<'a, Result<Commitment, CosignError>>;
 
     /// Round 2: its share of the signature over `package`'s message, in
-    /// `session`. `index` is the log index of the grant, so a node that has
-    /// not applied it yet knows what to wait for.
+    /// `session`.
     fn sign<'a>(
         &'a self,
         chain_id: &'a str,
         session: u64,
         package: &'a [u8],
-        index: u64,
     ) -> BoxFuture<'a, Result<Vec<u8>, CosignError>>;
 }
 
@@ -76,8 +74,6 @@ pub struct Job<'a> {
     pub chain_id: &'a str,
     /// The granted bytes.
     pub message: &'a [u8],
-    /// The log index of their grant.
-    pub index: u64,
     /// The group's public package (every node's verifying share).
     pub public: &'a frost::keys::PublicKeyPackage,
     /// Shares needed.
@@ -208,12 +204,10 @@ async fn round2(
     let answers = futures_util::future::join_all(committed.iter().map(|(cosigner, c)| {
         let bytes = &bytes;
         async move {
-            let answer = tokio::time::timeout(
-                budget,
-                cosigner.sign(job.chain_id, c.session, bytes, job.index),
-            )
-            .await
-            .unwrap_or_else(|_| Err(CosignError::Unreachable("timed out".into())));
+            let answer =
+                tokio::time::timeout(budget, cosigner.sign(job.chain_id, c.session, bytes))
+                    .await
+                    .unwrap_or_else(|_| Err(CosignError::Unreachable("timed out".into())));
             (cosigner.node(), answer)
         }
     }))
@@ -247,7 +241,9 @@ fn aggregate(
     let signature = frost::aggregate(package, shares, job.public).map_err(|e| {
         // FROST names the node whose share does not verify.
         match e.culprit().as_ref().and_then(super::node_of) {
-            Some(node) => Round2Error::Nodes(BTreeMap::from([(node, format!("invalid share: {e}"))])),
+            Some(node) => {
+                Round2Error::Nodes(BTreeMap::from([(node, format!("invalid share: {e}"))]))
+            }
             None => Round2Error::Invalid(e.to_string()),
         }
     })?;

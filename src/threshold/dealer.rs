@@ -27,7 +27,8 @@ pub fn split(
     nodes: &[u64],
     rng: &mut (impl RngCore + CryptoRng),
 ) -> Result<Vec<KeyShare>, String> {
-    let n = u16::try_from(nodes.len()).map_err(|_| format!("{} shares: at most 255", nodes.len()))?;
+    let n =
+        u16::try_from(nodes.len()).map_err(|_| format!("{} shares: at most 255", nodes.len()))?;
     super::check_threshold(t, n)?;
     let ids = nodes
         .iter()
@@ -37,21 +38,18 @@ pub fn split(
     unique.sort();
     unique.dedup();
     if unique.len() != ids.len() {
-        return Err(format!("node ids {nodes:?} repeat: each node holds one share"));
+        return Err(format!(
+            "node ids {nodes:?} repeat: each node holds one share"
+        ));
     }
     let signing = ed25519_dalek::SigningKey::from_bytes(seed);
     // Ed25519's secret scalar (the clamped hash of the seed), reduced:
     // FROST takes canonical scalars, and the reduction names the same key.
     let scalar = zeroize::Zeroizing::new(signing.to_scalar().to_bytes());
     let key = frost::SigningKey::deserialize(&scalar[..]).map_err(|e| e.to_string())?;
-    let (secret_shares, public) = frost::keys::split(
-        &key,
-        n,
-        t,
-        frost::keys::IdentifierList::Custom(&ids),
-        rng,
-    )
-    .map_err(|e| e.to_string())?;
+    let (secret_shares, public) =
+        frost::keys::split(&key, n, t, frost::keys::IdentifierList::Custom(&ids), rng)
+            .map_err(|e| e.to_string())?;
     let expected = PublicKey::from_type_and_bytes(
         crate::keys::KeyType::Ed25519,
         signing.verifying_key().as_bytes(),
@@ -67,7 +65,8 @@ pub fn split(
                 .get(id)
                 .cloned()
                 .ok_or_else(|| format!("no share was made for node {node}"))?;
-            let key_package = frost::keys::KeyPackage::try_from(secret).map_err(|e| e.to_string())?;
+            let key_package =
+                frost::keys::KeyPackage::try_from(secret).map_err(|e| e.to_string())?;
             KeyShare::new(chain_id, *node, key_package, public.clone())
         })
         .collect()

@@ -58,7 +58,9 @@ impl Dkg {
             return Err(format!("participants {participants:?} repeat"));
         }
         if !sorted.contains(&node) {
-            return Err(format!("node {node} is not among the participants {sorted:?}"));
+            return Err(format!(
+                "node {node} is not among the participants {sorted:?}"
+            ));
         }
         let (secret, package) =
             dkg::part1(super::identifier(node)?, n, t, rng).map_err(|e| e.to_string())?;
@@ -123,7 +125,10 @@ impl Dkg {
 
     /// The participants other than this node.
     pub fn others(&self) -> impl Iterator<Item = u64> + '_ {
-        self.participants.iter().copied().filter(|p| *p != self.node)
+        self.participants
+            .iter()
+            .copied()
+            .filter(|p| *p != self.node)
     }
 
     /// Exactly one package from each other participant, decoded.
@@ -135,7 +140,9 @@ impl Dkg {
         let expected: Vec<u64> = self.others().collect();
         let got: Vec<u64> = packages.keys().copied().collect();
         if got != expected {
-            return Err(format!("expected packages from nodes {expected:?}, got {got:?}"));
+            return Err(format!(
+                "expected packages from nodes {expected:?}, got {got:?}"
+            ));
         }
         packages
             .iter()

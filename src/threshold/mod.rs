@@ -38,6 +38,20 @@ pub use coordinator::{CosignError, Cosigner, SignError};
 pub use participant::{Participant, ShareError};
 pub use share::KeyShare;
 
+/// A chain's key in threshold mode, as a session sees it: the group key,
+/// and signatures that take `t` nodes' shares.
+pub trait GroupSigner: Send + Sync + std::fmt::Debug {
+    /// The group key (the chain's validator key).
+    fn public_key(&self) -> crate::keys::PublicKey;
+
+    /// Signs `msg`, which a committed grant must already cover on every
+    /// node that gives a share.
+    fn sign<'a>(
+        &'a self,
+        msg: &'a [u8],
+    ) -> futures_util::future::BoxFuture<'a, Result<[u8; 64], SignError>>;
+}
+
 /// The FROST identifier of a cluster node: its node id (1..=65535).
 ///
 /// # Errors

@@ -207,6 +207,12 @@ impl Participant {
         Ok(signature.serialize())
     }
 
+    /// Drops `session`'s nonces unused (a refused request).
+    pub fn forget(&self, session: u64) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|o| o.session != session);
+    }
+
     /// Sessions open now.
     pub fn open_sessions(&self) -> usize {
         self.open.lock().unwrap_or_else(|e| e.into_inner()).len()

@@ -160,15 +160,18 @@ impl KeyShare {
 
     fn from_file(file: &ShareFile) -> Result<KeyShare, String> {
         if file.file_type != FILE_TYPE {
-            return Err(format!("type is {:?}, expected {FILE_TYPE:?}", file.file_type));
+            return Err(format!(
+                "type is {:?}, expected {FILE_TYPE:?}",
+                file.file_type
+            ));
         }
         let key_bytes = Zeroizing::new(
             hex::decode(&file.key_package).map_err(|e| format!("key_package: {e}"))?,
         );
         let key_package = frost::keys::KeyPackage::deserialize(&key_bytes)
             .map_err(|e| format!("key_package: {e}"))?;
-        let public_bytes =
-            hex::decode(&file.public_key_package).map_err(|e| format!("public_key_package: {e}"))?;
+        let public_bytes = hex::decode(&file.public_key_package)
+            .map_err(|e| format!("public_key_package: {e}"))?;
         let public = frost::keys::PublicKeyPackage::deserialize(&public_bytes)
             .map_err(|e| format!("public_key_package: {e}"))?;
         let share = KeyShare::new(&file.chain_id, file.node_id, key_package, public)?;

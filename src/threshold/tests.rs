@@ -73,7 +73,6 @@ impl Cosigner for TestNode {
         chain_id: &'a str,
         session: u64,
         package: &'a [u8],
-        _index: u64,
     ) -> BoxFuture<'a, Result<Vec<u8>, CosignError>> {
         Box::pin(async move {
             let refused = |e: ShareError| CosignError::Refused(e.to_string());
@@ -97,7 +96,6 @@ fn job<'a>(message: &'a [u8], share: &'a KeyShare) -> Job<'a> {
     Job {
         chain_id: CHAIN,
         message,
-        index: 1,
         public: share.public_package(),
         threshold: share.threshold(),
         deadline: tokio::time::Instant::now() + Duration::from_secs(5),
@@ -138,7 +136,10 @@ fn sign_in_memory(shares: &[&KeyShare], message: &[u8]) -> [u8; 64] {
         .iter()
         .map(|s| Participant::new([(*s).clone()]))
         .collect();
-    let commitments: Vec<Commitment> = participants.iter().map(|p| p.commit(CHAIN).unwrap()).collect();
+    let commitments: Vec<Commitment> = participants
+        .iter()
+        .map(|p| p.commit(CHAIN).unwrap())
+        .collect();
     let map = shares
         .iter()
         .zip(&commitments)
@@ -295,7 +296,11 @@ async fn no_signature_without_t_nodes_that_granted_the_bytes() {
     nodes[2].grant(b"what the majority committed");
     let result = coordinator::sign(&job(b"ungranted", &shares[0]), &cosigners(&nodes)).await;
     match result {
-        Err(SignError::NotEnough { got, needed, errors }) => {
+        Err(SignError::NotEnough {
+            got,
+            needed,
+            errors,
+        }) => {
             assert_eq!(needed, 2);
             assert!(got < 2);
             assert!(errors.contains("not granted"), "{errors}");
@@ -325,7 +330,9 @@ fn a_share_file_round_trips_and_refuses_tampering() {
     let loaded = KeyShare::load(&path, Some(CHAIN)).unwrap();
     assert_eq!(loaded.node(), 2);
     assert_eq!(loaded.group_key().unwrap(), key.public_key());
-    let wrong_chain = KeyShare::load(&path, Some("other")).unwrap_err().to_string();
+    let wrong_chain = KeyShare::load(&path, Some("other"))
+        .unwrap_err()
+        .to_string();
     assert!(wrong_chain.contains("not of other"), "{wrong_chain}");
 
     let text = std::fs::read_to_string(&path).unwrap();
@@ -338,7 +345,10 @@ fn a_share_file_round_trips_and_refuses_tampering() {
 
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    assert!(KeyShare::load(&path, None).is_err(), "read a world-readable share");
+    assert!(
+        KeyShare::load(&path, None).is_err(),
+        "read a world-readable share"
+    );
 }
 
 #[test]
@@ -385,6 +395,8 @@ fn a_distributed_key_generation_gives_one_group_key_and_working_shares() {
     assert!(group.verify(b"new key", &signature));
     // A missing package is named.
     let (mut lone, _) = dkg::Dkg::start(CHAIN, 1, 2, &nodes, &mut OsRng).unwrap();
-    let err = lone.round2(&BTreeMap::from([(2, round1[&2].clone())])).unwrap_err();
+    let err = lone
+        .round2(&BTreeMap::from([(2, round1[&2].clone())]))
+        .unwrap_err();
     assert!(err.contains("expected packages from nodes [2, 3]"), "{err}");
 }

@@ -118,6 +118,13 @@ pub struct Attempt {
     /// The first validator node granted a new position at a height owns that
     /// height; others get only repeats of what was already granted there.
     pub origin: Option<String>,
+    /// The vote extension's sign bytes that go with a precommit, in
+    /// threshold mode only: there the grant is what lets the other nodes
+    /// give their shares for them. The rules never read it (CometBFT does
+    /// not protect extensions against double signing). Absent in entries
+    /// logged before it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension: Option<Vec<u8>>,
 }
 
 /// Why an attempt was refused. Refusals are final answers, sent to the

@@ -13,6 +13,7 @@ fn pos(height: i64, round: i32, step: Step) -> Position {
 
 fn attempt(p: Position, bytes: &[u8]) -> Attempt {
     Attempt {
+        extension: None,
         position: p,
         sign_bytes: bytes.to_vec(),
         origin: None,
@@ -151,6 +152,7 @@ fn same_position_without_stored_bytes_is_refused() {
 fn height_owner_keeps_the_height() {
     let mut s = SignState::default();
     let owned = |p, bytes: &[u8], origin: &str| Attempt {
+        extension: None,
         origin: Some(origin.to_string()),
         ..attempt(p, bytes)
     };

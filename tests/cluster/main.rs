@@ -11,5 +11,6 @@ mod identity;
 mod minority;
 mod rpc;
 mod snapshot;
+mod threshold;
 mod tls;
 mod transfer;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use quorumkms::cluster::{self, Config, Deps, MemBackend, Node, Peer, StoreChoice};
 use quorumkms::grant::GrantError;
+use quorumkms::threshold::Participant;
 use quorumkms::watermark::{Attempt, Position, Step, Verdict};
 use tokio::time::Instant;
 
@@ -40,6 +41,7 @@ pub fn free_addrs(n: usize) -> Vec<String> {
 /// A sign attempt with no height owner.
 pub fn attempt(height: i64, round: i32, step: Step, bytes: &str) -> Attempt {
     Attempt {
+        extension: None,
         position: Position {
             height,
             round,
@@ -96,6 +98,8 @@ pub struct TestCluster {
     pub nodes: BTreeMap<u64, Node>,
     /// In-memory disks, when the cluster runs on them.
     pub disks: BTreeMap<u64, MemBackend>,
+    /// Each node's threshold shares (none unless the test gives some).
+    pub participants: BTreeMap<u64, Arc<Participant>>,
     pub collector: Collector,
 }
 
@@ -108,6 +112,15 @@ impl TestCluster {
     /// Starts `n` nodes, on in-memory disks when `memory`, and initializes
     /// the cluster from node 1.
     pub async fn start_with(n: usize, memory: bool) -> TestCluster {
+        TestCluster::start_sharing(n, memory, BTreeMap::new()).await
+    }
+
+    /// Starts `n` nodes, each holding the shares `participants` gives it.
+    pub async fn start_sharing(
+        n: usize,
+        memory: bool,
+        participants: BTreeMap<u64, Arc<Participant>>,
+    ) -> TestCluster {
         init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
         let addrs = free_addrs(n);
@@ -146,6 +159,7 @@ impl TestCluster {
             configs,
             nodes: BTreeMap::new(),
             disks,
+            participants,
             collector: Collector::default(),
         };
         let ids: Vec<u64> = cluster.configs.keys().copied().collect();
@@ -175,11 +189,14 @@ impl TestCluster {
         // them out (a real restart is a new process).
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let node = loop {
-            let deps = Deps {
+            let mut deps = Deps {
                 store: store.clone(),
                 join,
                 ..Deps::default()
             };
+            if let Some(participant) = self.participants.get(&id) {
+                deps.participant = participant.clone();
+            }
             match cluster::run_node(config.clone(), deps).await {
                 Ok(node) => break node,
                 Err(e)
