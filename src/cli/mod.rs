@@ -11,6 +11,7 @@ pub mod softsign;
 pub mod start;
 pub mod state;
 pub mod testnet;
+pub mod threshold;
 pub mod validator_sim;
 pub mod yubihsm;
 
@@ -53,6 +54,10 @@ pub enum Command {
     Yubihsm(yubihsm::Args),
     /// Keys on a PKCS#11 token (network HSMs, SoftHSM2, ...).
     Pkcs11(pkcs11::Args),
+    /// Threshold keys (t-of-n FROST Ed25519): split a key into share
+    /// files, show one, check a set.
+    #[command(subcommand)]
+    Threshold(threshold::Command),
     /// Operate a cluster through a node's admin API.
     #[command(subcommand)]
     Cluster(cluster::Command),
@@ -90,6 +95,9 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Softsign(cmd) => softsign::run(&cmd).map_err(|e| e as Box<dyn std::error::Error>),
         Command::Yubihsm(args) => yubihsm::run(&args).map_err(|e| e as Box<dyn std::error::Error>),
         Command::Pkcs11(args) => pkcs11::run(&args).map_err(|e| e as Box<dyn std::error::Error>),
+        Command::Threshold(cmd) => {
+            threshold::run(&cmd).map_err(|e| e as Box<dyn std::error::Error>)
+        }
         Command::Cluster(cmd) => cluster::run(&cmd),
         Command::State(cmd) => state::run(&cmd),
         Command::ValidatorSim(args) => validator_sim::run(&args),

@@ -14,6 +14,8 @@
 //! - `dealer`: splitting an existing key into shares (migration from a
 //!   single key).
 //! - `dkg`: distributed key generation, for new keys no host ever holds.
+//! - `local`: a signature from shares held in one process (the CLI's
+//!   test signature).
 //! - `participant`: a node's side of a signature: fresh nonces per
 //!   signature, kept in memory only and used once.
 //! - `coordinator`: the serving node's side: collect commitments and
@@ -31,10 +33,12 @@ use frost_ed25519 as frost;
 pub mod coordinator;
 pub mod dealer;
 pub mod dkg;
+pub mod local;
 pub mod participant;
 pub mod share;
 
 pub use coordinator::{CosignError, Cosigner, SignError};
+pub use local::sign_with_shares;
 pub use participant::{Participant, ShareError};
 pub use share::KeyShare;
 

@@ -132,40 +132,7 @@ fn a_split_key_keeps_its_public_key_and_any_two_shares_sign_for_it() {
 
 /// Both FROST rounds over `shares`, in one place.
 fn sign_in_memory(shares: &[&KeyShare], message: &[u8]) -> [u8; 64] {
-    let participants: Vec<Participant> = shares
-        .iter()
-        .map(|s| Participant::new([(*s).clone()]))
-        .collect();
-    let commitments: Vec<Commitment> = participants
-        .iter()
-        .map(|p| p.commit(CHAIN).unwrap())
-        .collect();
-    let map = shares
-        .iter()
-        .zip(&commitments)
-        .map(|(s, c)| {
-            (
-                identifier(s.node()).unwrap(),
-                frost_ed25519::round1::SigningCommitments::deserialize(&c.commitments).unwrap(),
-            )
-        })
-        .collect();
-    let package = frost_ed25519::SigningPackage::new(map, message);
-    let signature_shares = shares
-        .iter()
-        .zip(&participants)
-        .zip(&commitments)
-        .map(|((s, p), c)| {
-            let bytes = p.sign(CHAIN, c.session, &package).unwrap();
-            (
-                identifier(s.node()).unwrap(),
-                frost_ed25519::round2::SignatureShare::deserialize(&bytes).unwrap(),
-            )
-        })
-        .collect();
-    let signature =
-        frost_ed25519::aggregate(&package, &signature_shares, shares[0].public_package()).unwrap();
-    signature.serialize().unwrap().try_into().unwrap()
+    sign_with_shares(shares, message).unwrap()
 }
 
 #[test]

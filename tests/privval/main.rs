@@ -1,6 +1,7 @@
 //! A signer node and what it serves a validator: privval across protocol
 //! versions and transports, double-sign refusals, malformed input,
-//! restarts, state migration, key backends and the command line.
+//! restarts, state migration, key backends, threshold share files and the
+//! command line.
 
 mod support;
 
@@ -18,6 +19,7 @@ mod malformed_input;
 mod multi_chain;
 mod restart;
 mod state_migration;
+mod threshold_cli;
 mod transport_address;
 mod transport_backoff;
 mod transport_secret_connection;
