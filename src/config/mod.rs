@@ -485,6 +485,9 @@ impl Config {
     fn resolve_paths(&mut self, base: &Path) {
         for c in &mut self.chain {
             resolve(base, &mut c.state_file);
+            if let Some(t) = &mut c.threshold {
+                resolve(base, &mut t.share_file);
+            }
         }
         for v in &mut self.validator {
             if let Some(key) = &mut v.secret_key {

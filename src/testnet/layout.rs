@@ -79,30 +79,91 @@ pub fn write_node(
     version: Version,
     extra: &str,
 ) -> Result<NodeFiles, Box<dyn std::error::Error>> {
+    write_node_keyed(
+        root,
+        i,
+        NodeKeys::Whole(seed),
+        chains,
+        validators,
+        version,
+        extra,
+    )
+}
+
+/// How a test network's nodes hold the consensus key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKeys {
+    /// Every node holds the whole soft key with this seed.
+    Whole([u8; 32]),
+    /// Threshold mode: the key with this seed split `threshold` of
+    /// `shares`, node `i` holding share `i` (cluster node ids are 1..=n).
+    Threshold {
+        /// The whole key's seed.
+        seed: [u8; 32],
+        /// Shares a signature needs.
+        threshold: u16,
+        /// Shares in all.
+        shares: u16,
+    },
+}
+
+/// As [`write_node`], with the key held as `keys` says. A threshold
+/// split is drawn from a generator seeded with the key, so every node's
+/// call makes the same split and takes its own share of it (a test key;
+/// a real one is split once, offline, by `quorumkms threshold split`).
+///
+/// # Errors
+///
+/// Any file that cannot be written, or a bad threshold.
+pub fn write_node_keyed(
+    root: &Path,
+    i: usize,
+    keys: NodeKeys,
+    chains: &[String],
+    validators: &[(String, String)],
+    version: Version,
+    extra: &str,
+) -> Result<NodeFiles, Box<dyn std::error::Error>> {
     let name = format!("node-{i}");
     let dir = root.join(&name);
     std::fs::create_dir_all(dir.join("secrets"))?;
     std::fs::create_dir_all(dir.join("state"))?;
     let id_key = identity::generate(&dir.join("secrets/kms-identity.key"))?;
-    softsign::write_secret_file(
-        &dir.join("secrets/consensus.key"),
-        softsign::encode_seed(&seed).as_bytes(),
-    )?;
     let mut config = String::new();
     for chain in chains {
         config.push_str(&format!(
             "[[chain]]\nid = \"{chain}\"\nstate_file = \"state/{chain}.json\"\n\
              # a test network starts at height 1: no earlier signer to guard against\n\
-             floor = \"none\"\n\n"
+             floor = \"none\"\n"
         ));
+        if let NodeKeys::Threshold {
+            seed,
+            threshold,
+            shares,
+        } = keys
+        {
+            let file = format!("secrets/{chain}.share.json");
+            test_share(chain, seed, threshold, shares, i)?.write(&dir.join(&file), false)?;
+            config.push_str(&format!(
+                "mode = \"threshold\"\n[chain.threshold]\nthreshold = {threshold}\n\
+                 shares = {shares}\nshare_file = \"{file}\"\n"
+            ));
+        }
+        config.push('\n');
         crate::watermark::StateFile::new(dir.join(format!("state/{chain}.json")))
             .save(&crate::watermark::SignState::default())?;
     }
-    let quoted: Vec<String> = chains.iter().map(|c| format!("\"{c}\"")).collect();
-    config.push_str(&format!(
-        "[[providers.softsign]]\nchain_ids = [{}]\npath = \"secrets/consensus.key\"\n\n",
-        quoted.join(", ")
-    ));
+    if let NodeKeys::Whole(seed) = keys {
+        softsign::write_secret_file(
+            &dir.join("secrets/consensus.key"),
+            softsign::encode_seed(&seed).as_bytes(),
+        )?;
+        let quoted: Vec<String> = chains.iter().map(|c| format!("\"{c}\"")).collect();
+        config.push_str(&format!(
+            "[[providers.softsign]]\nchain_ids = [{}]\npath = \"secrets/consensus.key\"\n\n",
+            quoted.join(", ")
+        ));
+    }
     for (chain, addr) in validators {
         config.push_str(&format!(
             "[[validator]]\nchain_id = \"{chain}\"\naddr = \"{addr}\"\n\
@@ -118,6 +179,24 @@ pub fn write_node(
         config: config_path,
         node_id: hex::encode(identity::node_id(&id_key)),
     })
+}
+
+/// Node `i`'s share of a test key split `threshold` of `shares` for
+/// `chain`, the same on every call.
+fn test_share(
+    chain: &str,
+    seed: [u8; 32],
+    threshold: u16,
+    shares: u16,
+    i: usize,
+) -> Result<crate::threshold::KeyShare, String> {
+    use rand::SeedableRng as _;
+    let mut rng = rand::rngs::StdRng::from_seed(seed);
+    let nodes: Vec<u64> = (1..=u64::from(shares)).collect();
+    crate::threshold::dealer::split(chain, &seed, threshold, &nodes, &mut rng)?
+        .into_iter()
+        .find(|share| share.node() == i as u64)
+        .ok_or_else(|| format!("node {i} has no share of a {threshold}-of-{shares} key"))
 }
 
 /// A `[cluster]` section for node `i` (1-based) of a loopback cluster whose

@@ -27,8 +27,8 @@ pub mod softhsm;
 pub use admin::{find_leader, find_leader_at, initialize_cluster, initialize_cluster_at};
 pub use cluster::{Placement, ProcessCluster, ProcessClusterBuilder};
 pub use layout::{
-    CHAIN_ID, NodeFiles, cluster_section, cluster_section_at, read_signer_names, write_node,
-    write_nodes,
+    CHAIN_ID, NodeFiles, NodeKeys, cluster_section, cluster_section_at, read_signer_names,
+    write_node, write_node_keyed, write_nodes,
 };
 pub use ports::free_ports;
 pub use process::{spawn_node, spawn_node_in, spawn_node_with_env};

@@ -16,9 +16,20 @@ const HEIGHTS: i64 = 30;
 
 #[test]
 fn three_nodes_sign_for_one_validator() {
+    three_nodes_sign(Cluster::builder(3));
+}
+
+/// The same in threshold mode, 2 of 3: each signature takes two nodes'
+/// shares, and the validator sees plain Ed25519 signatures under its key.
+#[test]
+fn three_nodes_sign_for_one_validator_in_threshold_mode() {
+    three_nodes_sign(Cluster::builder(3).threshold(2));
+}
+
+fn three_nodes_sign(builder: support::ClusterBuilder) {
     support::run(async {
         let checker = Checker::new();
-        let mut c = Cluster::builder(3).build();
+        let mut c = builder.build();
         let (mut v, addr) = support::validator(&c.validator_host(), &checker, fast_timing()).await;
         c.write(&|_| vec![addr.clone()]);
         c.start(Duration::from_secs(20)).await;

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio::process::Child;
 
-use super::layout::{NodeFiles, cluster_section_at, write_node};
+use super::layout::{NodeFiles, NodeKeys, cluster_section_at, write_node_keyed};
 use super::ports::free_ports;
 use super::process::spawn_node_with_env;
 
@@ -69,9 +69,17 @@ pub struct ProcessClusterBuilder {
     env: Vec<Vec<(String, String)>>,
     cluster_config: String,
     parent: Option<PathBuf>,
+    threshold: Option<u16>,
 }
 
 impl ProcessClusterBuilder {
+    /// Threshold mode: every chain's key split `t` of the node count,
+    /// node `i` holding share `i` (see [`super::layout::NodeKeys`]).
+    pub fn threshold(mut self, t: u16) -> Self {
+        self.threshold = Some(t);
+        self
+    }
+
     /// Nodes 1..=`initial` form the cluster; the others list every node as
     /// a peer and join later (started with `--join`, added through the
     /// admin API).
@@ -201,6 +209,7 @@ impl ProcessClusterBuilder {
             certs,
             env: self.env,
             cluster_config: self.cluster_config,
+            threshold: self.threshold,
             nodes: Vec::new(),
             children: (0..count).map(|_| None).collect(),
             dir,
@@ -240,6 +249,7 @@ pub struct ProcessCluster {
     certs: Option<PathBuf>,
     env: Vec<Vec<(String, String)>>,
     cluster_config: String,
+    threshold: Option<u16>,
     nodes: Vec<NodeFiles>,
     children: Vec<Option<Child>>,
     dir: tempfile::TempDir,
@@ -263,6 +273,7 @@ impl ProcessCluster {
             env: vec![Vec::new(); nodes],
             cluster_config: String::new(),
             parent: None,
+            threshold: None,
         }
     }
 
@@ -324,10 +335,10 @@ impl ProcessCluster {
     ) -> Result<(), String> {
         self.nodes = (1..=self.len())
             .map(|i| {
-                write_node(
+                write_node_keyed(
                     self.dir.path(),
                     i,
-                    self.seed,
+                    self.keys(),
                     &self.chains,
                     &validators(i),
                     self.version,
@@ -337,6 +348,23 @@ impl ProcessCluster {
             })
             .collect::<Result<_, _>>()?;
         Ok(())
+    }
+
+    /// How the nodes hold the key.
+    fn keys(&self) -> NodeKeys {
+        match self.threshold {
+            Some(threshold) => NodeKeys::Threshold {
+                seed: self.seed,
+                threshold,
+                shares: u16::try_from(self.len()).unwrap_or(u16::MAX),
+            },
+            None => NodeKeys::Whole(self.seed),
+        }
+    }
+
+    /// Whether the nodes hold threshold shares.
+    pub fn is_threshold(&self) -> bool {
+        self.threshold.is_some()
     }
 
     /// Node `i`'s `[cluster]` section (peers: the initial nodes, or every

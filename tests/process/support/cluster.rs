@@ -54,6 +54,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// Threshold mode: the key split `t` of the node count.
+    pub fn threshold(mut self, t: u16) -> Self {
+        self.procs = self.procs.threshold(t);
+        self
+    }
+
     /// A metrics endpoint on every node.
     pub fn metrics(mut self) -> Self {
         self.procs = self.procs.metrics();

@@ -33,7 +33,7 @@ pub mod net;
 pub mod signing;
 #[path = "../../support/timing.rs"]
 mod timing;
-pub use cluster::Cluster;
+pub use cluster::{Cluster, ClusterBuilder};
 pub use quorumkms::testnet::cluster::tail;
 pub use timing::fast_timing;
 
