@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::cluster::keygen::ShareSlot;
 use crate::config::{ChainConfig, ChainMode, Config, YubihsmAdapter};
 use crate::grant::floor::{Floor, FloorGranter};
 use crate::grant::{Granter, LocalGranter};
@@ -134,6 +135,12 @@ pub fn load_shares(config: &Config) -> Result<Participant, Error> {
         let (ChainMode::Threshold, Some(t)) = (chain.mode, &chain.threshold) else {
             continue;
         };
+        if !t.share_file.exists() {
+            warn!(chain_id = %chain.id, file = %t.share_file.display(),
+                "no threshold share yet: this node signs nothing for the chain until \
+                 `quorumkms threshold dkg` makes one (or `threshold split` puts one there)");
+            continue;
+        }
         let share = KeyShare::load(&t.share_file, Some(&chain.id))?;
         let file = t.share_file.display();
         if (share.threshold(), share.shares()) != (t.threshold, t.shares) {
@@ -161,6 +168,27 @@ pub fn load_shares(config: &Config) -> Result<Participant, Error> {
         shares.push(share);
     }
     Ok(Participant::new(shares))
+}
+
+/// Where each threshold-mode chain's share goes when a key generation
+/// makes one.
+fn share_slots(config: &Config) -> BTreeMap<String, ShareSlot> {
+    config
+        .chain
+        .iter()
+        .filter(|c| c.mode == ChainMode::Threshold)
+        .filter_map(|c| {
+            let t = c.threshold.as_ref()?;
+            Some((
+                c.id.clone(),
+                ShareSlot {
+                    file: t.share_file.clone(),
+                    threshold: t.threshold,
+                    shares: t.shares,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// The token a `[[providers.pkcs11]]` names, with its PIN read from its
@@ -349,17 +377,17 @@ pub async fn run(
             let mut deps = crate::cluster::Deps::for_config(cluster, key_loss.clone())?;
             deps.join = options.join;
             deps.participant = Arc::new(load_shares(&config)?);
+            deps.share_slots = share_slots(&config);
             let node = crate::cluster::run_node(cluster.clone(), deps).await?;
             for chain in config
                 .chain
                 .iter()
                 .filter(|c| c.mode == ChainMode::Threshold)
             {
-                let group = node
-                    .threshold_signer(&chain.id)
-                    .ok_or_else(|| Error::Config(format!("chain {}: no share loaded", chain.id)))?
-                    .map_err(Error::Config)?;
-                crate::cluster::admin::status::publish_key(&chain.id, &group.public_key());
+                let group = node.threshold_signer(&chain.id);
+                if let Some(key) = group.public_key() {
+                    crate::cluster::admin::status::publish_key(&chain.id, &key);
+                }
                 threshold_signers.insert(chain.id.clone(), group);
             }
             // For operators: which peers answer, on the status page and

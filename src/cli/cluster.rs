@@ -11,7 +11,7 @@ use crate::config;
 
 /// How to reach a node: its config (the node's own `[cluster] listen`) or
 /// an explicit address, and the operator's TLS certificate.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// The node's configuration file.
     #[arg(short = 'c', long = "config", default_value = "quorumkms.toml")]

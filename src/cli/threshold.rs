@@ -41,6 +41,20 @@ pub enum Command {
     /// distinct nodes), optionally that their group key is the validator's,
     /// and, given t or more of them, make and verify a test signature.
     Check(CheckArgs),
+    /// Make a new key that no host ever holds: a distributed key generation
+    /// over every voter of the running cluster, coordinated by the node
+    /// named (each voter writes its share to the chain's `share_file`; the
+    /// chain must be in threshold mode on every node, with no share yet).
+    /// Prints the new group key: the validator key to register on chain.
+    Dkg {
+        /// The node to coordinate (its config, or --addr), and the
+        /// operator's certificate.
+        #[command(flatten)]
+        target: super::cluster::Target,
+        /// The threshold-mode chain to make a key for.
+        #[arg(long)]
+        chain_id: String,
+    },
 }
 
 /// `threshold split` arguments.
@@ -106,7 +120,32 @@ pub fn run_with_output(cmd: &Command, out: &mut dyn Write) -> Result<(), CliErro
         Command::Split(args) => split(args, out),
         Command::Show { file } => show(file, out),
         Command::Check(args) => check(args, out),
+        Command::Dkg { target, chain_id } => dkg(target, chain_id, out),
     }
+}
+
+/// Every voter's three steps, and the deliveries between them, in one call.
+const DKG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn dkg(
+    target: &super::cluster::Target,
+    chain_id: &str,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let client = target
+        .client(DKG_TIMEOUT)
+        .map_err(|e| -> CliError { e.to_string().into() })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let message = runtime.block_on(client.threshold_dkg(chain_id))?;
+    writeln!(out, "{message}")?;
+    writeln!(
+        out,
+        "next: `quorumkms threshold show` on any node's share file prints the key's address; \
+         the key is new, so the validator must be registered (or rotated) to it on chain"
+    )?;
+    Ok(())
 }
 
 fn split(args: &SplitArgs, out: &mut dyn Write) -> Result<(), CliError> {

@@ -221,10 +221,11 @@ impl Cosigner for PeerCosigner {
 }
 
 /// A chain's signer in threshold mode: this node and the members holding
-/// the other shares, asked after the grant has committed.
+/// the other shares, asked after the grant has committed. The share is
+/// looked up on every signature, so one a key generation installs is
+/// used at once.
 pub struct ThresholdSigner {
-    share: Arc<KeyShare>,
-    group_key: PublicKey,
+    chain_id: String,
     cosign: Arc<Cosign>,
     instance: Arc<Instance>,
     channels: Channels,
@@ -237,36 +238,33 @@ pub struct ThresholdSigner {
 impl std::fmt::Debug for ThresholdSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ThresholdSigner")
-            .field("chain_id", &self.share.chain_id())
-            .field("node", &self.share.node())
+            .field("chain_id", &self.chain_id)
             .finish_non_exhaustive()
     }
 }
 
 impl ThresholdSigner {
     pub(crate) fn new(
-        share: Arc<KeyShare>,
+        chain_id: &str,
         cosign: Arc<Cosign>,
         instance: Arc<Instance>,
         channels: Channels,
         budget: Duration,
         call_timeout: Duration,
-    ) -> Result<ThresholdSigner, String> {
-        let group_key = share.group_key()?;
-        Ok(ThresholdSigner {
-            share,
-            group_key,
+    ) -> ThresholdSigner {
+        ThresholdSigner {
+            chain_id: chain_id.to_string(),
             cosign,
             instance,
             channels,
             budget,
             call_timeout,
-        })
+        }
     }
 
     /// This node and every other member that holds a share, with the
     /// address membership gives it.
-    fn cosigners(&self) -> Vec<Arc<dyn Cosigner>> {
+    fn cosigners(&self, share: &KeyShare) -> Vec<Arc<dyn Cosigner>> {
         let me = self.instance.id();
         let metrics = self.instance.metrics();
         let membership = metrics.membership_config.membership();
@@ -274,7 +272,7 @@ impl ThresholdSigner {
             node: me,
             cosign: self.cosign.clone(),
         })];
-        for node in self.share.holders() {
+        for node in share.holders() {
             if node == me {
                 continue;
             }
@@ -292,21 +290,27 @@ impl ThresholdSigner {
 }
 
 impl GroupSigner for ThresholdSigner {
-    fn public_key(&self) -> PublicKey {
-        self.group_key.clone()
+    fn public_key(&self) -> Option<PublicKey> {
+        let share = self.cosign.participant.share(&self.chain_id)?;
+        share.group_key().ok()
     }
 
     fn sign<'a>(&'a self, msg: &'a [u8]) -> BoxFuture<'a, Result<[u8; 64], SignError>> {
         Box::pin(async move {
+            let share = self
+                .cosign
+                .participant
+                .share(&self.chain_id)
+                .ok_or_else(|| SignError::NoShare(self.chain_id.clone()))?;
             let job = coordinator::Job {
-                chain_id: self.share.chain_id(),
+                chain_id: &self.chain_id,
                 message: msg,
-                public: self.share.public_package(),
-                threshold: self.share.threshold(),
+                public: share.public_package(),
+                threshold: share.threshold(),
                 deadline: Instant::now() + self.budget,
                 call_timeout: self.call_timeout,
             };
-            coordinator::sign(&job, &self.cosigners()).await
+            coordinator::sign(&job, &self.cosigners(&share)).await
         })
     }
 }

@@ -1,10 +1,12 @@
 //! What a node is built from besides its config: the store and the
 //! transport, the seams tests and the simulation replace.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::config::Config;
 use super::error::Error;
+use super::keygen::ShareSlot;
 use super::store::Backend;
 use super::tls::TlsTransport;
 use super::transport::{TcpTransport, Transport};
@@ -41,6 +43,9 @@ pub struct Deps {
     pub clock: Option<fn() -> u64>,
     /// This node's shares of threshold-mode chains (none by default).
     pub participant: Arc<Participant>,
+    /// Where each threshold-mode chain's share goes when a key generation
+    /// makes one (none by default).
+    pub share_slots: BTreeMap<String, ShareSlot>,
 }
 
 /// The system clock in milliseconds since the Unix epoch (0 before it).
@@ -59,6 +64,7 @@ impl Default for Deps {
             join: false,
             clock: Some(system_clock_ms),
             participant: Arc::new(Participant::new([])),
+            share_slots: BTreeMap::new(),
         }
     }
 }
@@ -99,6 +105,7 @@ impl Deps {
             join: false,
             clock: Some(system_clock_ms),
             participant: Arc::new(Participant::new([])),
+            share_slots: BTreeMap::new(),
         })
     }
 }

@@ -56,6 +56,7 @@ pub mod forward;
 mod group_commit;
 pub mod identity;
 mod instance;
+pub mod keygen;
 pub mod membership;
 pub mod network;
 mod node;

@@ -347,6 +347,29 @@ pub async fn share(
     Ok(reply.share)
 }
 
+/// Threshold mode's key generation: one step (JSON) on the node at
+/// `addr`; returns its answer (JSON).
+///
+/// # Errors
+///
+/// As [`commit`].
+pub async fn keygen(
+    channels: &Channels,
+    addr: &str,
+    timeout: Duration,
+    step: Vec<u8>,
+) -> Result<Vec<u8>, CallError> {
+    let reply = call(
+        channels,
+        addr,
+        timeout,
+        pb::DkgRequest { step },
+        |mut c, r| async move { c.dkg(r).await },
+    )
+    .await?;
+    Ok(reply.answer)
+}
+
 /// openraft's network factory: hands out one [`PeerNetwork`] per target.
 #[derive(Clone, Debug)]
 pub struct NetworkFactory {

@@ -25,6 +25,7 @@ use super::error::Error;
 use super::failover;
 use super::identity::{ClusterId, Identity};
 use super::instance::Instance;
+use super::keygen::{Keygen, KeygenError};
 use super::membership::Membership;
 use super::network::Channels;
 use super::propose::Proposer;
@@ -39,7 +40,7 @@ use futures_util::future::BoxFuture;
 use crate::grant::floor::{Floored, Found};
 use crate::grant::{GrantError, Granter};
 use crate::keys::loss::KeyLoss;
-use crate::threshold::{GroupSigner, Participant};
+use crate::threshold::GroupSigner;
 use crate::watermark::{Attempt, Refusal, SignState, Verdict};
 
 /// A running cluster node. Cheap to clone; call [`Node::shutdown`] to stop
@@ -58,8 +59,8 @@ struct Parts {
     bootstrap: Bootstrap,
     key_loss: KeyLoss,
     channels: Channels,
-    participant: Arc<Participant>,
     cosign: Arc<Cosign>,
+    keygen: Arc<Keygen>,
     // Held so the store closes when the last handle is dropped, by whoever
     // drops it, rather than in one of Raft's tasks a moment after shutdown
     // returns: a node restarted at once from the same directory must find
@@ -145,14 +146,28 @@ pub async fn run_node(config: Config, deps: Deps) -> Result<Node, Error> {
         // wait for, and the coordinator asks another node.
         Duration::from_millis(config.election_timeout_min_ms.min(config.grant_timeout_ms)),
     ));
-    let cluster_service = ClusterService::new(instance.clone(), proposer.clone(), cosign.clone());
+    let keygen = Arc::new(Keygen::new(
+        instance.clone(),
+        channels.clone(),
+        deps.participant.clone(),
+        deps.share_slots.clone(),
+        Duration::from_millis(config.grant_timeout_ms),
+    ));
+    let cluster_service = ClusterService::new(
+        instance.clone(),
+        proposer.clone(),
+        cosign.clone(),
+        keygen.clone(),
+    );
     let admin_service = AdminService::new(
         instance.clone(),
         proposer.clone(),
         membership,
         deps.key_loss.clone(),
         bootstrap.clone(),
+        keygen.clone(),
     );
+    let keygen_handle = keygen;
     let (shutdown_tx, _) = watch::channel(false);
     let server = runtime::spawn(server::serve(
         config.node_id,
@@ -188,8 +203,8 @@ pub async fn run_node(config: Config, deps: Deps) -> Result<Node, Error> {
             bootstrap,
             key_loss: deps.key_loss,
             channels,
-            participant: deps.participant,
             cosign,
+            keygen: keygen_handle,
             _store: store,
             shutdown_tx,
             tasks: Mutex::new(vec![server, supervisor, failover, writer]),
@@ -200,28 +215,30 @@ pub async fn run_node(config: Config, deps: Deps) -> Result<Node, Error> {
 impl Node {
     /// The signer of `chain_id` in threshold mode: this node's share and
     /// the other members' through the share rounds, within the grant
-    /// timeout. `None` when this node holds no share of the chain.
+    /// timeout. It signs nothing while this node holds no share of the
+    /// chain.
+    pub fn threshold_signer(&self, chain_id: &str) -> Arc<dyn GroupSigner> {
+        let config = &self.parts.config;
+        Arc::new(ThresholdSigner::new(
+            chain_id,
+            self.parts.cosign.clone(),
+            self.parts.instance.clone(),
+            self.parts.channels.clone(),
+            Duration::from_millis(config.grant_timeout_ms),
+            // A peer that takes longer than an election to answer is as
+            // good as gone: ask another.
+            Duration::from_millis(config.election_timeout_max_ms),
+        ))
+    }
+
+    /// Runs a key generation for threshold-mode `chain_id`, coordinated
+    /// by this node (what the admin API's `ThresholdDkg` does).
     ///
     /// # Errors
     ///
-    /// The share's group key is not an Ed25519 key (never for a loaded
-    /// share).
-    pub fn threshold_signer(&self, chain_id: &str) -> Option<Result<Arc<dyn GroupSigner>, String>> {
-        let share = self.parts.participant.share(chain_id)?;
-        let config = &self.parts.config;
-        Some(
-            ThresholdSigner::new(
-                share,
-                self.parts.cosign.clone(),
-                self.parts.instance.clone(),
-                self.parts.channels.clone(),
-                Duration::from_millis(config.grant_timeout_ms),
-                // A peer that takes longer than an election to answer is
-                // as good as gone: ask another.
-                Duration::from_millis(config.election_timeout_max_ms),
-            )
-            .map(|signer| Arc::new(signer) as Arc<dyn GroupSigner>),
-        )
+    /// As [`Keygen::generate`].
+    pub async fn threshold_dkg(&self, chain_id: &str) -> Result<String, KeygenError> {
+        self.parts.keygen.generate(chain_id).await
     }
 
     /// This node's Raft id.

@@ -29,6 +29,7 @@ use super::cosign::Cosign;
 use super::forward::{self, ForwardError};
 use super::identity::{AdoptError, ParseClusterIdError, Rpc};
 use super::instance::Instance;
+use super::keygen::{Keygen, Step};
 use super::pb;
 use super::propose::Proposer;
 use super::snapshot_receiver::SnapshotReceiver;
@@ -49,6 +50,7 @@ pub struct ClusterService {
     proposer: Arc<Proposer>,
     snapshots: Arc<SnapshotReceiver>,
     cosign: Arc<Cosign>,
+    keygen: Arc<Keygen>,
 }
 
 impl ClusterService {
@@ -56,12 +58,14 @@ impl ClusterService {
         instance: Arc<Instance>,
         proposer: Arc<Proposer>,
         cosign: Arc<Cosign>,
+        keygen: Arc<Keygen>,
     ) -> ClusterService {
         ClusterService {
             instance,
             proposer,
             snapshots: Arc::default(),
             cosign,
+            keygen,
         }
     }
 }
@@ -262,6 +266,34 @@ impl pb::cluster_server::Cluster for ClusterService {
             .await
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
         Ok(Response::new(pb::ShareReply { share }))
+    }
+
+    async fn dkg(
+        &self,
+        request: Request<pb::DkgRequest>,
+    ) -> Result<Response<pb::DkgReply>, Status> {
+        let peer = require(&request, Role::Node)?;
+        self.require_member(&peer)?;
+        self.instance.identity().admit(&request, Rpc::Other)?;
+        let step: Step = decode(&request.get_ref().step)?;
+        // With TLS the sender is the node its certificate names; on a
+        // plaintext port (loopback, or asked for by name) it is whom the
+        // step says.
+        let from = match (&step, peer.tls) {
+            (_, true) => peer
+                .node_id
+                .ok_or_else(|| Status::permission_denied("no node id"))?,
+            (Step::Deliver { from, .. }, false) => *from,
+            (_, false) => 0,
+        };
+        let answer = self
+            .keygen
+            .handle(from, step)
+            .await
+            .map_err(Status::failed_precondition)?;
+        Ok(Response::new(pb::DkgReply {
+            answer: encode(&answer)?,
+        }))
     }
 
     async fn adopt(

@@ -138,7 +138,14 @@ async fn handle(ctx: &Context, body: &[u8]) -> Next {
             if let Some(reply) = wrong_chain(ctx, &request, chain_id) {
                 return Next::Reply(reply);
             }
-            let key = ctx.signer.public_key();
+            let Some(key) = ctx.signer.public_key() else {
+                // Nothing to offer until a key generation gives this node
+                // a share: the validator tries another signer.
+                return Next::Close(format!(
+                    "no share of chain {} on this node yet (run `quorumkms threshold dkg`)",
+                    ctx.chain_id
+                ));
+            };
             if !ctx.version.supports_key_type(key.key_type()) {
                 warn!(chain_id = %ctx.chain_id, version = %ctx.version, key_type = %key.key_type(),
                     "public key request for a key type this protocol version cannot carry");

@@ -17,10 +17,11 @@ pub enum ChainSigner {
 }
 
 impl ChainSigner {
-    /// The chain's validator key.
-    pub fn public_key(&self) -> PublicKey {
+    /// The chain's validator key; `None` in threshold mode while this
+    /// node holds no share yet.
+    pub fn public_key(&self) -> Option<PublicKey> {
         match self {
-            ChainSigner::Key(key) => key.public_key(),
+            ChainSigner::Key(key) => Some(key.public_key()),
             ChainSigner::Threshold(group) => group.public_key(),
         }
     }

@@ -52,6 +52,9 @@ pub trait Cosigner: Send + Sync {
 /// Why no signature was made.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SignError {
+    /// This node holds no share of the chain yet.
+    #[error("no share of chain {0} on this node yet (run `quorumkms threshold dkg` or `split`)")]
+    NoShare(String),
     /// Fewer than `t` nodes took part before the deadline.
     #[error("only {got} of the {needed} shares needed could be had: {errors}")]
     NotEnough {

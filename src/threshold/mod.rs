@@ -45,8 +45,9 @@ pub use share::KeyShare;
 /// A chain's key in threshold mode, as a session sees it: the group key,
 /// and signatures that take `t` nodes' shares.
 pub trait GroupSigner: Send + Sync + std::fmt::Debug {
-    /// The group key (the chain's validator key).
-    fn public_key(&self) -> crate::keys::PublicKey;
+    /// The group key (the chain's validator key); `None` while this node
+    /// has no share yet (before the key generation).
+    fn public_key(&self) -> Option<crate::keys::PublicKey>;
 
     /// Signs `msg`, which a committed grant must already cover on every
     /// node that gives a share.

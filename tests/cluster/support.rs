@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
+use quorumkms::cluster::keygen::ShareSlot;
 use quorumkms::cluster::{self, Config, Deps, MemBackend, Node, Peer, StoreChoice};
 use quorumkms::grant::GrantError;
 use quorumkms::threshold::Participant;
@@ -100,6 +101,8 @@ pub struct TestCluster {
     pub disks: BTreeMap<u64, MemBackend>,
     /// Each node's threshold shares (none unless the test gives some).
     pub participants: BTreeMap<u64, Arc<Participant>>,
+    /// Where each node keeps the shares a key generation makes.
+    pub share_slots: BTreeMap<u64, BTreeMap<String, ShareSlot>>,
     pub collector: Collector,
 }
 
@@ -160,6 +163,7 @@ impl TestCluster {
             nodes: BTreeMap::new(),
             disks,
             participants,
+            share_slots: BTreeMap::new(),
             collector: Collector::default(),
         };
         let ids: Vec<u64> = cluster.configs.keys().copied().collect();
@@ -196,6 +200,9 @@ impl TestCluster {
             };
             if let Some(participant) = self.participants.get(&id) {
                 deps.participant = participant.clone();
+            }
+            if let Some(slots) = self.share_slots.get(&id) {
+                deps.share_slots = slots.clone();
             }
             match cluster::run_node(config.clone(), deps).await {
                 Ok(node) => break node,

@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use quorumkms::cluster::keygen::ShareSlot;
 use quorumkms::cluster::network::{self, CallError, Channels};
 use quorumkms::cluster::pb;
 use quorumkms::cluster::transport::TcpTransport;
 use quorumkms::keys::ConsensusSigner as _;
 use quorumkms::keys::softsign::SoftSigner;
-use quorumkms::threshold::{GroupSigner, Participant, SignError, dealer};
+use quorumkms::threshold::{GroupSigner, KeyShare, Participant, SignError, dealer};
 use quorumkms::watermark::{Step, Verdict};
 
 use crate::support::{TestCluster, attempt};
@@ -30,11 +31,7 @@ async fn start() -> (TestCluster, SoftSigner) {
 }
 
 fn signer(cluster: &TestCluster, id: u64) -> Arc<dyn GroupSigner> {
-    cluster
-        .node(id)
-        .threshold_signer(CHAIN)
-        .expect("node holds a share")
-        .expect("signer")
+    cluster.node(id).threshold_signer(CHAIN)
 }
 
 /// Grants `bytes` at `height` (prevote) through node `via`.
@@ -55,7 +52,7 @@ async fn every_node_signs_granted_bytes_with_two_shares_under_the_validator_key(
     for (height, via) in [(1, 1), (2, 2), (3, 3)] {
         let granted = grant(&cluster, via, height, &format!("block-{height}")).await;
         let group = signer(&cluster, via);
-        assert_eq!(group.public_key(), key.public_key());
+        assert_eq!(group.public_key(), Some(key.public_key()));
         let signature = group.sign(&granted).await.expect("threshold signature");
         assert!(key.public_key().verify(&granted, &signature));
         // A repeat of the same granted bytes: another valid signature.
@@ -163,4 +160,51 @@ async fn a_vote_extension_is_signed_only_as_granted_with_its_precommit() {
     let signature = group.sign(b"extension-9").await.expect("granted extension");
     assert!(key.public_key().verify(b"extension-9", &signature));
     assert!(group.sign(b"another extension").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_generation_over_the_cluster_gives_every_voter_a_share_of_one_new_key() {
+    // Three nodes in threshold mode, none holding a share yet.
+    let participants: BTreeMap<u64, Arc<Participant>> = (1..=3)
+        .map(|id| (id, Arc::new(Participant::new([]))))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let slot = |id: u64| ShareSlot {
+        file: dir.path().join(format!("node{id}.share.json")),
+        threshold: 2,
+        shares: 3,
+    };
+    let mut cluster = TestCluster::start_sharing(3, true, participants).await;
+    // Slots are read at start: restart each node with its slot.
+    for id in 1..=3 {
+        cluster
+            .share_slots
+            .insert(id, BTreeMap::from([(CHAIN.to_string(), slot(id))]));
+        cluster.stop(id).await;
+        cluster.restart(id).await;
+    }
+    cluster.wait_leader(Duration::from_secs(10)).await;
+    assert!(signer(&cluster, 1).public_key().is_none());
+    assert!(matches!(
+        signer(&cluster, 1).sign(b"x").await,
+        Err(SignError::NoShare(_))
+    ));
+
+    let message = cluster.node(2).threshold_dkg(CHAIN).await.expect("dkg");
+    assert!(message.contains("2-of-3"), "{message}");
+    let group = signer(&cluster, 1).public_key().expect("a share now");
+    for id in 1..=3 {
+        assert_eq!(signer(&cluster, id).public_key(), Some(group.clone()));
+        let file = slot(id).file;
+        let share = KeyShare::load(&file, Some(CHAIN)).expect("a 0600 share file");
+        assert_eq!(share.node(), id);
+        assert_eq!(share.group_key().unwrap(), group);
+    }
+    // The new key signs granted bytes with any two nodes.
+    let granted = grant(&cluster, 3, 1, "block-1").await;
+    let signature = signer(&cluster, 3).sign(&granted).await.expect("signature");
+    assert!(group.verify(&granted, &signature));
+    // A second run never replaces the key.
+    let again = cluster.node(1).threshold_dkg(CHAIN).await.unwrap_err();
+    assert!(again.to_string().contains("already has a share"), "{again}");
 }

@@ -344,6 +344,24 @@ impl Client {
         .await
     }
 
+    /// Runs a distributed key generation for threshold-mode `chain_id`,
+    /// coordinated by this client's node over every voter.
+    ///
+    /// # Errors
+    ///
+    /// Unreachable, or refused (not in threshold mode, a share already
+    /// there, a voter failed).
+    pub async fn threshold_dkg(&self, chain_id: &str) -> Result<String, ClientError> {
+        let mut client = self.connect(&self.addr).await?;
+        let reply = client
+            .threshold_dkg(pb::ThresholdDkgRequest {
+                chain_id: chain_id.to_string(),
+            })
+            .await
+            .map_err(|e| ClientError::from_status(&self.addr, e))?;
+        Ok(reply.into_inner().message)
+    }
+
     /// Makes this client's node fail every signature (`lost`) or sign
     /// again.
     ///

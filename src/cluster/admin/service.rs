@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status as GrpcStatus};
 use super::status::{LEADER_ADDR, Status};
 use crate::cluster::bootstrap::Bootstrap;
 use crate::cluster::instance::Instance;
+use crate::cluster::keygen::{Keygen, KeygenError};
 use crate::cluster::membership::{self, ChangeError, Membership};
 use crate::cluster::pb;
 use crate::cluster::propose::Proposer;
@@ -30,6 +31,7 @@ pub struct AdminService {
     membership: Membership,
     key_loss: KeyLoss,
     bootstrap: Bootstrap,
+    keygen: Arc<Keygen>,
 }
 
 impl AdminService {
@@ -42,6 +44,7 @@ impl AdminService {
         membership: Membership,
         key_loss: KeyLoss,
         bootstrap: Bootstrap,
+        keygen: Arc<Keygen>,
     ) -> AdminService {
         AdminService {
             instance,
@@ -49,6 +52,7 @@ impl AdminService {
             membership,
             key_loss,
             bootstrap,
+            keygen,
         }
     }
 }
@@ -205,6 +209,20 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::ChangeReply>, GrpcStatus> {
         require(&request, Role::Operator)?;
         changed(membership::snapshot(&self.membership).await)
+    }
+
+    async fn threshold_dkg(
+        &self,
+        request: Request<pb::ThresholdDkgRequest>,
+    ) -> Result<Response<pb::ChangeReply>, GrpcStatus> {
+        require(&request, Role::Operator)?;
+        let chain_id = request.into_inner().chain_id;
+        let message = self.keygen.generate(&chain_id).await.map_err(|e| match e {
+            KeygenError::Refused(_) => GrpcStatus::failed_precondition(e.to_string()),
+            KeygenError::Node { .. } => GrpcStatus::unavailable(e.to_string()),
+        })?;
+        tracing::info!(%chain_id, "{message}");
+        Ok(Response::new(pb::ChangeReply { message }))
     }
 
     async fn simulate_key_loss(
