@@ -245,9 +245,14 @@ fn check_keys(report: &mut Report, config: &Config) -> BTreeMap<String, String> 
         );
         return public;
     }
+    check_shares(report, config, &mut public);
     match crate::node::load_signers(config) {
         Ok(signers) => {
-            for chain in &config.chain {
+            for chain in config
+                .chain
+                .iter()
+                .filter(|c| c.mode != crate::config::ChainMode::Threshold)
+            {
                 match signers.get(&chain.id) {
                     Some(signer) => {
                         let key = hex::encode(signer.public_key());
@@ -271,6 +276,59 @@ fn check_keys(report: &mut Report, config: &Config) -> BTreeMap<String, String> 
         ),
     }
     public
+}
+
+/// Threshold-mode chains: this node's share file, and its group key as the
+/// chain's public key (every node's must be the same).
+fn check_shares(report: &mut Report, config: &Config, public: &mut BTreeMap<String, String>) {
+    let node_id = config.cluster.as_ref().map(|c| c.node_id);
+    for chain in &config.chain {
+        let Some(t) = chain.threshold.as_ref() else {
+            continue;
+        };
+        let what = format!("threshold share for {}", chain.id);
+        let file = t.share_file.display();
+        if !t.share_file.exists() {
+            report.warn(
+                format!("{what}: {file} does not exist yet: this node signs nothing for the chain"),
+                "run `quorumkms threshold dkg` against the running cluster, or put this node's \
+                 file from `quorumkms threshold split` there (mode 0600)",
+            );
+            continue;
+        }
+        match crate::threshold::KeyShare::load(&t.share_file, Some(&chain.id)) {
+            Ok(share) if Some(share.node()) != node_id => report.fail(
+                format!("{what} {file}: it is node {}'s share", share.node()),
+                "give each node its own share file (the node id is the FROST identifier)",
+            ),
+            Ok(share) if (share.threshold(), share.shares()) != (t.threshold, t.shares) => report
+                .fail(
+                    format!(
+                        "{what} {file}: a {}-of-{} share, the config says {}-of-{}",
+                        share.threshold(),
+                        share.shares(),
+                        t.threshold,
+                        t.shares
+                    ),
+                    "set [chain.threshold] threshold and shares to the split's",
+                ),
+            Ok(share) => match share.group_key() {
+                Ok(key) => {
+                    let key = hex::encode(key);
+                    report.pass(format!(
+                        "{what} {file}: mode 0600, loads, {}-of-{}, group key {key}",
+                        t.threshold, t.shares
+                    ));
+                    public.insert(chain.id.clone(), key);
+                }
+                Err(e) => report.fail(format!("{what} {file}: {e}"), "restore it from backup"),
+            },
+            Err(e) => report.fail(
+                format!("{what} {file}: {e}"),
+                "restore the node's share from backup (chmod 600), or make a new key",
+            ),
+        }
+    }
 }
 
 fn unix_now_ms() -> i64 {

@@ -194,7 +194,7 @@ async fn a_key_generation_over_the_cluster_gives_every_voter_a_share_of_one_new_
     assert!(message.contains("2-of-3"), "{message}");
     let group = signer(&cluster, 1).public_key().expect("a share now");
     for id in 1..=3 {
-        assert_eq!(signer(&cluster, id).public_key(), Some(group.clone()));
+        assert_eq!(signer(&cluster, id).public_key(), Some(group));
         let file = slot(id).file;
         let share = KeyShare::load(&file, Some(CHAIN)).expect("a 0600 share file");
         assert_eq!(share.node(), id);

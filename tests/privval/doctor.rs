@@ -127,3 +127,44 @@ fn an_unreachable_peer_and_validator_fail() {
     assert!(report.contains("state directory"), "{report}");
     assert!(report.contains(", 3 failed,"), "{report}");
 }
+
+#[test]
+fn a_threshold_node_checks_its_share_and_reports_the_group_key() {
+    use quorumkms::keys::ConsensusSigner as _;
+    use quorumkms::testnet::{self, NodeKeys};
+    let dir = tempfile::tempdir().unwrap();
+    let seed = [3; 32];
+    let ports = testnet::free_ports(3).unwrap();
+    let node = testnet::write_node_keyed(
+        dir.path(),
+        2,
+        NodeKeys::Threshold {
+            seed,
+            threshold: 2,
+            shares: 3,
+        },
+        &[testnet::CHAIN_ID.to_string()],
+        &[],
+        quorumkms::privval::Version::V0_38,
+        &testnet::cluster_section(2, &ports),
+    )
+    .unwrap();
+    let group = hex::encode(quorumkms::keys::softsign::SoftSigner::from_seed(seed).public_key());
+    let (_, report) = doctor(&node.config);
+    assert!(
+        report.contains("PASS  threshold share for demo-1"),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("2-of-3, group key {group}")),
+        "{report}"
+    );
+    assert!(!report.contains("has no key"), "{report}");
+
+    std::fs::remove_file(node.dir.join("secrets/demo-1.share.json")).unwrap();
+    let (_, report) = doctor(&node.config);
+    assert!(
+        report.contains("WARN  threshold share for demo-1") && report.contains("threshold dkg"),
+        "{report}"
+    );
+}
