@@ -44,6 +44,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("cluster_raft", cluster_raft),
     ("cluster_forward", cluster_forward),
     ("cluster_admin", cluster_admin),
+    ("cluster_threshold", cluster_threshold),
     ("state_file", state_file),
     ("tmkms", tmkms),
     ("interchange", interchange),
@@ -254,6 +255,61 @@ pub fn cluster_raft(data: &[u8]) {
 fn reencode<T: serde::Serialize>(value: Option<T>) {
     if let Some(value) = value {
         let _ = serde_json::to_vec(&value);
+    }
+}
+
+/// Threshold mode's network input, selected by the first byte: a `Share`
+/// request and its FROST signing package, a round 1 commitment, a
+/// signature share, and a key generation step (JSON). Whatever decodes
+/// must encode back to what was read.
+pub fn cluster_threshold(data: &[u8]) {
+    use frost_ed25519 as frost;
+    let Some((selector, bytes)) = data.split_first() else {
+        return;
+    };
+    match selector % 4 {
+        0 => {
+            let package = match pb::ShareRequest::decode(bytes) {
+                Ok(request) => crate::threshold::participant::decode_package(&request.package),
+                Err(_) => crate::threshold::participant::decode_package(bytes),
+            };
+            if let Ok(package) = package
+                && let Ok(again) = package.serialize()
+            {
+                let read = crate::threshold::participant::decode_package(&again).ok();
+                assert_eq!(
+                    read,
+                    Some(package),
+                    "a signing package must read back the same"
+                );
+            }
+        }
+        1 => {
+            if let Ok(commitments) = frost::round1::SigningCommitments::deserialize(bytes)
+                && let Ok(again) = commitments.serialize()
+            {
+                let read = frost::round1::SigningCommitments::deserialize(&again).ok();
+                assert_eq!(
+                    read,
+                    Some(commitments),
+                    "commitments must read back the same"
+                );
+            }
+        }
+        2 => {
+            if let Ok(share) = frost::round2::SignatureShare::deserialize(bytes) {
+                let read = frost::round2::SignatureShare::deserialize(&share.serialize()).ok();
+                assert_eq!(read, Some(share), "a share must read back the same");
+            }
+        }
+        _ => {
+            if let Ok(step) = serde_json::from_slice::<crate::cluster::keygen::Step>(bytes) {
+                let again = serde_json::to_vec(&step).expect("a step encodes");
+                let read: Option<crate::cluster::keygen::Step> =
+                    serde_json::from_slice(&again).ok();
+                assert!(read.is_some(), "a key generation step must read back");
+            }
+        }
     }
 }
 

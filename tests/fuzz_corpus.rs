@@ -69,6 +69,7 @@ replay_tests!(
     cluster_raft,
     cluster_forward,
     cluster_admin,
+    cluster_threshold,
     state_file,
     tmkms,
     interchange,
