@@ -309,6 +309,7 @@ impl GroupSigner for ThresholdSigner {
                 threshold: share.threshold(),
                 deadline: Instant::now() + self.budget,
                 call_timeout: self.call_timeout,
+                hedge: coordinator::hedge_delay(self.call_timeout),
             };
             coordinator::sign(&job, &self.cosigners(&share)).await
         })

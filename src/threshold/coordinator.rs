@@ -85,6 +85,9 @@ pub struct Job<'a> {
     pub deadline: Instant,
     /// The longest one call may take.
     pub call_timeout: Duration,
+    /// How long round 1 waits on its first choices before it asks the
+    /// other nodes too (see [`hedge_delay`]).
+    pub hedge: Duration,
 }
 
 /// Signs `job.message` with shares from `threshold` of `cosigners`.
@@ -133,8 +136,11 @@ fn call_budget(job: &Job<'_>) -> Duration {
         .min(job.call_timeout)
 }
 
-/// Asks every candidate for a commitment; returns the first `needed`
-/// answers (fewer if not enough came), noting the nodes that failed.
+/// Asks the first `needed` candidates for a commitment, and the others
+/// too once one of those fails or the job's hedge delay passes without enough
+/// answers; returns the first `needed` answers (fewer if not enough came),
+/// noting the nodes that failed. Asking only `needed` nodes while they
+/// answer saves the others the commitment and the coordinator reading it.
 async fn round1<'c>(
     job: &Job<'_>,
     candidates: &[&'c Arc<dyn Cosigner>],
@@ -142,30 +148,42 @@ async fn round1<'c>(
     left_out: &mut BTreeMap<u64, String>,
 ) -> Vec<(&'c Arc<dyn Cosigner>, Commitment)> {
     let budget = call_budget(job);
-    let mut calls: FuturesUnordered<_> = candidates
-        .iter()
-        .map(|c| async move {
-            let answer = tokio::time::timeout(budget, c.commit(job.chain_id))
-                .await
-                .unwrap_or_else(|_| Err(CosignError::Unreachable("timed out".into())));
-            (*c, answer)
-        })
-        .collect();
+    let ask = |c: &'c Arc<dyn Cosigner>| async move {
+        let answer = tokio::time::timeout(budget, c.commit(job.chain_id))
+            .await
+            .unwrap_or_else(|_| Err(CosignError::Unreachable("timed out".into())));
+        (c, answer)
+    };
+    let mut waiting = candidates.iter().copied();
+    let mut calls: FuturesUnordered<_> = waiting.by_ref().take(needed).map(ask).collect();
+    let hedge = tokio::time::sleep(job.hedge);
+    tokio::pin!(hedge);
+    let mut hedged = false;
     let mut committed = Vec::new();
-    while let Some((cosigner, answer)) = calls.next().await {
-        match answer {
-            Ok(commitment) => {
-                committed.push((cosigner, commitment));
-                if committed.len() == needed {
-                    break;
+    while committed.len() < needed {
+        tokio::select! {
+            next = calls.next() => match next {
+                Some((cosigner, Ok(commitment))) => committed.push((cosigner, commitment)),
+                Some((cosigner, Err(e))) => {
+                    left_out.insert(cosigner.node(), e.to_string());
+                    calls.extend(waiting.next().map(ask));
                 }
-            }
-            Err(e) => {
-                left_out.insert(cosigner.node(), e.to_string());
+                None => break,
+            },
+            () = &mut hedge, if !hedged => {
+                hedged = true;
+                calls.extend(waiting.by_ref().map(ask));
             }
         }
     }
     committed
+}
+
+/// How long round 1 should wait on its first choices before it asks the
+/// other nodes as well: a tenth of a call's time, far above a LAN round
+/// trip.
+pub fn hedge_delay(call_timeout: Duration) -> Duration {
+    call_timeout / 10
 }
 
 enum Round2Error {

@@ -26,12 +26,15 @@ enum Behaviour {
     Down,
     /// Answers round 1, then gives a share over other bytes.
     BadShare,
+    /// Never answers (a partitioned node).
+    Silent,
 }
 
 /// A node in memory: its participant, the bytes its "applied state" has
 /// granted, and how it behaves.
 struct TestNode {
     node: u64,
+    commits: std::sync::atomic::AtomicUsize,
     participant: Participant,
     granted: Mutex<Vec<u8>>,
     behaviour: Behaviour,
@@ -41,6 +44,7 @@ impl TestNode {
     fn new(share: KeyShare, behaviour: Behaviour) -> Arc<TestNode> {
         Arc::new(TestNode {
             node: share.node(),
+            commits: std::sync::atomic::AtomicUsize::new(0),
             participant: Participant::new([share]),
             granted: Mutex::new(Vec::new()),
             behaviour,
@@ -59,8 +63,12 @@ impl Cosigner for TestNode {
 
     fn commit<'a>(&'a self, chain_id: &'a str) -> BoxFuture<'a, Result<Commitment, CosignError>> {
         Box::pin(async move {
-            if self.behaviour == Behaviour::Down {
-                return Err(CosignError::Unreachable("down".into()));
+            self.commits
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            match self.behaviour {
+                Behaviour::Down => return Err(CosignError::Unreachable("down".into())),
+                Behaviour::Silent => std::future::pending::<()>().await,
+                _ => {}
             }
             self.participant
                 .commit(chain_id)
@@ -100,6 +108,7 @@ fn job<'a>(message: &'a [u8], share: &'a KeyShare) -> Job<'a> {
         threshold: share.threshold(),
         deadline: tokio::time::Instant::now() + Duration::from_secs(5),
         call_timeout: Duration::from_secs(1),
+        hedge: coordinator::hedge_delay(Duration::from_secs(1)),
     }
 }
 
@@ -248,6 +257,52 @@ async fn the_coordinator_signs_around_a_node_that_is_down_or_lies() {
             .unwrap();
         assert!(key.public_key().verify(message, &signature));
     }
+}
+
+#[tokio::test]
+async fn round_1_asks_t_nodes_and_the_rest_only_when_one_is_silent() {
+    let (key, shares) = split_3(2);
+    let message = b"granted";
+    let honest: Vec<Arc<TestNode>> = shares
+        .iter()
+        .map(|s| TestNode::new(s.clone(), Behaviour::Honest))
+        .collect();
+    for n in &honest {
+        n.grant(message);
+    }
+    coordinator::sign(&job(message, &shares[0]), &cosigners(&honest))
+        .await
+        .unwrap();
+    let asked: Vec<usize> = honest
+        .iter()
+        .map(|n| n.commits.load(std::sync::atomic::Ordering::SeqCst))
+        .collect();
+    assert_eq!(asked, vec![1, 1, 0]);
+
+    // Node 2 is partitioned: it never answers, and node 3 is asked after
+    // the hedge delay, long before the call would time out.
+    let nodes: Vec<Arc<TestNode>> = shares
+        .iter()
+        .zip([Behaviour::Honest, Behaviour::Silent, Behaviour::Honest])
+        .map(|(s, b)| TestNode::new(s.clone(), b))
+        .collect();
+    for n in &nodes {
+        n.grant(message);
+    }
+    // Calls that would take an hour to time out: only the hedge can bring
+    // node 3 in (the outer bound only turns a hang into a failure).
+    let mut slow = job(message, &shares[0]);
+    slow.call_timeout = Duration::from_secs(3600);
+    slow.deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+    slow.hedge = Duration::from_millis(10);
+    let signature = tokio::time::timeout(
+        Duration::from_secs(600),
+        coordinator::sign(&slow, &cosigners(&nodes)),
+    )
+    .await
+    .expect("node 3 was never asked while node 2 stayed silent")
+    .unwrap();
+    assert!(key.public_key().verify(message, &signature));
 }
 
 #[tokio::test]
