@@ -2,6 +2,11 @@
 //! start` process with soft keys, and a mock validator that produces
 //! blocks, asks for signatures, tries to double sign now and then, and
 //! prints what it gets. `quorumkms demo` (`cli::demo`) runs it.
+//!
+//! In threshold mode the key is split `t` of the node count, each node
+//! holding one share and none the whole key; every signature then takes
+//! `t` nodes' shares, and the validator still verifies it under the one
+//! key it knows.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,7 +17,8 @@ use tokio::time::Instant;
 use crate::keys::{ConsensusSigner, KeyType, softsign};
 use crate::privval::Version;
 use crate::testnet::{
-    CHAIN_ID, cluster_section, find_leader, free_ports, initialize_cluster, spawn_node, write_nodes,
+    CHAIN_ID, NodeKeys, cluster_section, find_leader, free_ports, initialize_cluster, spawn_node,
+    write_nodes_keyed,
 };
 use crate::validator::{
     Checker, DOUBLE_SIGN_STEP, MockValidator, SignOutcome, SignerListener, ValidatorTiming,
@@ -35,6 +41,9 @@ pub struct DemoOptions {
     pub protocol: Version,
     /// The consensus key's type.
     pub key_type: KeyType,
+    /// Threshold mode: the key (Ed25519) split this many of the nodes,
+    /// one share each; `None` gives every node the whole key.
+    pub threshold: Option<u16>,
     /// Keep the node directories here instead of a temporary directory.
     pub dir: Option<PathBuf>,
 }
@@ -70,10 +79,19 @@ pub async fn run(options: &DemoOptions) -> Result<(), Box<dyn std::error::Error>
             String::new()
         }
     };
-    let nodes = write_nodes(
+    let keys = match options.threshold {
+        Some(threshold) => NodeKeys::Threshold {
+            seed: key.seed(),
+            threshold,
+            shares: u16::try_from(options.nodes)
+                .map_err(|_| format!("{} nodes: at most 255 hold shares", options.nodes))?,
+        },
+        None => NodeKeys::Whole(key.seed()),
+    };
+    let nodes = write_nodes_keyed(
         &root,
         options.nodes,
-        key.seed(),
+        keys,
         std::slice::from_ref(&addr),
         options.protocol,
         &extra,
@@ -112,11 +130,29 @@ pub async fn run(options: &DemoOptions) -> Result<(), Box<dyn std::error::Error>
         },
         options.protocol
     );
-    println!(
-        "  {} consensus key {} (soft key, same on every node)",
-        options.key_type,
-        hex::encode(public_key)
-    );
+    match options.threshold {
+        Some(t) => {
+            println!(
+                "  {} consensus key {} split {t} of {}: each node holds one share, none the \
+                 whole key; every signature takes {t} nodes' shares",
+                options.key_type,
+                hex::encode(public_key),
+                nodes.len()
+            );
+            if options.kill_after.is_some() && nodes.len() - 1 < usize::from(t) {
+                println!(
+                    "  after the kill only {} shares are left, fewer than {t}: signing stops \
+                     (no node can sign alone)",
+                    nodes.len() - 1
+                );
+            }
+        }
+        None => println!(
+            "  {} consensus key {} (soft key, same on every node)",
+            options.key_type,
+            hex::encode(public_key)
+        ),
+    }
     println!("  simulated validator listening at {addr}; every node dials it");
     println!("  node files and logs in {}", root.display());
     if cluster {
@@ -199,8 +235,13 @@ pub async fn run(options: &DemoOptions) -> Result<(), Box<dyn std::error::Error>
             line.push_str(&format!("  {step} {what}"));
             via = via.or(by);
         }
+        // A signature that verifies under the group key took t shares.
+        let shares = match (options.threshold, &via) {
+            (Some(t), Some(_)) => format!(" with {t} shares each"),
+            _ => String::new(),
+        };
         println!(
-            "{line}  via {}  [{:.1} ms]",
+            "{line}  via {}{shares}  [{:.1} ms]",
             via.unwrap_or_else(|| "-".into()),
             t0.elapsed().as_secs_f64() * 1e3
         );
@@ -213,6 +254,13 @@ pub async fn run(options: &DemoOptions) -> Result<(), Box<dyn std::error::Error>
          {} conflicting signatures, {} invalid",
         report.released, refused, failed, report.conflicts, report.invalid
     );
+    if let Some(t) = options.threshold.filter(|_| report.invalid == 0) {
+        println!(
+            "threshold mode: each of the {} signatures took {t} of the {} nodes' shares",
+            report.released,
+            nodes.len()
+        );
+    }
     for mut child in children.into_iter().flatten() {
         let _ = child.start_kill();
         let _ = child.wait().await;

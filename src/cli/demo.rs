@@ -35,6 +35,10 @@ pub struct Args {
     /// The consensus key type: ed25519, or secp256k1 (CometBFT v1.0).
     #[arg(long, default_value = "ed25519")]
     pub key_type: KeyType,
+    /// Threshold mode: split the (ed25519) key T of --nodes, one share per
+    /// node, so that every signature takes T nodes' shares.
+    #[arg(long, value_name = "T")]
+    pub threshold: Option<u16>,
     /// Keep the node directories here instead of a temporary directory.
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -61,6 +65,9 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         (None, KeyType::Secp256k1) => Version::V1_0,
         (None, KeyType::Ed25519) => Version::V0_38,
     };
+    if let Some(t) = args.threshold {
+        check_threshold(t, args.nodes, args.key_type)?;
+    }
     let options = DemoOptions {
         nodes: args.nodes,
         blocks: args.blocks,
@@ -68,8 +75,44 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         kill_after: (!args.no_kill).then_some(args.kill_leader_after),
         protocol,
         key_type: args.key_type,
+        threshold: args.threshold,
         dir: args.dir.clone(),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(demo::run(&options))
+}
+
+/// Whether `--threshold t` fits the other arguments.
+fn check_threshold(t: u16, nodes: usize, key_type: KeyType) -> Result<(), String> {
+    if nodes < 3 {
+        return Err(
+            "--threshold needs a cluster: --nodes 3 or more, each holding one share".into(),
+        );
+    }
+    if key_type != KeyType::Ed25519 {
+        return Err(format!(
+            "--threshold splits an ed25519 key (FROST Ed25519); drop --key-type {key_type}"
+        ));
+    }
+    let shares = u16::try_from(nodes).map_err(|_| format!("--nodes {nodes}: too many"))?;
+    crate::threshold::check_threshold(t, shares).map_err(|e| format!("--threshold: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threshold_needs_a_cluster_an_ed25519_key_and_a_fitting_count() {
+        assert_eq!(check_threshold(2, 3, KeyType::Ed25519), Ok(()));
+        assert_eq!(check_threshold(5, 5, KeyType::Ed25519), Ok(()));
+        let one = check_threshold(2, 1, KeyType::Ed25519).unwrap_err();
+        assert!(one.contains("--nodes 3"), "{one}");
+        let secp = check_threshold(2, 3, KeyType::Secp256k1).unwrap_err();
+        assert!(secp.contains("--key-type secp256k1"), "{secp}");
+        let low = check_threshold(1, 3, KeyType::Ed25519).unwrap_err();
+        assert!(low.starts_with("--threshold: threshold 1"), "{low}");
+        let high = check_threshold(4, 3, KeyType::Ed25519).unwrap_err();
+        assert!(high.contains("more than the 3 shares"), "{high}");
+    }
 }

@@ -7,14 +7,16 @@
 //! key, hex). With `--canary`, every signer also serves the drill's canary
 //! chain. The cluster port needs TLS off loopback: `--certs` names a CA
 //! directory made with `quorumkms cluster certs` whose node certificates
-//! are copied into the node directories.
+//! are copied into the node directories. With `--threshold T` the key is
+//! split T of the node count instead (threshold mode): node `i` holds
+//! share `i` of each chain and no node directory holds the whole key.
 
 use std::path::{Path, PathBuf};
 
 use crate::cluster::config::is_loopback;
 use crate::keys::{ConsensusSigner, softsign};
 use crate::privval::Version;
-use crate::testnet::{cluster_section_at, write_node};
+use crate::testnet::{NodeKeys, cluster_section_at, write_node_keyed};
 
 /// Arguments of `testnet-config`.
 #[derive(clap::Args, Debug)]
@@ -59,6 +61,11 @@ pub struct Args {
     /// privval protocol version.
     #[arg(long, default_value = "v0.38")]
     pub protocol: Version,
+    /// Threshold mode: split the key T of the signer nodes, node `i`
+    /// holding share `i` of every chain (`secrets/CHAIN.share.json`), so
+    /// that every signature takes T nodes' shares.
+    #[arg(long, value_name = "T")]
+    pub threshold: Option<u16>,
 }
 
 /// Runs `testnet-config`.
@@ -85,12 +92,25 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 .into(),
         );
     }
+    // (threshold, shares) in threshold mode.
+    let split = args
+        .threshold
+        .map(|t| threshold_split(t, nodes))
+        .transpose()?;
     for i in 1..=nodes {
         if args.dir.join(format!("node-{i}")).exists() {
             return Err(format!("{} already has node-{i}", args.dir.display()).into());
         }
     }
     let key = softsign::SoftSigner::generate();
+    let keys = match split {
+        Some((threshold, shares)) => NodeKeys::Threshold {
+            seed: key.seed(),
+            threshold,
+            shares,
+        },
+        None => NodeKeys::Whole(key.seed()),
+    };
     let mut chains = vec![args.chain.clone()];
     if !args.canaries.is_empty() {
         if args.canary_chain == args.chain {
@@ -128,10 +148,10 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         } else {
             String::new()
         };
-        let node = write_node(
+        let node = write_node_keyed(
             &args.dir,
             i,
-            key.seed(),
+            keys,
             &chains,
             &validators,
             args.protocol,
@@ -143,8 +163,24 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(args.dir.join("signers.txt"), signers)?;
     let public = hex::encode(key.public_key());
     std::fs::write(args.dir.join("consensus.pub"), format!("{public}\n"))?;
-    println!("consensus key {public} (soft key, same on every node)");
+    match args.threshold {
+        Some(t) => println!(
+            "consensus key {public} split {t} of {nodes}: each node holds one share, none the \
+             whole key"
+        ),
+        None => println!("consensus key {public} (soft key, same on every node)"),
+    }
     Ok(())
+}
+
+/// The (threshold, shares) of `--threshold t` over `nodes` signer nodes.
+fn threshold_split(t: u16, nodes: usize) -> Result<(u16, u16), String> {
+    if nodes < 3 {
+        return Err("--threshold needs a cluster: 3 or more nodes, each holding one share".into());
+    }
+    let shares = u16::try_from(nodes).map_err(|_| format!("{nodes} nodes: at most 255"))?;
+    crate::threshold::check_threshold(t, shares).map_err(|e| format!("--threshold: {e}"))?;
+    Ok((t, shares))
 }
 
 /// Copies node `i`'s certificate, its key and the CA from `certs` into

@@ -43,16 +43,40 @@ pub fn write_nodes(
     version: Version,
     extra: &dyn Fn(usize) -> String,
 ) -> Result<Vec<NodeFiles>, Box<dyn std::error::Error>> {
+    write_nodes_keyed(
+        root,
+        count,
+        NodeKeys::Whole(seed),
+        validator_addrs,
+        version,
+        extra,
+    )
+}
+
+/// As [`write_nodes`], with the key held as `keys` says (see
+/// [`write_node_keyed`]).
+///
+/// # Errors
+///
+/// Any file that cannot be written, or a bad threshold.
+pub fn write_nodes_keyed(
+    root: &Path,
+    count: usize,
+    keys: NodeKeys,
+    validator_addrs: &[String],
+    version: Version,
+    extra: &dyn Fn(usize) -> String,
+) -> Result<Vec<NodeFiles>, Box<dyn std::error::Error>> {
     let validators: Vec<(String, String)> = validator_addrs
         .iter()
         .map(|addr| (CHAIN_ID.to_string(), addr.clone()))
         .collect();
     (1..=count)
         .map(|i| {
-            write_node(
+            write_node_keyed(
                 root,
                 i,
-                seed,
+                keys,
                 &[CHAIN_ID.to_string()],
                 &validators,
                 version,

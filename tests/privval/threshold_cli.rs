@@ -1,4 +1,5 @@
-//! `quorumkms threshold split | show | check`, run as the built binary.
+//! `quorumkms threshold split | show | check`, and `testnet-config
+//! --threshold`, run as the built binary.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -326,6 +327,88 @@ fn split_reads_a_soft_key_file() {
     assert_eq!(share.group_key().expect("group key"), key.public_key());
     assert_eq!((share.threshold(), share.shares()), (3, 5));
     assert_eq!(mode(&out), 0o700);
+}
+
+#[test]
+fn testnet_config_with_threshold_gives_each_node_its_own_share_and_no_whole_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let testnet = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "testnet-config",
+            "--dir",
+            out,
+            "--chain",
+            CHAIN,
+            "--validator",
+            "tcp://127.0.0.1:26658",
+            "--canary",
+            "tcp://127.0.0.1:26690",
+            "--listen-host",
+            "127.0.0.1",
+        ];
+        args.extend_from_slice(extra);
+        run_cli(&args, dir.path())
+    };
+    let peers = [
+        "--peer",
+        "127.0.0.1:7101",
+        "--peer",
+        "127.0.0.1:7102",
+        "--peer",
+        "127.0.0.1:7103",
+    ];
+    let mut args = peers.to_vec();
+    args.extend(["--threshold", "2"]);
+    let (ok, stdout, stderr) = testnet("net", &args);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("split 2 of 3"), "{stdout}");
+    let public = fs::read_to_string(dir.path().join("net/consensus.pub")).expect("consensus.pub");
+    let public = hex::decode(public.trim()).expect("hex");
+    let canary = quorumkms::drill::plan::CANARY_CHAIN;
+    let mut files = Vec::new();
+    for node in 1..=3u64 {
+        let root = dir.path().join(format!("net/node-{node}"));
+        assert!(
+            !root.join("secrets/consensus.key").exists(),
+            "node {node} holds the whole key"
+        );
+        let config = quorumkms::config::load(&root.join("quorumkms.toml")).expect("valid config");
+        for chain in [CHAIN, canary] {
+            let c = config
+                .chain
+                .iter()
+                .find(|c| c.id == chain)
+                .expect("chain configured");
+            assert_eq!(c.mode, quorumkms::config::ChainMode::Threshold);
+            let t = c.threshold.as_ref().expect("[chain.threshold]");
+            assert_eq!((t.threshold, t.shares), (2, 3));
+            assert_eq!(mode(&t.share_file), 0o600, "{}", t.share_file.display());
+            let share = KeyShare::load(&t.share_file, Some(chain)).expect("share loads");
+            assert_eq!(share.node(), node);
+            assert_eq!(
+                share.group_key().expect("group key").as_bytes(),
+                public.as_slice()
+            );
+            if chain == CHAIN {
+                files.push(t.share_file.clone());
+            }
+        }
+    }
+    // The three shares are one split of the validator's key: two of them
+    // make a signature that verifies under it.
+    let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let (ok, out) = check(&files, &["--pubkey", &base64_of(&public)], dir.path());
+    assert!(ok, "{out}");
+
+    // One node has no one to share with.
+    let (ok, _, stderr) = testnet("single", &["--threshold", "2"]);
+    assert!(!ok);
+    assert!(stderr.contains("--threshold needs a cluster"), "{stderr}");
+    let mut args = peers.to_vec();
+    args.extend(["--threshold", "4"]);
+    let (ok, _, stderr) = testnet("high", &args);
+    assert!(!ok);
+    assert!(stderr.contains("more than the 3 shares"), "{stderr}");
 }
 
 fn base64_of(bytes: &[u8]) -> String {

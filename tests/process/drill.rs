@@ -3,7 +3,8 @@
 //! node (start in the namespace, kill -9, cut or restore its links to the
 //! other nodes), as an operator's would be. Every drill must pass with no
 //! conflicting signature, and a drill whose node never comes back must
-//! fail.
+//! fail. All of it runs again in threshold mode (2 of 3), where every
+//! canary signature takes two nodes' shares.
 //!
 //! Needs root (namespaces, iptables); see the harness docs.
 
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::support;
-use crate::support::Cluster;
+use crate::support::{Cluster, ClusterBuilder};
 use quorumkms::drill::{self, Drill, plan::Plan};
 use quorumkms::testnet::CHAIN_ID;
 
@@ -94,11 +95,22 @@ fn write_plan(dir: &Path, name: &str, text: &str) -> Plan {
 
 #[test]
 fn every_drill_passes_with_no_conflict_and_a_node_that_stays_down_fails_one() {
+    every_drill(Cluster::builder(3));
+}
+
+#[test]
+fn every_drill_passes_with_no_conflict_and_a_node_that_stays_down_fails_one_in_threshold_mode() {
+    every_drill(Cluster::builder(3).threshold(2));
+}
+
+/// Every drill, then a broken plan, against `builder`'s cluster (each node
+/// in its own namespace, started by its control script).
+fn every_drill(builder: ClusterBuilder) {
     if !support::privileged_allowed("drill") {
         return;
     }
     support::run(async {
-        let mut c = Cluster::builder(3).netns().build();
+        let mut c = builder.netns().build();
         let host = c.validator_host();
         let ports = quorumkms::testnet::free_ports(2).expect("ports");
         let sentries: Vec<String> = ports.iter().map(|p| format!("tcp://{host}:{p}")).collect();

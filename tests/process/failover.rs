@@ -3,15 +3,22 @@
 //! dies holding a fresh grant before it replies. Signing resumes on the
 //! others, every retry gets the signature the grant allowed, and no
 //! conflicting signature is ever released.
+//!
+//! The three-node cases also run in threshold mode (2 of 3), where the
+//! signature needs the shares of the two nodes left: the killed leader
+//! served the validator, or gave shares to the follower that serves it,
+//! or died between its grant and its share round.
 
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use crate::support;
 use crate::support::{
-    Cluster, assert_no_conflicts, expected_signature, fast_timing, precommit, prevote,
+    Cluster, ClusterBuilder, assert_no_conflicts, expected_signature, fast_timing, precommit,
+    prevote,
 };
 use quorumkms::grant::test_hook::DIE_AFTER_GRANT_ENV;
+use quorumkms::validator::checker::verify;
 use quorumkms::validator::{Checker, MockValidator, SignOutcome};
 use tokio::time::Instant;
 
@@ -44,9 +51,18 @@ fn longest_gap(times: &[(Instant, Option<usize>)]) -> Duration {
 
 #[test]
 fn kill_9_the_leader_mid_stream() {
+    kill_9_the_leader_mid_stream_of(Cluster::builder(3));
+}
+
+#[test]
+fn kill_9_the_leader_mid_stream_in_threshold_mode() {
+    kill_9_the_leader_mid_stream_of(Cluster::builder(3).threshold(2));
+}
+
+fn kill_9_the_leader_mid_stream_of(builder: ClusterBuilder) {
     support::run(async {
         let checker = Checker::new();
-        let mut c = Cluster::builder(3).build();
+        let mut c = builder.build();
         let (mut v, addr) = support::validator(&c.validator_host(), &checker, fast_timing()).await;
         c.write(&|_| vec![addr.clone()]);
         let leader = c.start(Duration::from_secs(20)).await;
@@ -77,9 +93,20 @@ fn kill_9_the_leader_mid_stream() {
 
 #[test]
 fn kill_9_the_leader_while_a_follower_serves() {
+    kill_9_the_leader_while_a_follower_serves_of(Cluster::builder(3));
+}
+
+/// The follower's signatures took the leader's share or the other
+/// follower's; with the leader gone, only the other follower's is left.
+#[test]
+fn kill_9_the_leader_while_a_follower_serves_in_threshold_mode() {
+    kill_9_the_leader_while_a_follower_serves_of(Cluster::builder(3).threshold(2));
+}
+
+fn kill_9_the_leader_while_a_follower_serves_of(builder: ClusterBuilder) {
     support::run(async {
         let checker = Checker::new();
-        let mut c = Cluster::builder(3).build();
+        let mut c = builder.build();
         let (mut v, addr) = support::validator(&c.validator_host(), &checker, fast_timing()).await;
         c.write(&|_| vec![addr.clone()]);
         let leader = c.start(Duration::from_secs(20)).await;
@@ -152,15 +179,28 @@ fn five_nodes_keep_signing_with_two_down() {
 
 #[test]
 fn a_node_dying_with_a_fresh_grant_is_covered_by_the_retry() {
+    a_node_dying_with_a_fresh_grant_is_covered_by_the_retry_of(Cluster::builder(3));
+}
+
+/// In threshold mode the node dies between its grant and its share round:
+/// the retry's node collects shares for the granted bytes from the two
+/// nodes left.
+#[test]
+fn a_node_dying_with_a_fresh_grant_is_covered_by_the_retry_in_threshold_mode() {
+    a_node_dying_with_a_fresh_grant_is_covered_by_the_retry_of(Cluster::builder(3).threshold(2));
+}
+
+fn a_node_dying_with_a_fresh_grant_is_covered_by_the_retry_of(builder: ClusterBuilder) {
     support::run(async {
         const DIE_AT: i64 = 5;
         let checker = Checker::new();
         // Node 2 aborts right after its first grant at DIE_AT, before it
         // signs or replies.
         let victim = 2;
-        let mut c = Cluster::builder(3)
+        let mut c = builder
             .env(victim, DIE_AFTER_GRANT_ENV, &DIE_AT.to_string())
             .build();
+        let threshold = c.is_threshold();
         let (mut v, addr) = support::validator(&c.validator_host(), &checker, fast_timing()).await;
         c.write(&|_| vec![addr.clone()]);
         c.start(Duration::from_secs(20)).await;
@@ -183,8 +223,14 @@ fn a_node_dying_with_a_fresh_grant_is_covered_by_the_retry() {
         };
         let served = c.index_of(via).expect("known node");
         assert_ne!(served, victim, "served by the node that died");
-        // The identical signature the dead node would have released.
-        assert_eq!(*signature, expected_signature(sign_bytes));
+        if threshold {
+            // FROST takes fresh nonces: another valid signature of the
+            // granted bytes under the validator's key.
+            assert!(verify(&support::public_key(), sign_bytes, signature));
+        } else {
+            // The identical signature the dead node would have released.
+            assert_eq!(*signature, expected_signature(sign_bytes));
+        }
         // The victim really died of the hook, after its grant committed.
         let status = c.wait_exit(victim, Duration::from_secs(5)).await;
         assert_eq!(status.signal(), Some(6), "{status:?}");

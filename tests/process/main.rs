@@ -1,12 +1,13 @@
 //! Clusters of real `quorumkms start` processes: signing through failover,
 //! restarts, partitions and a full disk, operations (membership, TLS,
-//! metrics, the status page), the chaos run and the drills.
+//! metrics, the status page), the chaos run, the drills and the demo.
 
 mod support;
 
 mod admin;
 mod chaos;
 mod concurrent;
+mod demo;
 mod disk;
 mod drill;
 mod failover;

@@ -5,12 +5,18 @@
 //! side and keeps getting signatures; an export asked of node 3 is never
 //! its stale state; after the cut heals, node 3 signs again.
 //!
+//! It also runs in threshold mode (2 of 3): cut off, node 3 gets neither a
+//! grant nor a share, nodes 1 and 2 sign with their two shares, and after
+//! the heal node 3's signatures take a share from one of them.
+//!
 //! Needs root (namespaces, iptables); see the harness docs.
 
 use std::time::Duration;
 
 use crate::support;
-use crate::support::{Cluster, assert_no_conflicts, fast_timing, precommit, prevote, short_timing};
+use crate::support::{
+    Cluster, ClusterBuilder, assert_no_conflicts, fast_timing, precommit, prevote, short_timing,
+};
 use quorumkms::cluster::admin;
 use quorumkms::testnet::CHAIN_ID;
 use quorumkms::validator::{Checker, SignOutcome};
@@ -19,13 +25,23 @@ use tokio::time::Instant;
 
 #[test]
 fn a_cut_off_node_cannot_sign_and_its_validator_fails_over() {
+    a_cut_off_node_cannot_sign(Cluster::builder(3));
+}
+
+#[test]
+fn a_cut_off_node_cannot_sign_and_its_validator_fails_over_in_threshold_mode() {
+    a_cut_off_node_cannot_sign(Cluster::builder(3).threshold(2));
+}
+
+/// The scenario on `builder`'s cluster, each node in its own namespace.
+fn a_cut_off_node_cannot_sign(builder: ClusterBuilder) {
     if !support::privileged_allowed("partition") {
         return;
     }
     support::run(async {
         const CUT: usize = 3;
         let checker = Checker::new();
-        let mut c = Cluster::builder(3).netns().build();
+        let mut c = builder.netns().build();
         let host = c.validator_host();
         // A: dialled by every node. B: dialled by node 3 alone.
         let (mut a, addr_a) = support::validator(&host, &checker, fast_timing()).await;
