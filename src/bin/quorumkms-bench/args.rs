@@ -25,10 +25,10 @@ pub struct Args {
     /// and give each figure its ratio to tmkms's.
     #[arg(long, value_name = "PATH")]
     pub tmkms: Option<PathBuf>,
-    /// Only these rows, comma-separated: `tmkms`, `single`, `cluster`
-    /// (every row of that signer), or one row: `single1`, `cluster10`,
-    /// `tmkms1-sc` (1 or 10 chains; `-sc` over SecretConnection, else a unix
-    /// socket); `failover`.
+    /// Only these rows, comma-separated: `tmkms`, `single`, `cluster`,
+    /// `threshold` (every row of that signer), or one row: `single1`,
+    /// `cluster10`, `threshold10`, `tmkms1-sc` (1 or 10 chains; `-sc` over
+    /// SecretConnection, else a unix socket); `failover`.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Instead of the rest, time this many single-node state writes per
@@ -126,5 +126,9 @@ mod tests {
         assert!(!selected(&only("single,cluster1"), "cluster10"));
         assert!(!selected(&only("single,cluster1"), "cluster1-sc"));
         assert!(!selected(&only("tmkms"), "failover"));
+        assert!(selected(&only("threshold"), "threshold10"));
+        assert!(!selected(&only("threshold"), "cluster1"));
+        assert!(!selected(&only("cluster"), "threshold1"));
+        assert!(!selected(&only("threshold1"), "threshold10"));
     }
 }

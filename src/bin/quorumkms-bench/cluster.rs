@@ -208,11 +208,14 @@ pub struct Bench {
 
 impl Bench {
     /// Writes the node directories, starts the nodes (and initializes the
-    /// cluster) and the validators. With `per_node_validators`, each node
-    /// serves a validator of its own per chain (to pick which node serves).
+    /// cluster) and the validators. With `threshold`, each chain's key is
+    /// split that many of `nodes` (threshold mode), else every node holds
+    /// it whole. With `per_node_validators`, each node serves a validator
+    /// of its own per chain (to pick which node serves).
     pub async fn start(
         exe: &Path,
         nodes: usize,
+        threshold: Option<u16>,
         chains: usize,
         link: Link,
         per_node_validators: bool,
@@ -255,6 +258,9 @@ impl Bench {
             .dir_in(tmp_root().cloned());
         if regions.len() > 1 {
             procs = procs.cluster_config(WAN_TIMEOUTS);
+        }
+        if let Some(t) = threshold {
+            procs = procs.threshold(t);
         }
         let mut procs = procs.build()?;
         let per_listener = if per_node_validators { nodes } else { 1 };

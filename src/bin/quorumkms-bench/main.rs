@@ -4,10 +4,11 @@
 //! redb commits in the cluster).
 //!
 //! Figures: sign latency p50/p99, throughput and resident memory for 1 and
-//! 10 chains, in single-node mode and on a 3-node cluster, and with
+//! 10 chains, in single-node mode, on a 3-node cluster and on a 3-node
+//! cluster in threshold mode (2 of 3 shares per signature), and with
 //! `--tmkms PATH` the same for tmkms; each figure with its ratio to
-//! single-node mode's (and tmkms's); then failover time after kill -9 of
-//! the leader. Each chain's validator signs a proposal, a prevote and a
+//! single-node mode's (and the plain cluster's, and tmkms's); then
+//! failover time after kill -9 of the leader. Each chain's validator signs a proposal, a prevote and a
 //! precommit per height, one request at a time (as if it proposed every
 //! block: the most a validator asks for per height).
 //!
@@ -105,13 +106,18 @@ async fn topologies(
 }
 
 /// Loopback mode: latency and throughput of each configuration (tmkms
-/// when given, single node, 3-node cluster; 1 chain, then 10, then 1 over
-/// SecretConnection), then failover.
+/// when given, single node, 3-node cluster, 3-node cluster in threshold
+/// mode; 1 chain, then 10, then 1 over SecretConnection), then failover.
 async fn loopback(exe: &Path, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let signers: &[Signer] = if args.tmkms.is_some() {
-        &[Signer::Tmkms, Signer::Single, Signer::Cluster]
+        &[
+            Signer::Tmkms,
+            Signer::Single,
+            Signer::Cluster,
+            Signer::Threshold,
+        ]
     } else {
-        &[Signer::Single, Signer::Cluster]
+        &[Signer::Single, Signer::Cluster, Signer::Threshold]
     };
     let mut figures = Vec::new();
     for (chains, link) in [

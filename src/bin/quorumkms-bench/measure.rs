@@ -23,7 +23,13 @@ pub enum Signer {
     Single,
     /// A 3-node quorumkms cluster.
     Cluster,
+    /// A 3-node quorumkms cluster in threshold mode: each node holds a
+    /// share, each signature takes [`THRESHOLD`] of them.
+    Threshold,
 }
+
+/// Shares each signature takes in the threshold rows (of 3 nodes).
+pub const THRESHOLD: u16 = 2;
 
 /// One loopback row: a signer, its chains and the validators' link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +49,7 @@ impl Config {
             Signer::Tmkms => "tmkms",
             Signer::Single => "single",
             Signer::Cluster => "cluster",
+            Signer::Threshold => "threshold",
         };
         let link = match self.link {
             Link::Unix => "",
@@ -54,9 +61,10 @@ impl Config {
     /// The row's name in the table.
     pub fn name(&self) -> String {
         let signer = match self.signer {
-            Signer::Tmkms => "tmkms",
-            Signer::Single => "single node",
-            Signer::Cluster => "3-node cluster",
+            Signer::Tmkms => "tmkms".to_string(),
+            Signer::Single => "single node".to_string(),
+            Signer::Cluster => "3-node cluster".to_string(),
+            Signer::Threshold => format!("3-node threshold {THRESHOLD}-of-3"),
         };
         let link = match self.link {
             Link::Unix => "unix",
@@ -261,15 +269,16 @@ pub async fn throughput(
                 run.map_err(|e| format!("tmkms: {e}; its log ends:\n{log}"))?;
             (latencies, elapsed, rss, report, Vec::new())
         }
-        Signer::Single | Signer::Cluster => {
-            let nodes = if config.signer == Signer::Single {
-                1
-            } else {
-                3
+        Signer::Single | Signer::Cluster | Signer::Threshold => {
+            let (nodes, threshold) = match config.signer {
+                Signer::Single => (1, None),
+                Signer::Threshold => (3, Some(THRESHOLD)),
+                _ => (3, None),
             };
             let mut bench = Bench::start(
                 exe,
                 nodes,
+                threshold,
                 config.chains,
                 config.link,
                 false,
@@ -310,7 +319,7 @@ pub async fn loopback_failover(
     exe: &Path,
     runs: usize,
 ) -> Result<Vec<Duration>, Box<dyn std::error::Error>> {
-    let mut bench = Bench::start(exe, 3, 1, Link::Unix, true, &Layout::Loopback).await?;
+    let mut bench = Bench::start(exe, 3, None, 1, Link::Unix, true, &Layout::Loopback).await?;
     let runs = failover(&mut bench, runs, &mut 1).await?;
     bench.stop().await;
     let mut gaps: Vec<Duration> = runs.into_iter().map(|r| r.1).collect();
@@ -378,7 +387,16 @@ pub async fn topology(
     if sites.len() == 2 {
         return Err("a topology has 1 node (single-node mode) or 3 or more".into());
     }
-    let mut bench = Bench::start(exe, sites.len(), 1, Link::SecretConnection, true, layout).await?;
+    let mut bench = Bench::start(
+        exe,
+        sites.len(),
+        None,
+        1,
+        Link::SecretConnection,
+        true,
+        layout,
+    )
+    .await?;
     let servers = if bench.single() {
         vec![(1, "single node")]
     } else {

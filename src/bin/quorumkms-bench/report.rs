@@ -92,17 +92,24 @@ fn ratio(figure: f64, base: Option<f64>) -> String {
 }
 
 /// The loopback table: one row per configuration, each figure followed by
-/// its ratio to single-node mode's (and tmkms's, when measured) on the
-/// same chains and link, from the same run. RSS is per node; its ratios
-/// compare the largest node.
+/// its ratio to single-node mode's (and the plain cluster's, when a
+/// threshold row is there; and tmkms's, when measured) on the same chains
+/// and link, from the same run. RSS is per node; its ratios compare the
+/// largest node.
 pub fn print_figures(figures: &[Figures]) {
-    let with_tmkms = figures.iter().any(|f| f.config.signer == Signer::Tmkms);
-    let bases: Vec<(&str, Signer)> = if with_tmkms {
-        vec![("/1n", Signer::Single), ("/tm", Signer::Tmkms)]
-    } else {
-        vec![("/1n", Signer::Single)]
-    };
-    let mut header = format!("{:<40}", "configuration");
+    let measured = |signer| figures.iter().any(|f| f.config.signer == signer);
+    let mut bases: Vec<(&str, Signer)> = vec![("/1n", Signer::Single)];
+    if measured(Signer::Threshold) {
+        bases.push(("/cl", Signer::Cluster));
+    }
+    if measured(Signer::Tmkms) {
+        bases.push(("/tm", Signer::Tmkms));
+    }
+    let width = figures
+        .iter()
+        .map(|f| f.config.name().len())
+        .fold(40, usize::max);
+    let mut header = format!("{:<width$}", "configuration");
     for figure in ["p50 ms", "p99 ms", "signs/s", "RSS MiB"] {
         header.push_str(&format!(" {figure:>9}"));
         for (name, _) in &bases {
@@ -133,7 +140,7 @@ pub fn print_figures(figures: &[Figures]) {
                     .map(values)
             })
             .collect();
-        let mut row = format!("{:<40}", f.config.name());
+        let mut row = format!("{:<width$}", f.config.name());
         for (i, value) in values(f).into_iter().enumerate() {
             let decimals = if i < 2 { 3 } else { 0 };
             row.push_str(&format!(" {value:>9.decimals$}"));
@@ -146,12 +153,20 @@ pub fn print_figures(figures: &[Figures]) {
         println!("{row}");
     }
     println!(
-        "/1n: over single-node mode's figure, /tm: over tmkms's (same chains and link); \
-         0 conflicting and 0 invalid signatures in every row (the bench fails otherwise)"
+        "/1n: over single-node mode's figure, /cl: over the 3-node cluster's, /tm: over \
+         tmkms's (same chains and link); 0 conflicting and 0 invalid signatures in every row \
+         (the bench fails otherwise)"
     );
     println!("mean time per stage of the signing path, per node (count):");
     for f in figures.iter().filter(|f| !f.stages.is_empty()) {
-        println!("  {}", f.config.name());
+        if f.config.signer == Signer::Threshold {
+            println!(
+                "  {} (sign: round 1, commitments; round 2, shares; aggregating and checking)",
+                f.config.name()
+            );
+        } else {
+            println!("  {}", f.config.name());
+        }
         print!("{}", crate::stages::render(&f.stages));
     }
 }
