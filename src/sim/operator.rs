@@ -132,11 +132,14 @@ pub async fn run(plan: OperatorPlan, removed: Removed, trace: Trace) -> turmoil:
                 // The spare leads: move leadership to another voter first.
                 let target = op.plan.others[attempt % op.plan.others.len()];
                 attempt += 1;
-                let moved = client.transfer_leader(target).await;
-                op.trace.event(
-                    now(),
-                    format!("operator transfer-leader {target}: {moved:?}"),
-                );
+                // Display, not Debug: a status's Debug carries its HTTP
+                // date header, the wall clock, which the trace must not.
+                let moved = match client.transfer_leader(target).await {
+                    Ok(message) => message,
+                    Err(e) => format!("failed: {e}"),
+                };
+                op.trace
+                    .event(now(), format!("operator transfer-leader {target}: {moved}"));
                 tokio::time::sleep(RETRY_INTERVAL).await;
             }
             Err(e) => {
