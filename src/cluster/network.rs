@@ -51,7 +51,14 @@ use crate::metrics::Stage;
 ///
 /// `addr` does not make a URI.
 pub(crate) fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
-    Endpoint::from_shared(format!("http://{addr}"))
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?;
+    // HTTP/2 forgets a stream it reset (a call dropped in flight) after a
+    // second of wall-clock time; the simulation runs on virtual time, and
+    // a run's trace would depend on how fast the host runs it. There, a
+    // reset stream is remembered for the whole run.
+    #[cfg(feature = "sim")]
+    let endpoint = endpoint.http2_reset_stream_duration(Duration::from_secs(3600));
+    Ok(endpoint)
 }
 
 /// How tonic opens a connection to `addr`: through `transport`. The one
