@@ -8,8 +8,11 @@
 //! - `SIM_JOBS` (default: the number of CPUs): worker processes the sweep
 //!   is split over (this test binary run again on a share of the seeds);
 //! - `SEED=n`: run only seed n, print its trace, fail if it fails;
-//! - `SIM_BUG=forget-tail|sign-before-commit`: plant a bug in the sweep;
+//! - `SIM_BUG=forget-tail|sign-before-commit|rogue-asks-for-granted`:
+//!   plant a bug in the sweep;
 //! - `SIM_BUG_SEEDS` (default 40): seed budget of each planted-bug test;
+//! - `SIM_THRESHOLD=all|odd|none` (default odd): the seeds whose last
+//!   chain signs in threshold mode;
 //! - `SIM_STALE_VOTERS=1`: let the stale-store fault restore voters too
 //!   (a hazard Raft cannot make safe: expect violations);
 //! - `SIM_VERBOSE`: print one line per seed.
@@ -27,7 +30,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use quorumkms::sim::{Bug, RunReport, Settings, run_seed};
+use quorumkms::sim::{Bug, RunReport, Settings, ThresholdSeeds, run_seed};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -50,21 +53,31 @@ fn settings() -> Settings {
         .ok()
         .filter(|b| !b.is_empty())
         .map(|b| b.parse::<Bug>().expect("SIM_BUG"));
+    let defaults = Settings::default();
+    let threshold_seeds = std::env::var("SIM_THRESHOLD")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map_or(defaults.threshold_seeds, |t| {
+            t.parse::<ThresholdSeeds>().expect("SIM_THRESHOLD")
+        });
     Settings {
         bug,
         stale_voters: std::env::var("SIM_STALE_VOTERS").is_ok_and(|v| v == "1"),
-        ..Settings::default()
+        threshold_seeds,
+        ..defaults
     }
 }
 
 fn replay_hint(seed: u64) -> String {
-    let bug = std::env::var("SIM_BUG")
-        .ok()
-        .filter(|b| !b.is_empty())
-        .map(|b| format!("SIM_BUG={b} "))
-        .unwrap_or_default();
+    let env: String = ["SIM_BUG", "SIM_THRESHOLD"]
+        .iter()
+        .filter_map(|name| {
+            let value = std::env::var(name).ok().filter(|v| !v.is_empty())?;
+            Some(format!("{name}={value} "))
+        })
+        .collect();
     format!(
-        "replay: {bug}SEED={seed} cargo test --features sim --test sim -- sim_seeds --nocapture"
+        "replay: {env}SEED={seed} cargo test --features sim --test sim -- sim_seeds --nocapture"
     )
 }
 
@@ -92,6 +105,10 @@ struct Sweep {
     seeds: u64,
     faults: u64,
     signatures: u64,
+    threshold_signatures: u64,
+    threshold_failures: u64,
+    rogue_refused: u64,
+    rogue_granted: u64,
     refusals: u64,
     retries: u64,
     missed: u64,
@@ -110,6 +127,10 @@ impl Sweep {
             *self.by_kind.entry((*kind).to_string()).or_default() += count;
         }
         self.signatures += report.signatures;
+        self.threshold_signatures += report.threshold_signatures;
+        self.threshold_failures += report.threshold_failures;
+        self.rogue_refused += report.rogue_refused;
+        self.rogue_granted += report.rogue_granted;
         self.refusals += report.refusals;
         self.retries += report.retries;
         self.missed += report.missed;
@@ -129,7 +150,7 @@ impl Sweep {
     /// The summary line a worker prints and [`Sweep::merge_output`] reads.
     fn summary(&self, wall: f64) -> String {
         format!(
-            "SIM-SUMMARY seeds={} faults={} kinds={} signatures={} refusals={} retries={} missed={} sim_secs={:.0} violations={} wall_secs={wall:.1} schedules_per_sec={:.2} failing={:?}",
+            "SIM-SUMMARY seeds={} faults={} kinds={} signatures={} threshold_signatures={} threshold_failures={} rogue_refused={} rogue_granted={} refusals={} retries={} missed={} sim_secs={:.0} violations={} wall_secs={wall:.1} schedules_per_sec={:.2} failing={:?}",
             self.seeds,
             self.faults,
             self.by_kind
@@ -138,6 +159,10 @@ impl Sweep {
                 .collect::<Vec<_>>()
                 .join(","),
             self.signatures,
+            self.threshold_signatures,
+            self.threshold_failures,
+            self.rogue_refused,
+            self.rogue_granted,
             self.refusals,
             self.retries,
             self.missed,
@@ -191,6 +216,14 @@ impl Sweep {
                             }
                         }
                         "signatures" => self.signatures += value.parse::<u64>().unwrap_or(0),
+                        "threshold_signatures" => {
+                            self.threshold_signatures += value.parse::<u64>().unwrap_or(0)
+                        }
+                        "threshold_failures" => {
+                            self.threshold_failures += value.parse::<u64>().unwrap_or(0)
+                        }
+                        "rogue_refused" => self.rogue_refused += value.parse::<u64>().unwrap_or(0),
+                        "rogue_granted" => self.rogue_granted += value.parse::<u64>().unwrap_or(0),
                         "refusals" => self.refusals += value.parse::<u64>().unwrap_or(0),
                         "retries" => self.retries += value.parse::<u64>().unwrap_or(0),
                         "missed" => self.missed += value.parse::<u64>().unwrap_or(0),
@@ -340,6 +373,7 @@ fn digest_in_worker(seed: u64) -> String {
 
 /// One seed gives one trace: run twice in this process with another seed
 /// in between, and once in a fresh process. Different seeds differ.
+/// Seed 11 signs one chain in threshold mode, seed 12 none.
 #[test]
 fn same_seed_gives_same_trace() {
     if !cfg!(tokio_unstable) {
@@ -359,6 +393,10 @@ fn same_seed_gives_same_trace() {
     println!("{}\n{}\n{}", a.line(), other.line(), b.line());
     assert!(a.violations.is_empty(), "{:?}", a.violations);
     assert!(a.fault_count() > 0, "the schedule injected no fault");
+    assert!(
+        a.threshold_signatures > 0 && a.rogue_refused > 0,
+        "seed 11 ran no share round or no rogue attack"
+    );
     assert_eq!(a.digest, b.digest, "seed 11 gave two different traces");
     assert_ne!(
         a.digest, other.digest,
@@ -392,6 +430,25 @@ fn checks_catch_a_disk_that_forgets_acknowledged_entries() {
     println!(
         "forget-tail caught at seed {}: {}",
         caught.seed, caught.violations[0]
+    );
+}
+
+#[test]
+fn checks_catch_a_share_given_for_bytes_never_granted() {
+    let _serial = serial();
+    let caught =
+        first_caught(Bug::RogueAsksForGranted).expect("rogue-asks-for-granted was never caught");
+    println!(
+        "rogue-asks-for-granted caught at seed {}: {}",
+        caught.seed, caught.violations[0]
+    );
+    assert!(
+        caught
+            .violations
+            .iter()
+            .any(|v| v.contains("never granted")),
+        "caught for another reason: {:?}",
+        caught.violations
     );
 }
 

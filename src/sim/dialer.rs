@@ -24,9 +24,8 @@ use tokio::sync::watch;
 use tokio::time::Sleep;
 
 use crate::grant::Granter;
-use crate::keys::softsign::SoftSigner;
 use crate::privval::{Version, codec};
-use crate::session::{Context, Dial, Supervisor, SupervisorConfig};
+use crate::session::{ChainSigner, Context, Dial, Supervisor, SupervisorConfig};
 use crate::transport::{self, Address, Backoff, Stream, Timeouts};
 
 /// One validator node a signer node serves.
@@ -44,8 +43,9 @@ pub struct ValidatorNode {
 pub struct Serving {
     /// Its grants.
     pub granter: Arc<dyn Granter>,
-    /// The key of each chain, by chain id.
-    pub keys: Vec<(String, Arc<SoftSigner>)>,
+    /// How each chain signs (its key, or its shares in threshold mode),
+    /// by chain id.
+    pub signers: Vec<(String, ChainSigner)>,
     /// Every validator node, of every chain.
     pub validators: Vec<ValidatorNode>,
     /// The grant timeout: how long the node may go without a quorum
@@ -62,8 +62,8 @@ pub async fn serve_validators(node: crate::cluster::Node, serving: Serving) {
     let (_stop_tx, stop) = watch::channel(false);
     let mut supervisors = Vec::new();
     for (i, validator) in serving.validators.iter().enumerate() {
-        let Some((_, key)) = serving
-            .keys
+        let Some((_, signer)) = serving
+            .signers
             .iter()
             .find(|(chain, _)| *chain == validator.chain_id)
         else {
@@ -73,7 +73,7 @@ pub async fn serve_validators(node: crate::cluster::Node, serving: Serving) {
             chain_id: validator.chain_id.clone(),
             version: Version::V0_38,
             granter: serving.granter.clone(),
-            signer: crate::session::ChainSigner::Key(key.clone()),
+            signer: signer.clone(),
             max_height: None,
             origin: Some(validator.host.clone()),
             max_frame: codec::DEFAULT_MAX_FRAME,

@@ -11,8 +11,17 @@
 //!   caller's certificate as the TLS listener would, plus the production
 //!   [`Supervisor`](crate::session::Supervisor)s ([`dialer`]): one per
 //!   validator node, dialling it (plain TCP, no SecretConnection), serving
-//!   it with soft keys and redialling with its backoff while the node has
-//!   a quorum leader, as `quorumkms start` does;
+//!   it with soft keys or key shares and redialling with its backoff while
+//!   the node has a quorum leader, as `quorumkms start` does;
+//! - chains in key mode (each signer node holds the whole key) and, on
+//!   odd seeds ([`ThresholdSeeds`]), one in threshold mode: its key split
+//!   2-of-n (a dealer with a seeded RNG) over every signer node that can
+//!   vote, the spare too, each node's share behind a
+//!   [`Participant`](crate::threshold::Participant) whose nonces come from
+//!   an RNG seeded per seed, node and boot; sessions sign through the
+//!   cluster's share rounds (`Commit` and `Share` between nodes) after the
+//!   grant commits, through every fault (a signature that fails after its
+//!   grant is traced and counted, [`group`]);
 //! - several validator nodes per chain ([`validator`]), each listening for
 //!   the signer nodes as CometBFT's signer listener does ([`listener`]:
 //!   one active connection, the other dials queued, a connection dropped
@@ -22,6 +31,9 @@
 //!   follower, crash and restart, held links, latency spikes, a full disk,
 //!   hostile peers ([`hostile`]: a forged snapshot, a forged raise, Raft
 //!   messages of another cluster) and a restore of a stale backup;
+//! - with a threshold-mode chain, a compromised member ([`rogue`]) that
+//!   asks nodes for shares over bytes no node granted, at seeded times
+//!   whatever fault is under way;
 //! - an operator ([`operator`]) that adds a spare signer node as a learner,
 //!   promotes it and removes it again through the admin API, while the
 //!   faults go on; the harness stops the spare once it is removed.
@@ -35,7 +47,9 @@
 //! every grant answers within the grant timeout;
 //! a node whose disk filled up serves again once it has room; nothing a
 //! hostile peer forged reaches any node's disk (its term, its height, its
-//! snapshot); no task panics.
+//! snapshot); no node gives a share for bytes it does not grant; no task
+//! panics. Threshold signatures go through the same checker as the
+//! others, verified under the chain's validator key.
 //!
 //! What the hostile peers cover: a caller with no certificate, one with
 //! the node certificate of a node that is no member (a removed node's,
@@ -43,8 +57,9 @@
 //! calls with its own cluster id. The TLS handshake itself, revocation and
 //! certificates of another CA are left to the TLS tests. A stolen member
 //! certificate used with this cluster's id (which every answer carries) is
-//! not simulated: Raft trusts its members, and such a caller can lead in a
-//! forged term.
+//! simulated for the share rounds only ([`rogue`]: threshold mode exists to
+//! hold against a compromised member), not for Raft: Raft trusts its
+//! members, and such a caller can lead in a forged term.
 //!
 //! Stale stores: restoring a voter's backup is a hazard Raft cannot make
 //! safe. A voter that lost log entries it acknowledged may have counted
@@ -59,16 +74,24 @@
 //! add-learner`, `cluster promote`). `Settings::stale_voters`
 //! (`SIM_STALE_VOTERS=1`) restores voters too and shows the hazard.
 //!
-//! The same seed gives the same trace digest. Two planted bugs
-//! ([`Bug`]) prove the checks bite.
+//! The same seed gives the same trace digest, so nothing in a run may
+//! read the wall clock. The one place the cluster's own stack does is
+//! HTTP/2's memory of the streams it reset (a call dropped in flight, as
+//! the share rounds drop the commitments they do not need): it lasts a
+//! second of wall-clock time, and a build with the `sim` feature makes it
+//! outlast any run (`cluster::network::endpoint`). A response's HTTP
+//! `date` header is the wall clock too: traces never print one. Planted
+//! bugs ([`Bug`]) prove the checks bite.
 
 pub mod dialer;
 pub mod faults;
 pub mod granter;
+pub mod group;
 pub mod hostile;
 pub mod listener;
 pub mod net;
 pub mod operator;
+pub mod rogue;
 mod run;
 pub mod store;
 pub mod trace;
@@ -104,6 +127,10 @@ const FINISH_GRACE: Duration = Duration::from_secs(60);
 /// whose disk filled up retries its rebuild with a backoff of up to 5 s.
 const SETTLE_BOUND: Duration = Duration::from_secs(15);
 
+/// Shares a threshold signature takes. With one fault at a time, two of
+/// the three initial nodes are always up.
+const THRESHOLD: u16 = 2;
+
 /// A planted bug, switched on for one run to show the checks catch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bug {
@@ -111,6 +138,10 @@ pub enum Bug {
     ForgetTail,
     /// Sessions sign new positions before their grant commits.
     SignBeforeCommit,
+    /// The compromised member ([`rogue`]) asks for a share over the bytes
+    /// the target grants where it means to ask over bytes no node grants:
+    /// the share it gets is what a node that shares anything would give.
+    RogueAsksForGranted,
 }
 
 impl std::str::FromStr for Bug {
@@ -119,8 +150,46 @@ impl std::str::FromStr for Bug {
         match s {
             "forget-tail" => Ok(Bug::ForgetTail),
             "sign-before-commit" => Ok(Bug::SignBeforeCommit),
+            "rogue-asks-for-granted" => Ok(Bug::RogueAsksForGranted),
             other => Err(format!(
-                "unknown bug {other:?} (forget-tail, sign-before-commit)"
+                "unknown bug {other:?} (forget-tail, sign-before-commit, rogue-asks-for-granted)"
+            )),
+        }
+    }
+}
+
+/// Which seeds run chains in threshold mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThresholdSeeds {
+    /// Every seed.
+    All,
+    /// Odd seeds: the share rounds make a seed about a third slower, so
+    /// the sweep alternates (and the determinism check's seed 11 is one).
+    Odd,
+    /// None.
+    None,
+}
+
+impl ThresholdSeeds {
+    /// Whether `seed` runs chains in threshold mode.
+    pub fn includes(self, seed: u64) -> bool {
+        match self {
+            ThresholdSeeds::All => true,
+            ThresholdSeeds::Odd => seed % 2 == 1,
+            ThresholdSeeds::None => false,
+        }
+    }
+}
+
+impl std::str::FromStr for ThresholdSeeds {
+    type Err = String;
+    fn from_str(s: &str) -> Result<ThresholdSeeds, String> {
+        match s {
+            "all" => Ok(ThresholdSeeds::All),
+            "odd" => Ok(ThresholdSeeds::Odd),
+            "none" => Ok(ThresholdSeeds::None),
+            other => Err(format!(
+                "unknown threshold seeds {other:?} (all, odd, none)"
             )),
         }
     }
@@ -135,6 +204,12 @@ pub struct Settings {
     pub membership: bool,
     /// Chains, each with its own key and privval port.
     pub chains: usize,
+    /// How many of the chains, counted from the last, sign in threshold
+    /// mode on a seed [`Settings::threshold_seeds`] includes (the others
+    /// sign with the whole key on each node).
+    pub threshold_chains: usize,
+    /// Which seeds run those chains in threshold mode.
+    pub threshold_seeds: ThresholdSeeds,
     /// Validator nodes per chain.
     pub validators_per_chain: usize,
     /// Heights each validator node goes through.
@@ -156,6 +231,8 @@ impl Default for Settings {
             nodes: 3,
             membership: true,
             chains: 2,
+            threshold_chains: 1,
+            threshold_seeds: ThresholdSeeds::Odd,
             validators_per_chain: 2,
             heights: 40,
             fault_window: Duration::from_secs(14),
@@ -177,6 +254,19 @@ pub struct RunReport {
     pub faults: BTreeMap<&'static str, u64>,
     /// Signatures validators received.
     pub signatures: u64,
+    /// Of those, the ones on threshold-mode chains (a vote's extension
+    /// signature counts with its vote).
+    pub threshold_signatures: u64,
+    /// Threshold signatures a node could not make after the grant (too
+    /// few shares in time), each closing its validator's connection.
+    pub threshold_failures: u64,
+    /// Share requests of the compromised member over bytes never granted
+    /// that a node refused by its grant rule.
+    pub rogue_refused: u64,
+    /// Share requests of the compromised member over granted bytes that
+    /// got a share (which signed with its own): proof that its requests
+    /// reach the grant rule.
+    pub rogue_granted: u64,
     /// Refusals validators received.
     pub refusals: u64,
     /// Failed attempts of a request (each retried, or missed).
@@ -204,13 +294,17 @@ impl RunReport {
     /// One summary line.
     pub fn line(&self) -> String {
         format!(
-            "seed {} digest {} sim {:.1}s wall {:.2}s faults {} signatures {} refusals {} retries {} missed {} applied {} violations {}",
+            "seed {} digest {} sim {:.1}s wall {:.2}s faults {} signatures {} (threshold {}, failed {}) rogue refused {} granted {} refusals {} retries {} missed {} applied {} violations {}",
             self.seed,
             &self.digest[..16.min(self.digest.len())],
             self.sim_time.as_secs_f64(),
             self.wall_time.as_secs_f64(),
             self.fault_count(),
             self.signatures,
+            self.threshold_signatures,
+            self.threshold_failures,
+            self.rogue_refused,
+            self.rogue_granted,
             self.refusals,
             self.retries,
             self.missed,

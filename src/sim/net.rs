@@ -36,6 +36,12 @@ pub const STRANGER_ID: NodeId = 99;
 pub const TWIN: &str = "x-twin";
 /// The node id [`TWIN`]'s certificate names: a member's id here.
 pub const TWIN_ID: NodeId = 1;
+/// A compromised member: a host with member [`ROGUE_ID`]'s node
+/// certificate (and key shares), copied off that node's host.
+pub const ROGUE: &str = "x-rogue";
+/// The member whose certificate [`ROGUE`] holds: an initial voter, never
+/// removed.
+pub const ROGUE_ID: NodeId = 3;
 
 /// What a mutual-TLS handshake would learn about a caller on `host`:
 /// signer host `sN` holds node `N`'s certificate, the operator an operator
@@ -56,6 +62,7 @@ pub fn certificate(host: &str) -> PeerInfo {
         },
         STRANGER => node(STRANGER_ID),
         TWIN => node(TWIN_ID),
+        ROGUE => node(ROGUE_ID),
         _ => match host.strip_prefix('s').and_then(|id| id.parse().ok()) {
             Some(id) => node(id),
             None => PeerInfo {

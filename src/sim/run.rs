@@ -17,18 +17,22 @@ use rand::{Rng, SeedableRng};
 
 use super::dialer::{self, Serving, ValidatorNode};
 use super::faults::{Active, FaultPlan, Kind};
+use super::group::{self, TracedGroup};
 use super::hostile::{self, Attack, Order, Orders};
+use super::rogue::{self, ROGUE, ROGUE_ID, Rogue};
 use super::store::SimStore;
 use super::trace::{self, Trace, hash_json, short};
 use super::validator::{Ledger, Spec};
 use super::{
     Bug, FINISH_GRACE, MAX_ANSWER_GAP, OPERATOR_HOST, RAFT_PORT, RESUME_BOUND, RunReport,
-    SETTLE_BOUND, Settings, VALIDATOR_PORT, granter, net, operator, validator,
+    SETTLE_BOUND, Settings, THRESHOLD, VALIDATOR_PORT, granter, net, operator, validator,
 };
 use crate::cluster::{self, Deps, Node, Peer, StoreChoice};
 use crate::grant::Granter;
 use crate::keys::ConsensusSigner;
 use crate::keys::softsign::SoftSigner;
+use crate::session::ChainSigner;
+use crate::threshold::{KeyShare, Participant, dealer};
 use crate::validator::Checker;
 
 fn signer_host(id: u64) -> String {
@@ -38,6 +42,10 @@ fn signer_host(id: u64) -> String {
 fn validator_host(chain: usize, index: usize) -> String {
     format!("c{chain}v{index}")
 }
+
+/// Attacks of the compromised member in a run with a threshold-mode
+/// chain.
+const ROGUE_ATTACKS: usize = 3;
 
 /// Pause before node 1 tries `cluster init` again.
 const INIT_RETRY: Duration = Duration::from_millis(50);
@@ -51,6 +59,50 @@ fn chain_key(chain: usize) -> Arc<SoftSigner> {
     seed[0] = 0xc0;
     seed[1] = chain as u8;
     Arc::new(SoftSigner::from_seed(seed))
+}
+
+/// Which chains sign in threshold mode in the run of `seed`, by chain
+/// index: the last `settings.threshold_chains`, on the seeds
+/// `settings.threshold_seeds` includes.
+fn threshold_chains(seed: u64, settings: &Settings) -> Vec<bool> {
+    let on = settings.threshold_seeds.includes(seed);
+    (0..settings.chains)
+        .map(|chain| on && chain + settings.threshold_chains >= settings.chains)
+        .collect()
+}
+
+/// Splits every threshold-mode chain's key over signer nodes `1..=signers`
+/// (every node that can vote, the spare too), `THRESHOLD` of which sign,
+/// with a dealer RNG seeded from the run's seed. Returns each node's
+/// shares, by node id - 1.
+fn split_keys(
+    seed: u64,
+    threshold: &[bool],
+    keys: &[Arc<SoftSigner>],
+    signers: u64,
+) -> Result<Vec<Vec<KeyShare>>, String> {
+    let nodes: Vec<u64> = (1..=signers).collect();
+    let mut by_node = vec![Vec::new(); nodes.len()];
+    for (chain, key) in keys.iter().enumerate() {
+        if !threshold[chain] {
+            continue;
+        }
+        let mut rng = StdRng::seed_from_u64(seed ^ 0xdea1_e700_0000_0000 ^ chain as u64);
+        let shares = dealer::split(&chain_id(chain), &key.seed(), THRESHOLD, &nodes, &mut rng)?;
+        for share in shares {
+            by_node[(share.node() - 1) as usize].push(share);
+        }
+    }
+    Ok(by_node)
+}
+
+/// The seed of the nonces (and session ids) node `id` draws in its boot
+/// number `boot`: a restart must never draw a nonce it drew before.
+fn nonce_seed(seed: u64, id: u64, boot: u32) -> u64 {
+    seed.wrapping_mul(0xff51_afd7_ed55_8ccd)
+        .wrapping_add(id << 32)
+        .wrapping_add(u64::from(boot))
+        ^ 0x6e0c_e500_0000_0000
 }
 
 fn node_config(settings: &Settings, id: u64) -> cluster::Config {
@@ -145,13 +197,20 @@ fn current_leader(slots: &[Slot]) -> Option<u64> {
 }
 
 pub(super) fn run_inner(seed: u64, settings: &Settings, trace: &Trace, report: &mut RunReport) {
-    let mut run = Run::new(seed, settings, trace);
+    let mut run = match Run::new(seed, settings, trace) {
+        Ok(run) => run,
+        Err(e) => {
+            trace.violation(Duration::ZERO, format!("cannot split the keys: {e}"));
+            return;
+        }
+    };
     run.add_signers();
     run.add_validators();
     if settings.membership {
         run.add_operator();
     }
     run.add_hostiles();
+    run.add_rogue();
     let finished = run.drive(report);
     run.end_faults();
     if finished {
@@ -170,6 +229,14 @@ struct SignerHost {
     trace: Trace,
     /// One key per chain.
     keys: Vec<Arc<SoftSigner>>,
+    /// Which chains sign in threshold mode, by chain index.
+    threshold: Vec<bool>,
+    /// Its share of each threshold-mode chain's key.
+    shares: Vec<KeyShare>,
+    /// The run's seed, which seeds its nonces.
+    run_seed: u64,
+    /// Threshold signatures that failed, on any node.
+    threshold_failures: group::Failures,
     /// The validator nodes it dials.
     validators: Vec<ValidatorNode>,
     /// Seed of its supervisors' backoff.
@@ -197,15 +264,22 @@ impl SignerHost {
                 ),
             );
         }
+        // Nonces live in memory only, as in production: each boot draws
+        // from a fresh stream.
+        let participant = Participant::with_rng(
+            self.shares.clone(),
+            Box::new(StdRng::seed_from_u64(nonce_seed(self.run_seed, id, boot))),
+        );
         let deps = Deps {
             store: StoreChoice::Backend(self.store.backend()),
             transport: Arc::new(net::SimTransport),
             join: self.join,
             clock: None,
+            participant: Arc::new(participant),
             ..Deps::default()
         };
         let grant_timeout = Duration::from_millis(self.config.grant_timeout_ms);
-        let node = cluster::run_node(self.config, deps).await?;
+        let node = cluster::run_node(self.config.clone(), deps).await?;
         set_slot(&self.slot, Some(node.clone()));
         if id == 1 {
             // Every member must answer `cluster init`, and the others may
@@ -230,16 +304,51 @@ impl SignerHost {
         ));
         let serving = Serving {
             granter,
-            keys: (0..self.keys.len())
-                .map(chain_id)
-                .zip(self.keys.iter().cloned())
-                .collect(),
+            signers: self.chain_signers(&node),
             validators: self.validators.clone(),
             grace: grant_timeout,
             seed: self.seed,
         };
         dialer::serve_validators(node, serving).await;
         Ok(())
+    }
+
+    /// How each chain signs on `node`: with its key, or in threshold mode
+    /// through `node`'s share rounds under the group key, which must be the
+    /// chain's key (a chain without one here is a violation, and left out).
+    fn chain_signers(&self, node: &Node) -> Vec<(String, ChainSigner)> {
+        let mut signers = Vec::new();
+        for (chain, key) in self.keys.iter().enumerate() {
+            let id = chain_id(chain);
+            if !self.threshold[chain] {
+                signers.push((id, ChainSigner::Key(key.clone())));
+                continue;
+            }
+            let group = node.threshold_signer(&id);
+            match group.public_key() {
+                Some(public) if public == key.public_key() => {
+                    let group = TracedGroup::new(
+                        group,
+                        self.id,
+                        self.trace.clone(),
+                        self.threshold_failures.clone(),
+                    );
+                    signers.push((id, ChainSigner::Threshold(Arc::new(group))));
+                }
+                Some(_) => self.trace.violation(
+                    trace::now(),
+                    format!(
+                        "n{}: the group key of {id} is not its validator key",
+                        self.id
+                    ),
+                ),
+                None => self.trace.violation(
+                    trace::now(),
+                    format!("n{}: holds no share of {id}", self.id),
+                ),
+            }
+        }
+        signers
     }
 }
 
@@ -260,6 +369,11 @@ struct Run<'a> {
     slots: Vec<Slot>,
     /// One key per chain.
     keys: Vec<Arc<SoftSigner>>,
+    /// Which chains sign in threshold mode, by chain index.
+    threshold: Vec<bool>,
+    /// Each signer node's shares of the threshold-mode chains' keys, by
+    /// id - 1.
+    shares: Vec<Vec<KeyShare>>,
     /// Every host, signers first; faults act on the links between them.
     hosts: Vec<String>,
     checker: Checker,
@@ -277,11 +391,20 @@ struct Run<'a> {
     /// Each hostile host's orders; dropped at the end of the fault window,
     /// which ends the hostile hosts.
     orders: Vec<Orders>,
+    /// What the compromised member's requests came to.
+    rogue_tally: rogue::Tallies,
+    /// Threshold signatures that failed, on any node.
+    threshold_failures: group::Failures,
 }
 
 impl<'a> Run<'a> {
     /// The simulation and each signer host's disk, with nothing started.
-    fn new(seed: u64, settings: &'a Settings, trace: &'a Trace) -> Run<'a> {
+    ///
+    /// # Errors
+    ///
+    /// The threshold-mode keys cannot be split (a bad threshold for the
+    /// settings).
+    fn new(seed: u64, settings: &'a Settings, trace: &'a Trace) -> Result<Run<'a>, String> {
         let sim = turmoil::Builder::new()
             .rng_seed(seed)
             .simulation_duration(
@@ -302,7 +425,10 @@ impl<'a> Run<'a> {
             .map(|id| SimStore::new(id, trace.clone(), forget))
             .collect();
         let slots: Vec<Slot> = (1..=signers).map(|_| Slot::default()).collect();
-        Run {
+        let keys: Vec<Arc<SoftSigner>> = (0..settings.chains).map(chain_key).collect();
+        let threshold = threshold_chains(seed, settings);
+        let shares = split_keys(seed, &threshold, &keys, signers)?;
+        Ok(Run {
             seed,
             settings,
             trace,
@@ -311,7 +437,9 @@ impl<'a> Run<'a> {
             storage_faults: vec![false; slots.len()],
             stores,
             slots,
-            keys: (0..settings.chains).map(chain_key).collect(),
+            keys,
+            threshold,
+            shares,
             hosts: (1..=signers).map(signer_host).collect(),
             checker: Checker::new(),
             ledger: Ledger::default(),
@@ -320,7 +448,9 @@ impl<'a> Run<'a> {
             active: None,
             last_heal: Duration::ZERO,
             orders: Vec::new(),
-        }
+            rogue_tally: rogue::Tallies::default(),
+            threshold_failures: group::Failures::default(),
+        })
     }
 
     /// Adds every signer host (the spare too: it waits to be added).
@@ -334,6 +464,10 @@ impl<'a> Run<'a> {
                 config: node_config(self.settings, id),
                 trace: self.trace.clone(),
                 keys: self.keys.clone(),
+                threshold: self.threshold.clone(),
+                shares: self.shares[index].clone(),
+                run_seed: self.seed,
+                threshold_failures: self.threshold_failures.clone(),
                 validators: validator_nodes(self.settings),
                 seed: self
                     .seed
@@ -360,6 +494,7 @@ impl<'a> Run<'a> {
                     index,
                     port: VALIDATOR_PORT,
                     public_key: key.public_key(),
+                    threshold: self.threshold[chain],
                     heights: self.settings.heights,
                     seed: self
                         .seed
@@ -413,6 +548,67 @@ impl<'a> Run<'a> {
             );
             self.hosts.push(host.to_string());
         }
+    }
+
+    /// Adds the compromised member when a chain signs in threshold mode
+    /// (and its node id is an initial voter's), with [`ROGUE_ATTACKS`]
+    /// attacks at seeded times in the fault window on seeded targets.
+    fn add_rogue(&mut self) {
+        if ROGUE_ID > self.settings.nodes {
+            return;
+        }
+        let shares = self.shares[(ROGUE_ID - 1) as usize].clone();
+        let chains: Vec<usize> = (0..self.settings.chains)
+            .filter(|chain| self.threshold[*chain])
+            .collect();
+        if shares.is_empty() || chains.is_empty() {
+            return;
+        }
+        let mut rng = StdRng::seed_from_u64(self.seed ^ 0x0706_0e00_0000_0004);
+        let targets: Vec<u64> = (1..=self.settings.nodes)
+            .filter(|id| *id != ROGUE_ID)
+            .collect();
+        let window = self.settings.fault_window.as_millis() as u64;
+        let mut attacks: Vec<rogue::Attack> = (0..ROGUE_ATTACKS)
+            .map(|_| {
+                let target_id = targets[rng.gen_range(0..targets.len())];
+                rogue::Attack {
+                    at: Duration::from_millis(rng.gen_range(1_000..window.max(1_001))),
+                    target: format!("{}:{RAFT_PORT}", signer_host(target_id)),
+                    target_id,
+                    chain_id: chain_id(chains[rng.gen_range(0..chains.len())]),
+                }
+            })
+            .collect();
+        attacks.sort_by_key(|a| a.at);
+        // Its own nonce stream: the node whose share it copied draws from
+        // another.
+        let participant = Participant::with_rng(
+            shares.clone(),
+            Box::new(StdRng::seed_from_u64(self.seed ^ 0x0706_0e00_0000_0003)),
+        );
+        let slots = self.slots.clone();
+        let peek: rogue::Peek = Box::new(move |id| {
+            let index = usize::try_from(id.checked_sub(1)?).ok()?;
+            slots.get(index).and_then(slot_node)
+        });
+        let rogue = match Rogue::new(
+            shares,
+            participant,
+            peek,
+            self.settings.bug,
+            self.rogue_tally.clone(),
+            self.trace.clone(),
+        ) {
+            Ok(rogue) => rogue,
+            Err(e) => {
+                self.trace
+                    .violation(Duration::ZERO, format!("cannot start the rogue: {e}"));
+                return;
+            }
+        };
+        self.sim.client(ROGUE, rogue.run(attacks));
+        self.hosts.push(ROGUE.to_string());
     }
 
     /// Points a stale-store fault at a node whose backup may be restored:
@@ -574,6 +770,11 @@ impl<'a> Run<'a> {
         report.sim_time = self.sim.elapsed();
         let ledger = self.ledger.lock();
         report.signatures = ledger.signatures;
+        report.threshold_signatures = ledger.threshold_signatures;
+        report.threshold_failures = self.threshold_failures.load(Ordering::Relaxed);
+        let tally = *self.rogue_tally.lock().unwrap_or_else(|p| p.into_inner());
+        report.rogue_refused = tally.refused;
+        report.rogue_granted = tally.granted;
         report.refusals = ledger.refusals;
         report.retries = ledger.retries;
         report.missed = ledger.missed;

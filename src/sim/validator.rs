@@ -50,6 +50,8 @@ pub struct LedgerInner {
     pub answers: BTreeMap<String, Vec<Duration>>,
     /// Signatures received, counting repeats.
     pub signatures: u64,
+    /// Of those, the ones on threshold-mode chains.
+    pub threshold_signatures: u64,
     /// Refusals received.
     pub refusals: u64,
     /// Failed attempts (each led to a retry, or to a miss).
@@ -84,8 +86,11 @@ pub struct Spec {
     pub index: usize,
     /// The port it listens on for signer nodes.
     pub port: u16,
-    /// The key the signatures must verify against.
+    /// The key the signatures must verify against (in threshold mode the
+    /// group key, which is the split key's).
     pub public_key: crate::keys::PublicKey,
+    /// The chain signs in threshold mode.
+    pub threshold: bool,
     /// Heights to go through.
     pub heights: i64,
     /// Seed of its own choices.
@@ -239,7 +244,12 @@ impl SimValidator {
                     Some(answer) => {
                         let mut ledger = self.ledger.lock();
                         match answer {
-                            Answer::Signed => ledger.signatures += 1,
+                            Answer::Signed => {
+                                ledger.signatures += 1;
+                                if self.spec.threshold {
+                                    ledger.threshold_signatures += 1;
+                                }
+                            }
                             Answer::Refused => ledger.refusals += 1,
                         }
                         ledger
