@@ -48,21 +48,33 @@ pub struct AppliedState {
     /// Each chain's last granted signature, by chain id (operators' view).
     #[serde(default)]
     pub last_signed: BTreeMap<String, SignedRecord>,
-    /// The vote extension granted with each chain's last granted
-    /// precommit, where the grant carried one (threshold mode).
+    /// Each chain's last [`RECENT_GRANTS`] granted sign bytes, and the vote
+    /// extensions granted with them (threshold mode), oldest first.
     #[serde(default)]
-    pub extensions: BTreeMap<String, Vec<u8>>,
+    pub recent_grants: BTreeMap<String, Vec<Vec<u8>>>,
 }
 
+/// Granted byte strings a chain keeps for threshold mode's share rounds.
+/// A share round starts once its grant has committed, and another grant on
+/// the chain (another validator node's, the next step's) may commit while
+/// it runs; bytes granted a few entries ago are still granted bytes, since
+/// every position has only one granted set.
+pub const RECENT_GRANTS: usize = 8;
+
 impl AppliedState {
-    /// Whether this state grants exactly `bytes` on `chain_id` now: the
-    /// sign bytes at its watermark, or the vote extension granted with
-    /// them. Threshold mode gives a share for nothing else.
+    /// Whether this state grants exactly `bytes` on `chain_id`: the sign
+    /// bytes at its watermark, or bytes (sign bytes or a vote extension)
+    /// among its recent grants. Threshold mode gives a share for nothing
+    /// else.
     pub fn grants(&self, chain_id: &str, bytes: &[u8]) -> bool {
         let at_watermark = self.chains.get(chain_id).is_some_and(|c| {
             c.position.is_some() && !c.sign_bytes.is_empty() && c.sign_bytes == bytes
         });
-        at_watermark || self.extensions.get(chain_id).is_some_and(|e| e == bytes)
+        at_watermark
+            || self
+                .recent_grants
+                .get(chain_id)
+                .is_some_and(|recent| recent.iter().any(|b| b == bytes))
     }
 }
 
@@ -98,13 +110,15 @@ fn apply_command(state: &mut AppliedState, index: u64, command: &Command) -> Out
                     position: attempt.position,
                 };
                 state.last_signed.insert(chain_id.clone(), record);
-                match &attempt.extension {
-                    Some(extension) => {
-                        state.extensions.insert(chain_id.clone(), extension.clone());
+                if let Verdict::Sign(bytes) = &verdict {
+                    let recent = state.recent_grants.entry(chain_id.clone()).or_default();
+                    for granted in std::iter::once(bytes).chain(&attempt.extension) {
+                        if !recent.contains(granted) {
+                            recent.push(granted.clone());
+                        }
                     }
-                    None => {
-                        state.extensions.remove(chain_id);
-                    }
+                    let excess = recent.len().saturating_sub(RECENT_GRANTS);
+                    recent.drain(..excess);
                 }
             }
             Outcome::Granted(verdict)

@@ -321,7 +321,7 @@ fn forged_snapshot(sender: NodeId, chains: &[String]) -> InstallSnapshotRequest<
             .collect(),
         raises: BTreeMap::new(),
         last_signed: BTreeMap::new(),
-        extensions: BTreeMap::new(),
+        recent_grants: BTreeMap::new(),
     };
     InstallSnapshotRequest {
         vote: Vote::new_committed(FORGED_TERM, sender),

@@ -208,3 +208,24 @@ async fn a_key_generation_over_the_cluster_gives_every_voter_a_share_of_one_new_
     let again = cluster.node(1).threshold_dkg(CHAIN).await.unwrap_err();
     assert!(again.to_string().contains("already has a share"), "{again}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_superseded_during_its_share_round_still_gets_shares_for_a_while() {
+    let (cluster, key) = start().await;
+    // Another grant commits on the chain before the first one's share
+    // round (another validator node, or the next step).
+    let first = grant(&cluster, 1, 20, "block-20").await;
+    let next = grant(&cluster, 2, 21, "block-21").await;
+    let signature = signer(&cluster, 1)
+        .sign(&first)
+        .await
+        .expect("recent grant");
+    assert!(key.public_key().verify(&first, &signature));
+    assert!(signer(&cluster, 3).sign(&next).await.is_ok());
+    // Bytes granted more than RECENT_GRANTS grants ago are out of reach.
+    let recent = quorumkms::cluster::state_machine::RECENT_GRANTS as i64;
+    for height in 22..22 + recent {
+        grant(&cluster, 2, height, &format!("block-{height}")).await;
+    }
+    assert!(signer(&cluster, 1).sign(&first).await.is_err());
+}
