@@ -530,7 +530,12 @@ fn test_signature(
     }
     let refs: Vec<&KeyShare> = shares.iter().map(|(_, s)| s).collect();
     let nodes = list(&refs.iter().map(|s| s.node()).collect::<Vec<_>>());
-    match threshold::sign_with_shares(&refs, TEST_MESSAGE) {
+    let signed = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| runtime.block_on(threshold::sign_with_shares(&refs, TEST_MESSAGE)));
+    match signed {
         Ok(_) => report.pass(format_args!(
             "test signature by nodes {nodes}: verifies under the group key"
         )),

@@ -141,7 +141,12 @@ fn a_split_key_keeps_its_public_key_and_any_two_shares_sign_for_it() {
 
 /// Both FROST rounds over `shares`, in one place.
 fn sign_in_memory(shares: &[&KeyShare], message: &[u8]) -> [u8; 64] {
-    sign_with_shares(shares, message).unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+        .block_on(sign_with_shares(shares, message))
+        .unwrap()
 }
 
 #[test]
