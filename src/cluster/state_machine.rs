@@ -5,11 +5,13 @@
 //! map) and doubles as the snapshot format, since it is tiny. [`apply`] is
 //! pure and deterministic, so every node applying the same log reaches the
 //! same state and gives the same outcomes. [`StateMachine`] is openraft's
-//! `RaftStateMachine` around it: it writes each applied batch (without
-//! waiting for the disk: the state can be rebuilt from the log) and only
-//! then publishes the new state on a `watch` channel, which the granter's
-//! fast path and status read. Snapshots are written durably before openraft
-//! purges the log they cover.
+//! `RaftStateMachine` around it: it publishes each applied batch on a
+//! `watch` channel, which the granter's fast path and status read, and
+//! writes the state every [`APPLIED_WRITE_EVERY`] entries (without waiting
+//! for the disk: the state can be rebuilt from the log). Snapshots are
+//! written durably before openraft purges the log they cover. A node
+//! starts from the newer of the two records and openraft applies the
+//! committed entries past it again before the node serves.
 //!
 //! # Invariant
 //!
@@ -212,6 +214,16 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+impl StoredSnapshot {
+    /// The applied state it holds; its metadata says where it ends.
+    fn state(&self) -> Result<AppliedState, BackendError> {
+        let mut state = decode_snapshot(&self.data)?;
+        state.last_applied = self.meta.last_log_id;
+        state.membership = self.meta.last_membership.clone();
+        Ok(state)
+    }
+}
+
 fn sm_write_err(e: BackendError) -> StorageError {
     StorageIOError::write_state_machine(&e).into()
 }
@@ -224,11 +236,43 @@ fn snap_read_err(e: BackendError) -> StorageError {
     StorageIOError::read_snapshot(None, &e).into()
 }
 
+/// Entries applied between two writes of the applied state. Writing it is
+/// most of an apply's cost (the whole state, encoded), and it only saves a
+/// restart from applying these entries again, which takes microseconds.
+pub const APPLIED_WRITE_EVERY: u64 = 32;
+
+/// The state a node's state machine starts from: the newer of its applied
+/// record and its snapshot's state. The applied state is written only every
+/// few entries, so a newer snapshot may have been built since, and openraft
+/// may have purged the log between the two; it applies again only the
+/// committed entries past the state it is given.
+///
+/// # Errors
+///
+/// A record cannot be read or decoded.
+pub fn stored_state(backend: &dyn Backend) -> Result<AppliedState, BackendError> {
+    let applied = match backend.meta_get(MetaKey::Applied)? {
+        Some(bytes) => Some(decode::<AppliedState>(&bytes)?),
+        None => None,
+    };
+    let snapshot = match backend.meta_get(MetaKey::Snapshot)? {
+        Some(bytes) => Some(decode::<StoredSnapshot>(&bytes)?.state()?),
+        None => None,
+    };
+    Ok(match (applied, snapshot) {
+        (Some(a), Some(s)) if s.last_applied > a.last_applied => s,
+        (Some(a), _) => a,
+        (None, s) => s.unwrap_or_default(),
+    })
+}
+
 /// openraft's state machine over a [`Backend`].
 #[derive(Debug)]
 pub struct StateMachine {
     backend: Arc<dyn Backend>,
-    state: AppliedState,
+    state: Arc<AppliedState>,
+    /// The log index the stored applied state ends at.
+    stored_at: Option<u64>,
     published: watch::Sender<Arc<AppliedState>>,
     snapshot_seq: u64,
 }
@@ -244,13 +288,11 @@ impl StateMachine {
         backend: Arc<dyn Backend>,
         published: watch::Sender<Arc<AppliedState>>,
     ) -> Result<StateMachine, BackendError> {
-        let state = match backend.meta_get(MetaKey::Applied)? {
-            Some(bytes) => decode::<AppliedState>(&bytes)?,
-            None => AppliedState::default(),
-        };
-        published.send_replace(Arc::new(state.clone()));
+        let state = Arc::new(stored_state(backend.as_ref())?);
+        published.send_replace(state.clone());
         Ok(StateMachine {
             backend,
+            stored_at: state.last_applied.map(|id| id.index),
             state,
             published,
             snapshot_seq: 0,
@@ -328,7 +370,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let started = std::time::Instant::now();
         // Work on a copy: if the write below fails, neither the in-memory
         // state nor the published one moves past what is on disk.
-        let mut next = self.state.clone();
+        let mut next = AppliedState::clone(&self.state);
         let outcomes: Vec<Outcome> = entries
             .into_iter()
             .map(|e| {
@@ -340,14 +382,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if outcomes.is_empty() {
             return Ok(outcomes);
         }
-        let bytes = encode(&next).map_err(sm_write_err)?;
-        // Deferred: one fsync less per commit. The entries are in the
-        // durable log until a durable snapshot covers them.
-        self.backend
-            .meta_put_deferred(vec![(MetaKey::Applied, bytes)])
-            .map_err(sm_write_err)?;
-        self.state = next;
-        self.published.send_replace(Arc::new(self.state.clone()));
+        let end = next.last_applied.map(|id| id.index);
+        if end >= self.stored_at.map(|at| at + APPLIED_WRITE_EVERY) {
+            let bytes = encode(&next).map_err(sm_write_err)?;
+            // Deferred: one fsync less per commit. The entries are in the
+            // durable log until a durable snapshot covers them.
+            self.backend
+                .meta_put_deferred(vec![(MetaKey::Applied, bytes)])
+                .map_err(sm_write_err)?;
+            self.stored_at = end;
+        }
+        self.state = Arc::new(next);
+        self.published.send_replace(self.state.clone());
         crate::metrics::global().stage(Stage::Apply, started.elapsed());
         Ok(outcomes)
     }
@@ -356,7 +402,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.snapshot_seq += 1;
         SnapshotBuilder {
             backend: self.backend.clone(),
-            state: self.state.clone(),
+            state: AppliedState::clone(&self.state),
             seq: self.snapshot_seq,
         }
     }
@@ -370,22 +416,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        let mut state = decode_snapshot(&data).map_err(snap_read_err)?;
-        // The snapshot's own metadata is authoritative for where it ends.
-        state.last_applied = meta.last_log_id;
-        state.membership = meta.last_membership.clone();
         let stored = StoredSnapshot {
             meta: meta.clone(),
-            data,
+            data: snapshot.into_inner(),
         };
+        // The snapshot's own metadata is authoritative for where it ends.
+        let state = stored.state().map_err(snap_read_err)?;
         let records = vec![
             (MetaKey::Applied, encode(&state).map_err(sm_write_err)?),
             (MetaKey::Snapshot, encode(&stored).map_err(snap_write_err)?),
         ];
         self.backend.meta_put(records).map_err(snap_write_err)?;
-        self.state = state;
-        self.published.send_replace(Arc::new(self.state.clone()));
+        self.stored_at = state.last_applied.map(|id| id.index);
+        self.state = Arc::new(state);
+        self.published.send_replace(self.state.clone());
         Ok(())
     }
 

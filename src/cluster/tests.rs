@@ -520,3 +520,66 @@ async fn sled_store_keeps_the_newer_snapshot() {
     let backend = super::store_sled::SledBackend::open(&dir.path().join("raft.sled")).unwrap();
     a_late_build_keeps_the_newer_installed_snapshot(Arc::new(backend)).await;
 }
+
+/// The applied state is written only every `APPLIED_WRITE_EVERY` entries,
+/// so a reopened state machine starts from the newer of that record and
+/// the snapshot (openraft applies the committed entries past it again).
+async fn reopens_from_the_newer_of_its_applied_record_and_snapshot(backend: Arc<dyn Backend>) {
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
+
+    use super::state_machine::APPLIED_WRITE_EVERY;
+
+    let log_id = |index| LogId::new(CommittedLeaderId::new(1, 1), index);
+    let open = || {
+        let (tx, rx) = watch::channel(Arc::new(AppliedState::default()));
+        (StateMachine::open(backend.clone(), tx).unwrap(), rx)
+    };
+    let apply_one_by_one = async |sm: &mut StateMachine, indexes: std::ops::RangeInclusive<u64>| {
+        for index in indexes {
+            let entry = Entry::<TypeConfig> {
+                log_id: log_id(index),
+                payload: EntryPayload::Blank,
+            };
+            sm.apply([entry]).await.unwrap();
+        }
+    };
+    let last = APPLIED_WRITE_EVERY + 8;
+
+    let (mut sm, published) = open();
+    apply_one_by_one(&mut sm, 1..=last).await;
+    assert_eq!(published.borrow().last_applied, Some(log_id(last)));
+    drop(sm);
+    // Written after the first entry, then APPLIED_WRITE_EVERY later.
+    let (mut sm, published) = open();
+    let stored = 1 + APPLIED_WRITE_EVERY;
+    assert_eq!(published.borrow().last_applied, Some(log_id(stored)));
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(stored)));
+
+    apply_one_by_one(&mut sm, stored + 1..=last).await;
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    drop(sm);
+    // The snapshot is newer than the applied record.
+    let (mut sm, published) = open();
+    assert_eq!(published.borrow().last_applied, Some(log_id(last)));
+    apply_one_by_one(&mut sm, last + 1..=last + 5).await;
+    drop(sm);
+    let (_sm, published) = open();
+    assert_eq!(published.borrow().last_applied, Some(log_id(last)));
+}
+
+#[tokio::test]
+async fn memory_store_reopens_from_the_newer_record() {
+    reopens_from_the_newer_of_its_applied_record_and_snapshot(Arc::new(MemBackend::new())).await;
+}
+
+#[tokio::test]
+async fn redb_store_reopens_from_the_newer_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = RedbBackend::open(&dir.path().join("raft.redb")).unwrap();
+    reopens_from_the_newer_of_its_applied_record_and_snapshot(Arc::new(backend)).await;
+}

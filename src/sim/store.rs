@@ -28,9 +28,9 @@ use openraft::EntryPayload;
 use sha2::{Digest, Sha256};
 
 use crate::cluster::MemBackend;
-use crate::cluster::state_machine::{AppliedState, apply};
+use crate::cluster::state_machine::{AppliedState, apply, stored_state};
 use crate::cluster::store::{Backend, BackendError, MetaKey};
-use crate::cluster::types::typ::Entry;
+use crate::cluster::types::typ::{Entry, LogId};
 use crate::cluster::types::{Command, Outcome, TypeConfig};
 use crate::watermark::Verdict;
 
@@ -236,20 +236,35 @@ impl SimStore {
         dropped
     }
 
-    /// The node's persisted applied state (what it has made durable).
+    /// The node's applied state as its disk holds it: the state it would
+    /// start from, with the committed entries past it applied, as openraft
+    /// applies them again at start.
     pub fn applied_state(&self) -> AppliedState {
-        match self.disk.meta_get(MetaKey::Applied) {
-            Ok(Some(bytes)) => decode(&bytes).unwrap_or_default(),
-            _ => AppliedState::default(),
+        let mut state = stored_state(&self.disk).unwrap_or_default();
+        let committed = self
+            .disk
+            .meta_get(MetaKey::Committed)
+            .ok()
+            .flatten()
+            .and_then(|bytes| decode::<Option<LogId>>(&bytes).ok())
+            .flatten();
+        let start = state.last_applied.map_or(0, |id| id.index + 1);
+        if let Some(end) = committed.map(|id| id.index + 1).filter(|end| *end > start) {
+            for bytes in self.disk.log_range(start, end).unwrap_or_default() {
+                if let Ok(entry) = decode::<Entry>(&bytes) {
+                    apply(&mut state, &entry);
+                }
+            }
         }
+        state
     }
 
-    /// [`SimStore::applied_state`], from the copy kept since the last
-    /// write.
+    /// The applied state last written, from the copy kept since the last
+    /// write (after a restart: what the node started from).
     fn last_persisted(&self) -> AppliedState {
         let mut persisted = self.persisted.lock().unwrap_or_else(|p| p.into_inner());
         persisted
-            .get_or_insert_with(|| self.applied_state())
+            .get_or_insert_with(|| stored_state(&self.disk).unwrap_or_default())
             .clone()
     }
 
@@ -278,7 +293,7 @@ impl SimStore {
             Ok(raw) => raw.iter().filter_map(|b| decode(b).ok()).collect(),
             Err(_) => Vec::new(),
         };
-        if entries.len() as u64 != end + 1 - start {
+        if entries.len() as u64 != (end + 1).saturating_sub(start) {
             // The log no longer holds what was applied (only with the
             // planted bug); compare whole states instead.
             self.trace.event(
