@@ -31,6 +31,11 @@ pub struct Args {
     /// SecretConnection, else a unix socket); `failover`.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Which node serves the validators in the cluster and threshold rows,
+    /// comma-separated for a row each: `any` (whichever node's connection
+    /// a validator accepts, as CometBFT does), `leader` or `follower`.
+    #[arg(long, value_delimiter = ',', default_value = "any")]
+    pub served_by: Vec<crate::measure::ServedBy>,
     /// Instead of the rest, time this many single-node state writes per
     /// write scheme (in --tmp) and print p50/p99 for each.
     #[arg(long, value_name = "WRITES")]

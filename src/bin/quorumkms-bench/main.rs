@@ -49,7 +49,7 @@ use clap::Parser;
 
 use args::{Args, Site, selected};
 use cluster::{Layout, Link};
-use measure::{Config, Signer};
+use measure::{Config, ServedBy, Signer};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
@@ -126,15 +126,23 @@ async fn loopback(exe: &Path, args: &Args) -> Result<(), Box<dyn std::error::Err
         (1, Link::SecretConnection),
     ] {
         for &signer in signers {
-            let config = Config {
-                signer,
-                chains,
-                link,
+            let served: &[ServedBy] = match signer {
+                Signer::Cluster | Signer::Threshold => &args.served_by,
+                Signer::Single | Signer::Tmkms => &[ServedBy::Any],
             };
-            if selected(&args.only, &config.key()) {
-                let measured =
-                    measure::throughput(exe, args.tmkms.as_deref(), config, args.heights).await?;
-                figures.push(measured);
+            for &served_by in served {
+                let config = Config {
+                    signer,
+                    chains,
+                    link,
+                    served_by,
+                };
+                if selected(&args.only, &config.key()) {
+                    let measured =
+                        measure::throughput(exe, args.tmkms.as_deref(), config, args.heights)
+                            .await?;
+                    figures.push(measured);
+                }
             }
         }
     }

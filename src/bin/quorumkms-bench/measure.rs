@@ -31,6 +31,18 @@ pub enum Signer {
 /// Shares each signature takes in the threshold rows (of 3 nodes).
 pub const THRESHOLD: u16 = 2;
 
+/// Which cluster node serves the validators in a loopback row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServedBy {
+    /// Whichever node's connection each validator accepts, as CometBFT
+    /// does: the leader or a follower, by chance.
+    Any,
+    /// The leader: a grant is one Raft commit.
+    Leader,
+    /// A follower: a grant is a forward to the leader and its commit.
+    Follower,
+}
+
 /// One loopback row: a signer, its chains and the validators' link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -40,6 +52,8 @@ pub struct Config {
     pub chains: usize,
     /// How the signer reaches the validators.
     pub link: Link,
+    /// Which node serves, in a cluster.
+    pub served_by: ServedBy,
 }
 
 impl Config {
@@ -70,7 +84,12 @@ impl Config {
             Link::Unix => "unix",
             Link::SecretConnection => "secret conn",
         };
-        format!("{signer}, {} chain(s), {link}", self.chains)
+        let via = match self.served_by {
+            ServedBy::Any => "",
+            ServedBy::Leader => ", via leader",
+            ServedBy::Follower => ", via follower",
+        };
+        format!("{signer}, {} chain(s), {link}{via}", self.chains)
     }
 }
 
@@ -275,17 +294,35 @@ pub async fn throughput(
                 Signer::Threshold => (3, Some(THRESHOLD)),
                 _ => (3, None),
             };
+            let chosen = nodes > 1 && config.served_by != ServedBy::Any;
             let mut bench = Bench::start(
                 exe,
                 nodes,
                 threshold,
                 config.chains,
                 config.link,
-                false,
+                chosen,
                 &Layout::Loopback,
             )
             .await?;
-            let validators = bench.validators.drain(..).flatten().collect();
+            let validators = if chosen {
+                let leader = bench.leader().await?;
+                let node = match config.served_by {
+                    ServedBy::Follower => bench.follower_near_validators(leader),
+                    _ => leader,
+                };
+                // With a validator per (chain, node), listener l is node
+                // l % nodes + 1's.
+                bench
+                    .validators
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(l, _)| l % nodes == node - 1)
+                    .filter_map(|(_, v)| v.take())
+                    .collect()
+            } else {
+                bench.validators.drain(..).flatten().collect()
+            };
             let run = run_validators(validators, heights).await;
             let rss = bench.rss_mib();
             let report = bench.checker.report();
