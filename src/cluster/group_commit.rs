@@ -10,6 +10,12 @@
 //! tasks, rather than per write: a proposal may come from a task the
 //! simulation's runtime cannot spawn from (a gRPC handler), and a
 //! long-lived writer cannot be cancelled half-way by a caller going away.
+//!
+//! A command that finds no write in flight and nobody waiting is written
+//! by its own proposer instead ([`Queue::claim_idle`]): the hand-offs to
+//! the writer task and back are a good part of a lone grant's latency.
+//! Either way at most one write is in flight, and what arrives meanwhile
+//! waits for the writer.
 
 use std::sync::Mutex;
 
@@ -40,25 +46,64 @@ pub struct Waiter<E> {
 /// another anyway, and a second writer only splits batches (measured:
 /// fewer grants per second, not more).
 pub struct Queue<E> {
-    waiting: Mutex<Vec<Waiter<E>>>,
+    state: Mutex<State<E>>,
     // Wakes the writer; a wake-up with no writer waiting is kept for it.
     wake: Notify,
+}
+
+struct State<E> {
+    waiting: Vec<Waiter<E>>,
+    /// A write (the writer's or a proposer's own) is in flight.
+    writing: bool,
 }
 
 impl<E> Default for Queue<E> {
     fn default() -> Self {
         Queue {
-            waiting: Mutex::new(Vec::new()),
+            state: Mutex::new(State {
+                waiting: Vec::new(),
+                writing: false,
+            }),
             wake: Notify::new(),
         }
     }
 }
 
+/// The right to write, held by whoever writes now; dropping it (the write
+/// done, or its caller gone) lets the writer take what waits.
+pub struct Writing<'a, E> {
+    queue: &'a Queue<E>,
+}
+
+impl<E> Drop for Writing<'_, E> {
+    fn drop(&mut self) {
+        let waiting = {
+            let mut state = self.queue.lock();
+            state.writing = false;
+            !state.waiting.is_empty()
+        };
+        if waiting {
+            self.queue.wake.notify_one();
+        }
+    }
+}
+
 impl<E> Queue<E> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Waiter<E>>> {
-        // Every change below is a single push or take, so a panic elsewhere
-        // cannot leave the queue half-changed.
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<E>> {
+        // Every change below is a single push, take or flag, so a panic
+        // elsewhere cannot leave the queue half-changed.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The right to write one command at once, when no write is in flight
+    /// and no command waits (it would be overtaken otherwise).
+    pub fn claim_idle(&self) -> Option<Writing<'_, E>> {
+        let mut state = self.lock();
+        if state.writing || !state.waiting.is_empty() {
+            return None;
+        }
+        state.writing = true;
+        Some(Writing { queue: self })
     }
 
     /// Queues `command` and wakes the writer. Returns the receiver of its
@@ -69,7 +114,7 @@ impl<E> Queue<E> {
         deadline: Instant,
     ) -> oneshot::Receiver<Result<Outcome, E>> {
         let (answer, outcome) = oneshot::channel();
-        self.lock().push(Waiter {
+        self.lock().waiting.push(Waiter {
             command,
             deadline,
             queued: Instant::now(),
@@ -79,18 +124,21 @@ impl<E> Queue<E> {
         outcome
     }
 
-    /// The next commands to write, oldest first, at most [`MAX_BATCH`];
-    /// `None` when the queue is empty.
-    pub fn next_batch(&self) -> Option<Vec<Waiter<E>>> {
-        let mut waiting = self.lock();
+    /// The next commands to write, oldest first, at most [`MAX_BATCH`],
+    /// with the right to write them; `None` when the queue is empty or a
+    /// write is in flight (its end wakes the writer).
+    pub fn next_batch(&self) -> Option<(Writing<'_, E>, Vec<Waiter<E>>)> {
+        let mut state = self.lock();
         // Waiters that gave up (their grant timed out or the validator
         // went away) are not written: nobody would sign with the outcome.
-        waiting.retain(|w| !w.answer.is_closed());
-        if waiting.is_empty() {
+        state.waiting.retain(|w| !w.answer.is_closed());
+        if state.writing || state.waiting.is_empty() {
             return None;
         }
-        let take = waiting.len().min(MAX_BATCH);
-        Some(waiting.drain(..take).collect())
+        state.writing = true;
+        let take = state.waiting.len().min(MAX_BATCH);
+        let batch = state.waiting.drain(..take).collect();
+        Some((Writing { queue: self }, batch))
     }
 
     /// Waits until a command is pushed (at once if one was pushed since
@@ -144,9 +192,10 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(5), queue.pushed())
             .await
             .expect("woken");
-        let batch = queue.next_batch().expect("two waiting");
+        let (writing, batch) = queue.next_batch().expect("two waiting");
         let commands: Vec<_> = batch.iter().map(|w| w.command.clone()).collect();
         assert_eq!(commands, vec![grant(1), grant(2)], "oldest first");
+        drop(writing);
         assert!(queue.next_batch().is_none());
     }
 
@@ -156,8 +205,8 @@ mod tests {
         let receivers: Vec<_> = (0..MAX_BATCH + 3)
             .map(|h| queue.push(grant(h as i64), later()))
             .collect();
-        assert_eq!(queue.next_batch().map(|b| b.len()), Some(MAX_BATCH));
-        assert_eq!(queue.next_batch().map(|b| b.len()), Some(3));
+        assert_eq!(queue.next_batch().map(|(_, b)| b.len()), Some(MAX_BATCH));
+        assert_eq!(queue.next_batch().map(|(_, b)| b.len()), Some(3));
         drop(receivers);
     }
 
@@ -167,9 +216,34 @@ mod tests {
         let gone = queue.push(grant(1), later());
         let _kept = queue.push(grant(2), later());
         drop(gone);
-        let batch = queue.next_batch().expect("one still waits");
+        let (_writing, batch) = queue.next_batch().expect("one still waits");
         assert_eq!(batch.len(), 1);
         assert_eq!(batch[0].command, grant(2));
+    }
+
+    #[tokio::test]
+    async fn one_write_at_a_time_and_its_end_wakes_the_writer() {
+        let queue: Queue<()> = Queue::default();
+        let direct = queue.claim_idle().expect("idle");
+        assert!(queue.claim_idle().is_none(), "a write is in flight");
+        let _waiting = queue.push(grant(1), later());
+        // The writer is woken by the push but may not write yet.
+        queue.pushed().await;
+        assert!(queue.next_batch().is_none(), "a write is in flight");
+        drop(direct);
+        tokio::time::timeout(std::time::Duration::from_secs(5), queue.pushed())
+            .await
+            .expect("the write's end wakes the writer");
+        let (writing, batch) = queue.next_batch().expect("the waiter");
+        assert_eq!(batch.len(), 1);
+        assert!(queue.claim_idle().is_none(), "the writer writes");
+        drop(writing);
+        assert!(queue.claim_idle().is_some(), "idle again");
+        let _later = queue.push(grant(2), later());
+        assert!(
+            queue.claim_idle().is_none(),
+            "a command waits: no overtaking"
+        );
     }
 
     #[test]

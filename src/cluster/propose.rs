@@ -280,6 +280,13 @@ impl Proposer {
         while self.transferring.load(Ordering::SeqCst) && Instant::now() < paused_until {
             sleep_until_or(paused_until, Duration::from_millis(10)).await;
         }
+        if let Some(_writing) = self.queue.claim_idle() {
+            let started = Instant::now();
+            let result = write(&self.instance, command, deadline).await;
+            crate::metrics::global().stage(Stage::Queue, Duration::ZERO);
+            crate::metrics::global().stage(Stage::Commit, started.elapsed());
+            return result;
+        }
         let outcome = self.queue.push(command, deadline);
         match tokio::time::timeout_at(deadline, outcome).await {
             Ok(Ok(result)) => result,
@@ -478,7 +485,7 @@ impl Proposer {
 
 /// Writes what `queue` holds, batch after batch, until it is empty.
 async fn write_batches(instance: &Instance, queue: &Queue<LeaderError>) {
-    while let Some(batch) = queue.next_batch() {
+    while let Some((_writing, batch)) = queue.next_batch() {
         let started = Instant::now();
         let mut deadline = started;
         let mut commands = Vec::with_capacity(batch.len());
