@@ -14,8 +14,9 @@
 //!
 //! Run: `scripts/bench` (release build), or
 //! `cargo run --release --bin quorumkms-bench -- --heights 500
-//! [--tmkms PATH] [--only single,cluster1,tmkms]`. `--state-write N` times
-//! single-node state writes per write scheme instead.
+//! [--tmkms PATH] [--only single,cluster1,tmkms] [--served-by leader,follower]`.
+//! `--state-write N` times single-node state writes per write scheme
+//! instead.
 //!
 //! With `--netns`, it measures topologies instead: each node in a network
 //! namespace of its own, in simulated regions with delays between them
