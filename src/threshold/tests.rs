@@ -30,12 +30,11 @@ enum Behaviour {
     Silent,
 }
 
-/// A node in memory: its participant, the bytes its "applied state" has
+/// A node in memory: a share holder, the bytes its "applied state" has
 /// granted, and how it behaves.
 struct TestNode {
-    node: u64,
     commits: std::sync::atomic::AtomicUsize,
-    participant: Participant,
+    holder: local::Holder,
     granted: Mutex<Vec<u8>>,
     behaviour: Behaviour,
 }
@@ -43,9 +42,8 @@ struct TestNode {
 impl TestNode {
     fn new(share: KeyShare, behaviour: Behaviour) -> Arc<TestNode> {
         Arc::new(TestNode {
-            node: share.node(),
             commits: std::sync::atomic::AtomicUsize::new(0),
-            participant: Participant::new([share]),
+            holder: local::Holder::new(share),
             granted: Mutex::new(Vec::new()),
             behaviour,
         })
@@ -58,7 +56,7 @@ impl TestNode {
 
 impl Cosigner for TestNode {
     fn node(&self) -> u64 {
-        self.node
+        self.holder.node()
     }
 
     fn commit<'a>(&'a self, chain_id: &'a str) -> BoxFuture<'a, Result<Commitment, CosignError>> {
@@ -70,9 +68,7 @@ impl Cosigner for TestNode {
                 Behaviour::Silent => std::future::pending::<()>().await,
                 _ => {}
             }
-            self.participant
-                .commit(chain_id)
-                .map_err(|e| CosignError::Refused(e.to_string()))
+            self.holder.commit(chain_id).await
         })
     }
 
@@ -93,9 +89,10 @@ impl Cosigner for TestNode {
             } else if package.message() != self.granted.lock().unwrap().as_slice() {
                 return Err(refused(ShareError::NotGranted("other bytes".into())));
             }
-            self.participant
-                .sign(chain_id, session, &package)
-                .map_err(refused)
+            let bytes = package
+                .serialize()
+                .map_err(|e| CosignError::Refused(e.to_string()))?;
+            self.holder.sign(chain_id, session, &bytes).await
         })
     }
 }
