@@ -24,6 +24,12 @@ const SNAPSHOT_EVERY: u64 = 500;
 /// Log entries kept behind a snapshot, for lagging followers.
 const LOG_KEPT_BEHIND_SNAPSHOT: u64 = 50;
 
+// The applied state is written every `APPLIED_WRITE_EVERY` entries. A node
+// of an earlier version starts from that record alone (not the newer of it
+// and the snapshot), so after a downgrade it must still find the log past
+// it: the log is purged no further than this far behind a snapshot.
+const _: () = assert!(super::state_machine::APPLIED_WRITE_EVERY < LOG_KEPT_BEHIND_SNAPSHOT);
+
 /// openraft's settings for `config`.
 ///
 /// # Errors
