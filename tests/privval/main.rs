@@ -22,6 +22,5 @@ mod state_migration;
 mod threshold_cli;
 mod transport_address;
 mod transport_backoff;
-mod transport_secret_connection;
 mod transport_unix;
 mod vectors;

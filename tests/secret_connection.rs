@@ -1,6 +1,10 @@
 //! `transport::connect` over TCP + SecretConnection against a fake
 //! validator: byte exchange both ways, peer id checks, EOF and errors on
 //! the async side, and no bridge thread outliving its connection.
+//!
+//! A test binary of its own: these tests count the process's bridge
+//! threads by name, and the privval tests' mock validators open
+//! SecretConnections in their process, so sharing it made the counts race.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
