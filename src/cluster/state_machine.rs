@@ -368,8 +368,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let started = std::time::Instant::now();
-        // Work on a copy: if the write below fails, neither the in-memory
-        // state nor the published one moves past what is on disk.
+        // Work on a copy: if the write below fails, the batch is not
+        // applied at all, in memory or in the published state.
         let mut next = AppliedState::clone(&self.state);
         let outcomes: Vec<Outcome> = entries
             .into_iter()
