@@ -18,7 +18,7 @@ use crate::keys::{ConsensusSigner, KeyType, softsign};
 use crate::privval::Version;
 use crate::testnet::{
     CHAIN_ID, NodeKeys, cluster_section, find_leader, free_ports, initialize_cluster, spawn_node,
-    write_nodes_keyed,
+    threshold_shares, write_nodes_keyed,
 };
 use crate::validator::{
     Checker, DOUBLE_SIGN_STEP, MockValidator, SignOutcome, SignerListener, ValidatorTiming,
@@ -83,8 +83,7 @@ pub async fn run(options: &DemoOptions) -> Result<(), Box<dyn std::error::Error>
         Some(threshold) => NodeKeys::Threshold {
             seed: key.seed(),
             threshold,
-            shares: u16::try_from(options.nodes)
-                .map_err(|_| format!("{} nodes: at most 255 hold shares", options.nodes))?,
+            shares: threshold_shares(threshold, options.nodes)?,
         },
         None => NodeKeys::Whole(key.seed()),
     };

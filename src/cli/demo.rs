@@ -8,6 +8,7 @@ use crate::config::parse_duration;
 use crate::demo::{self, DemoOptions};
 use crate::keys::KeyType;
 use crate::privval::Version;
+use crate::testnet::threshold_shares;
 
 /// Arguments of `demo`.
 #[derive(clap::Args, Debug)]
@@ -84,18 +85,13 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 
 /// Whether `--threshold t` fits the other arguments.
 fn check_threshold(t: u16, nodes: usize, key_type: KeyType) -> Result<(), String> {
-    if nodes < 3 {
-        return Err(
-            "--threshold needs a cluster: --nodes 3 or more, each holding one share".into(),
-        );
-    }
+    threshold_shares(t, nodes)?;
     if key_type != KeyType::Ed25519 {
         return Err(format!(
             "--threshold splits an ed25519 key (FROST Ed25519); drop --key-type {key_type}"
         ));
     }
-    let shares = u16::try_from(nodes).map_err(|_| format!("--nodes {nodes}: too many"))?;
-    crate::threshold::check_threshold(t, shares).map_err(|e| format!("--threshold: {e}"))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use crate::cluster::config::is_loopback;
 use crate::keys::{ConsensusSigner, softsign};
 use crate::privval::Version;
-use crate::testnet::{NodeKeys, cluster_section_at, write_node_keyed};
+use crate::testnet::{NodeKeys, cluster_section_at, threshold_shares, write_node_keyed};
 
 /// Arguments of `testnet-config`.
 #[derive(clap::Args, Debug)]
@@ -95,7 +95,7 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     // (threshold, shares) in threshold mode.
     let split = args
         .threshold
-        .map(|t| threshold_split(t, nodes))
+        .map(|t| threshold_shares(t, nodes).map(|shares| (t, shares)))
         .transpose()?;
     for i in 1..=nodes {
         if args.dir.join(format!("node-{i}")).exists() {
@@ -171,16 +171,6 @@ pub fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         None => println!("consensus key {public} (soft key, same on every node)"),
     }
     Ok(())
-}
-
-/// The (threshold, shares) of `--threshold t` over `nodes` signer nodes.
-fn threshold_split(t: u16, nodes: usize) -> Result<(u16, u16), String> {
-    if nodes < 3 {
-        return Err("--threshold needs a cluster: 3 or more nodes, each holding one share".into());
-    }
-    let shares = u16::try_from(nodes).map_err(|_| format!("{nodes} nodes: at most 255"))?;
-    crate::threshold::check_threshold(t, shares).map_err(|e| format!("--threshold: {e}"))?;
-    Ok((t, shares))
 }
 
 /// Copies node `i`'s certificate, its key and the CA from `certs` into

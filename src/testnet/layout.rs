@@ -131,6 +131,25 @@ pub enum NodeKeys {
     },
 }
 
+/// The share count of a `--threshold t` split over `nodes` signer nodes,
+/// one share each: a cluster of 3 or more, and `t` that fits it.
+///
+/// # Errors
+///
+/// Fewer than 3 nodes, more than 255, or a threshold that does not fit.
+pub fn threshold_shares(threshold: u16, nodes: usize) -> Result<u16, String> {
+    if nodes < 3 {
+        return Err(
+            "--threshold needs a cluster: --nodes 3 or more, each holding one share".into(),
+        );
+    }
+    let shares =
+        u16::try_from(nodes).map_err(|_| format!("--nodes {nodes}: at most 255 hold shares"))?;
+    crate::threshold::check_threshold(threshold, shares)
+        .map_err(|e| format!("--threshold: {e}"))?;
+    Ok(shares)
+}
+
 /// As [`write_node`], with the key held as `keys` says. A threshold
 /// split is drawn from a generator seeded with the key, so every node's
 /// call makes the same split and takes its own share of it (a test key;

@@ -28,7 +28,7 @@ pub use admin::{find_leader, find_leader_at, initialize_cluster, initialize_clus
 pub use cluster::{Placement, ProcessCluster, ProcessClusterBuilder};
 pub use layout::{
     CHAIN_ID, NodeFiles, NodeKeys, cluster_section, cluster_section_at, read_signer_names,
-    write_node, write_node_keyed, write_nodes, write_nodes_keyed,
+    threshold_shares, write_node, write_node_keyed, write_nodes, write_nodes_keyed,
 };
 pub use ports::free_ports;
 pub use process::{spawn_node, spawn_node_in, spawn_node_with_env};
